@@ -1,0 +1,3 @@
+"""StateSet Sequencer: a verifiable event sequencer speaking VES v1.0."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m stateset_sequencer`` is ``sequencer-cli``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""``sequencer-cli``: the operator's and the agent's command line.
+
+Every command exits 0 on success, 1 when the work itself fails (a bad signature, an
+unreadable key) and 2 on usage errors, and says why on stderr in one line, never with a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .ves import envelope, jcs, signing
+from .ves.codec import format_rfc3339
+from .ves.errors import EnvelopeInvalid, VesError
+
+app = typer.Typer(
+    name="sequencer-cli",
+    help="StateSet Sequencer: sign and verify VES v1.0 events, and operate the sequencer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+KEY_FILE = "agent.key"
+PUB_FILE = "agent.pub"
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        if str(path) == "-":
+            return sys.stdin.read()
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"{path}: no such file", 2)
+    except IsADirectoryError:
+        fail(f"{path}: is a directory", 2)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{path}: cannot read ({exc})", 2)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create a file readable by its owner only, without a window where it is wider."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)  # O_CREAT's mode is masked by umask and ignored for old files
+
+
+def load_signer(path: Path) -> signing.Signer:
+    """Read an agent key file (64 hex characters, or base64) and warn if others can read it."""
+    text = _read_text(path).strip()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        err.print(f"warning: {path} is readable by other users; chmod 600 it")
+    try:
+        return signing.Signer(text)
+    except VesError as exc:
+        fail(f"{path}: not an Ed25519 seed ({exc})")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def _load_json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = jcs.loads(_read_text(path))
+    except VesError as exc:
+        fail(f"{path}: {exc}", 2)
+    if not isinstance(value, dict):
+        fail(f"{path}: expected one JSON object, got {type(value).__name__}", 2)
+    return value
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Directory for agent.key and agent.pub")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key")] = False,
+) -> None:
+    """Create an agent Ed25519 key: DIR/agent.key (seed, hex, mode 0600) and DIR/agent.pub."""
+    signer = _create_key(out, force=force)
+    typer.echo(signer.public_key.hex())
+
+
+def _create_key(out: Path, *, force: bool) -> signing.Signer:
+    key_path, pub_path = out / KEY_FILE, out / PUB_FILE
+    if key_path.exists() and not force:
+        fail(f"{key_path} already exists; pass --force to replace it (the old key is lost)")
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        signer = signing.Signer.generate()
+        _write_private(key_path, signer.seed.hex() + "\n")
+        pub_path.write_text(signer.public_key.hex() + "\n", encoding="ascii")
+    except OSError as exc:
+        fail(f"cannot write the key to {out}: {exc}")
+    err.print(f"wrote {key_path} (private, 0600) and {pub_path}")
+    return signer
+
+
+@app.command()
+def sign(
+    key: Annotated[Path, typer.Option("--key", help="Agent key file (agent.key)")],
+    event: Annotated[Path, typer.Option("--event", help="Unsigned event JSON file, or -")],
+) -> None:
+    """Sign one event and print the complete envelope as one JSON object.
+
+    The input holds the envelope fields without payload_plain_hash, payload_cipher_hash
+    and agent_signature. With "payload_kind": 1 and "recipients":
+    [{"recipient_kid": n, "public_key": hex}] the payload is encrypted (VES-ENC-1).
+    """
+    signer = load_signer(key)
+    obj = _load_json_object(event)
+    try:
+        signed = envelope.sign_unsigned(obj, signer)
+    except EnvelopeInvalid as exc:
+        fail(f"{event}: {exc.reason}: {exc.message}" if exc.message != exc.reason else exc.reason)
+    except VesError as exc:
+        fail(f"{event}: {exc}")
+    _print_json(signed.to_wire())
+
+
+@app.command()
+def verify(
+    event: Annotated[Path, typer.Option("--event", help="Signed envelope JSON file, or -")],
+    public_key: Annotated[
+        str, typer.Option("--public-key", help="Agent public key: hex, or a file holding it")
+    ],
+) -> None:
+    """Check a signed envelope: structure, payload hash and agent signature."""
+    key_text = public_key
+    if Path(public_key).is_file():
+        key_text = _read_text(Path(public_key)).strip()
+    try:
+        pk = signing.parse_public_key(key_text)
+    except VesError as exc:
+        fail(f"public key: {exc}", 2)
+    obj = _load_json_object(event)
+    try:
+        env = envelope.parse_envelope(obj)
+    except ValueError as exc:  # pydantic's ValidationError
+        fail(f"{event}: not a VES envelope: {_one_line(exc)}")
+    try:
+        digest = envelope.validate(env)
+        envelope.verify_signature(env, pk, digest)
+    except EnvelopeInvalid as exc:
+        fail(f"{event}: {exc.reason}: {exc.message}")
+    typer.echo(f"ok: event {env.event_id} signing hash {digest.hex()}")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the demo agent key lives")
+    ] = Path("./data"),
+) -> None:
+    """Make (or reuse) an agent key, sign a sample event, verify it and print it."""
+    key_dir = data_dir / "agent"
+    if (key_dir / KEY_FILE).exists():
+        signer = load_signer(key_dir / KEY_FILE)
+    else:
+        signer = _create_key(key_dir, force=False)
+    signed = envelope.sign_event(
+        signer=signer,
+        tenant_id=uuid.UUID(int=1),
+        store_id=uuid.UUID(int=2),
+        source_agent_id=uuid.uuid5(uuid.NAMESPACE_OID, signer.public_key.hex()),
+        entity_type="order",
+        entity_id="ORD-001",
+        event_type="order.created",
+        created_at=format_rfc3339(datetime.now(UTC)),
+        payload={"total": 4999, "currency": "USD"},
+    )
+    digest = envelope.validate(signed)
+    envelope.verify_signature(signed, signer.public_key, digest)
+    _print_json(signed.to_wire())
+    err.print(f"signed and verified event {signed.event_id} with key {key_dir / KEY_FILE}")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,5 @@
+"""Pure VES v1.0 protocol core.
+
+Every hash, signature, proof and encoding of the protocol is computed here and nowhere
+else. Nothing in this package does I/O, reads a clock or keeps global mutable state.
+"""

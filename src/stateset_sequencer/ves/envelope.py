@@ -1,0 +1,519 @@
+"""The VES v1.0 event envelope (REFERENCE_MAP §4.1) as a strict model, its validation in the
+reference's order (VES_PROTOCOL §4), and helpers that build and sign envelopes.
+
+Parsing is strict about JSON types (``false`` is not an integer, ``1.0`` is not a key id) and
+keeps ``created_at`` as the exact string sent, because that string is what was signed.
+Semantic checks that the reference reports per event (version, byte lengths, payload-kind
+consistency, encrypted structure, timestamp, payload hash) live in :func:`validate`, so that
+the sequencer can reject one event without failing its whole batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+)
+
+from . import encryption, hashing
+from .codec import (
+    U32_MAX,
+    U64_MAX,
+    parse_hex,
+    parse_key_text,
+    parse_rfc3339,
+    parse_uuid,
+    to_0x_hex,
+)
+from .errors import BadSignature, BadTimestamp, EnvelopeInvalid, VesError
+from .signing import Signer, verify
+
+VES_VERSION = 1
+PAYLOAD_KIND_PLAINTEXT = 0
+PAYLOAD_KIND_ENCRYPTED = 1
+
+# Byte-length limits in UTF-8 bytes, as the reference enforces them.
+MAX_ENTITY_TYPE_BYTES = 128
+MAX_ENTITY_ID_BYTES = 512
+MAX_EVENT_TYPE_BYTES = 256
+
+
+def _strict_format(info: ValidationInfo) -> bool:
+    ctx = info.context
+    return bool(ctx.get("strict_format")) if isinstance(ctx, Mapping) else False
+
+
+def _hex_validator(length: int) -> Callable[[Any, ValidationInfo], bytes]:
+    def validate_hex(value: Any, info: ValidationInfo) -> bytes:
+        if isinstance(value, bytes) and len(value) == length:
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"expected a hex string of {length} bytes")
+        try:
+            return parse_hex(value, length, strict=_strict_format(info))
+        except VesError as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate_hex
+
+
+def _uuid_validator(value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return parse_uuid(value)
+    except VesError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_HEX32_SCHEMA = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{64}$"}
+_HEX64_SCHEMA = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{128}$"}
+
+Hash32 = Annotated[
+    bytes,
+    PlainValidator(_hex_validator(32)),
+    PlainSerializer(to_0x_hex, return_type=str),
+    WithJsonSchema(_HEX32_SCHEMA),
+]
+Signature64 = Annotated[
+    bytes,
+    PlainValidator(_hex_validator(64)),
+    PlainSerializer(to_0x_hex, return_type=str),
+    WithJsonSchema(_HEX64_SCHEMA),
+]
+UuidField = Annotated[
+    uuid.UUID,
+    PlainValidator(_uuid_validator),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "format": "uuid"}),
+]
+U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
+U64 = Annotated[int, Field(ge=0, le=U64_MAX)]
+
+_STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class HpkeParams(BaseModel):
+    model_config = _STRICT
+    mode: str
+    kem: str
+    kdf: str
+    aead: str
+
+
+class EncryptedRecipient(BaseModel):
+    model_config = _STRICT
+    recipient_kid: U32
+    enc_b64u: str
+    ct_b64u: str
+
+
+class EncryptedPayload(BaseModel):
+    """``payload_encrypted`` as sent. Types are checked here; the VES-ENC-1 structure rules
+    (lengths, sorted kids, allowed suites) are per-event checks in :func:`validate`."""
+
+    model_config = _STRICT
+    enc_version: U32
+    aead: str
+    nonce_b64u: str
+    ciphertext_b64u: str
+    tag_b64u: str
+    hpke: HpkeParams
+    recipients: list[EncryptedRecipient]
+
+
+class VesEventEnvelope(BaseModel):
+    """One signed VES v1.0 event, field for field as the reference's wire format.
+
+    Unknown fields are ignored, as the reference does; ``sequence_number`` and
+    ``sequenced_at`` sent by a client are among them (the sequencer assigns both).
+    """
+
+    model_config = _STRICT
+
+    ves_version: U32
+    event_id: UuidField
+    tenant_id: UuidField
+    store_id: UuidField
+    source_agent_id: UuidField
+    agent_key_id: U32
+    entity_type: str
+    entity_id: str
+    event_type: str
+    created_at: str
+    payload_kind: Annotated[int, Field(ge=0, le=1)]
+    payload: Any = None
+    payload_encrypted: EncryptedPayload | None = None
+    payload_plain_hash: Hash32
+    payload_cipher_hash: Hash32
+    agent_signature: Signature64
+    agent_signature_scheme: U32 | None = None
+    agent_signature_bundle: dict[str, Any] | None = None
+    command_id: UuidField | None = None
+    base_version: U64 | None = None
+
+    def signing_fields(self) -> hashing.SigningFields:
+        return hashing.SigningFields(
+            ves_version=self.ves_version,
+            tenant_id=self.tenant_id,
+            store_id=self.store_id,
+            event_id=self.event_id,
+            source_agent_id=self.source_agent_id,
+            agent_key_id=self.agent_key_id,
+            entity_type=self.entity_type,
+            entity_id=self.entity_id,
+            event_type=self.event_type,
+            created_at=self.created_at,
+            payload_kind=self.payload_kind,
+            payload_plain_hash=self.payload_plain_hash,
+            payload_cipher_hash=self.payload_cipher_hash,
+        )
+
+    def signing_hash(self) -> bytes:
+        return hashing.event_signing_hash(self.signing_fields())
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object a client sends: snake_case, ``0x`` hex, optional fields omitted
+        when unset."""
+        wire: dict[str, Any] = self.model_dump(mode="json", exclude_none=True)
+        if self.payload_kind == PAYLOAD_KIND_PLAINTEXT and "payload" not in wire:
+            wire["payload"] = None
+        return wire
+
+
+def parse_envelope(obj: Mapping[str, Any], *, strict_format: bool = False) -> VesEventEnvelope:
+    """Parse a decoded JSON object into an envelope; raises pydantic's ``ValidationError``
+    (the HTTP layer maps it to 422 with field paths)."""
+    return VesEventEnvelope.model_validate(obj, context={"strict_format": strict_format})
+
+
+def parse_envelope_json(text: str | bytes, *, strict_format: bool = False) -> VesEventEnvelope:
+    return VesEventEnvelope.model_validate_json(text, context={"strict_format": strict_format})
+
+
+# --- per-event validation, in the reference's order (VES_PROTOCOL §4) ----------------------
+
+
+def check_version(env: VesEventEnvelope) -> None:
+    if env.ves_version != VES_VERSION:
+        raise EnvelopeInvalid(
+            "unsupported_version", f"Unsupported VES version {env.ves_version}; expected 1"
+        )
+
+
+def check_lengths(env: VesEventEnvelope) -> None:
+    """Byte lengths in UTF-8: entity_type 1–128, entity_id 1–512, event_type 1–256."""
+    for name, value, limit in (
+        ("entity_type", env.entity_type, MAX_ENTITY_TYPE_BYTES),
+        ("entity_id", env.entity_id, MAX_ENTITY_ID_BYTES),
+        ("event_type", env.event_type, MAX_EVENT_TYPE_BYTES),
+    ):
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise EnvelopeInvalid(
+                f"schema_validation: {name}", f"{name} is not valid UTF-8"
+            ) from None
+        if not 1 <= size <= limit:
+            raise EnvelopeInvalid(
+                f"schema_validation: {name}",
+                f"{name} must be 1-{limit} bytes of UTF-8, got {size}",
+            )
+
+
+def check_payload_kind(env: VesEventEnvelope) -> None:
+    """Plaintext: payload present, no payload_encrypted, zero cipher hash. Encrypted: the
+    reverse."""
+    if env.payload_kind == PAYLOAD_KIND_PLAINTEXT:
+        if env.payload is None:
+            raise EnvelopeInvalid("schema_validation: payload", "payload is required")
+        if env.payload_encrypted is not None:
+            raise EnvelopeInvalid(
+                "schema_validation: payload_encrypted",
+                "payload_encrypted must be absent for a plaintext event",
+            )
+        if env.payload_cipher_hash != hashing.ZERO_HASH:
+            raise EnvelopeInvalid(
+                "schema_validation: payload_cipher_hash",
+                "payload_cipher_hash must be zero for a plaintext event",
+            )
+    else:
+        if env.payload is not None:
+            raise EnvelopeInvalid(
+                "schema_validation: payload", "payload must be absent for an encrypted event"
+            )
+        if env.payload_encrypted is None:
+            raise EnvelopeInvalid(
+                "schema_validation: payload_encrypted", "payload_encrypted is required"
+            )
+
+
+def check_created_at(env: VesEventEnvelope) -> None:
+    try:
+        parse_rfc3339(env.created_at)
+    except BadTimestamp as exc:
+        raise EnvelopeInvalid("schema_validation: created_at", str(exc)) from None
+
+
+def check_payload_hash(env: VesEventEnvelope, *, strict_format: bool = False) -> None:
+    """Plaintext: recompute the plain hash. Encrypted: the plain hash is salted and cannot
+    be checked, so recompute the cipher hash instead (which also checks the structure)."""
+    if env.payload_kind == PAYLOAD_KIND_PLAINTEXT:
+        try:
+            expected = hashing.payload_plain_hash(env.payload)
+        except VesError as exc:
+            raise EnvelopeInvalid("schema_validation: payload", str(exc)) from None
+        if expected != env.payload_plain_hash:
+            raise EnvelopeInvalid(
+                "invalid_payload_hash", "payload_plain_hash does not match the payload"
+            )
+        return
+    if cipher_hash(env, strict_format=strict_format) != env.payload_cipher_hash:
+        raise EnvelopeInvalid(
+            "invalid_cipher_hash", "payload_cipher_hash does not match payload_encrypted"
+        )
+
+
+def cipher_hash(env: VesEventEnvelope, *, strict_format: bool = False) -> bytes:
+    """Recompute an encrypted event's cipher hash from its envelope."""
+    if env.payload_encrypted is None:
+        raise EnvelopeInvalid("schema_validation: payload_encrypted", "payload_encrypted missing")
+    parts = encryption.parse_encrypted(env.payload_encrypted.model_dump(), strict=strict_format)
+    aad = hashing.payload_aad(
+        tenant_id=env.tenant_id,
+        store_id=env.store_id,
+        event_id=env.event_id,
+        source_agent_id=env.source_agent_id,
+        agent_key_id=env.agent_key_id,
+        entity_type=env.entity_type,
+        entity_id=env.entity_id,
+        event_type=env.event_type,
+        created_at=env.created_at,
+        payload_plain_hash=env.payload_plain_hash,
+    )
+    return encryption.cipher_hash_of(parts, aad)
+
+
+def validate(env: VesEventEnvelope, *, strict_format: bool = False) -> bytes:
+    """Run the reference's per-event checks 1–6 in order and return the event signing hash.
+
+    Key lookup and the signature (checks 7–8) need the key registry, so the caller does
+    them, with :func:`verify_signature`. Raises :class:`EnvelopeInvalid` with the
+    reference's reason code at the first failure.
+    """
+    check_version(env)
+    check_lengths(env)
+    check_payload_kind(env)
+    if env.payload_kind == PAYLOAD_KIND_ENCRYPTED:
+        # Structure is checked before created_at, as the reference orders it.
+        assert env.payload_encrypted is not None  # guaranteed by check_payload_kind
+        encryption.parse_encrypted(env.payload_encrypted.model_dump(), strict=strict_format)
+    check_created_at(env)
+    check_payload_hash(env, strict_format=strict_format)
+    return env.signing_hash()
+
+
+def verify_signature(env: VesEventEnvelope, public_key: bytes, signing_hash: bytes) -> None:
+    """Check the agent's Ed25519 signature over the signing hash."""
+    try:
+        verify(public_key, signing_hash, env.agent_signature)
+    except VesError:
+        raise EnvelopeInvalid("invalid_signature", "Agent signature does not verify") from None
+
+
+# --- building and signing -----------------------------------------------------------------
+
+
+def sign_event(
+    *,
+    signer: Signer,
+    tenant_id: uuid.UUID,
+    store_id: uuid.UUID,
+    source_agent_id: uuid.UUID,
+    entity_type: str,
+    entity_id: str,
+    event_type: str,
+    created_at: str,
+    payload: Any,
+    agent_key_id: int = 1,
+    event_id: uuid.UUID | None = None,
+    command_id: uuid.UUID | None = None,
+    base_version: int | None = None,
+    recipients: Sequence[tuple[int, bytes]] | None = None,
+) -> VesEventEnvelope:
+    """Build a complete signed envelope from a payload and a key.
+
+    With ``recipients`` (``(kid, X25519 public key)`` pairs) the payload is encrypted with
+    VES-ENC-1 and the event is of kind 1; otherwise it is plaintext. ``created_at`` is
+    passed in (this package reads no clock) and signed exactly as given.
+    """
+    try:
+        parse_rfc3339(created_at)
+    except BadTimestamp as exc:
+        raise EnvelopeInvalid("schema_validation: created_at", str(exc)) from None
+    event_id = event_id or uuid.uuid4()
+    encrypted: dict[str, Any] | None = None
+    if recipients is None:
+        kind = PAYLOAD_KIND_PLAINTEXT
+        plain = hashing.payload_plain_hash(payload)
+        cipher = hashing.ZERO_HASH
+    else:
+        kind = PAYLOAD_KIND_ENCRYPTED
+        sealed = encryption.encrypt_payload(
+            payload,
+            tenant_id=tenant_id,
+            store_id=store_id,
+            event_id=event_id,
+            source_agent_id=source_agent_id,
+            agent_key_id=agent_key_id,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            event_type=event_type,
+            created_at=created_at,
+            recipients=recipients,
+        )
+        encrypted, plain = sealed.payload_encrypted, sealed.payload_plain_hash
+        cipher = sealed.payload_cipher_hash
+    fields = hashing.SigningFields(
+        ves_version=VES_VERSION,
+        tenant_id=tenant_id,
+        store_id=store_id,
+        event_id=event_id,
+        source_agent_id=source_agent_id,
+        agent_key_id=agent_key_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        event_type=event_type,
+        created_at=created_at,
+        payload_kind=kind,
+        payload_plain_hash=plain,
+        payload_cipher_hash=cipher,
+    )
+    signature = signer.sign(hashing.event_signing_hash(fields))
+    try:
+        return VesEventEnvelope.model_validate(
+            {
+                "ves_version": VES_VERSION,
+                "event_id": event_id,
+                "tenant_id": tenant_id,
+                "store_id": store_id,
+                "source_agent_id": source_agent_id,
+                "agent_key_id": agent_key_id,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "event_type": event_type,
+                "created_at": created_at,
+                "payload_kind": kind,
+                "payload": payload if kind == PAYLOAD_KIND_PLAINTEXT else None,
+                "payload_encrypted": encrypted,
+                "payload_plain_hash": plain,
+                "payload_cipher_hash": cipher,
+                "agent_signature": signature,
+                "command_id": command_id,
+                "base_version": base_version,
+            }
+        )
+    except ValidationError as exc:
+        raise EnvelopeInvalid("schema_validation", _first_error(exc)) from None
+
+
+def sign_unsigned(obj: Mapping[str, Any], signer: Signer) -> VesEventEnvelope:
+    """Complete and sign an envelope given without its hashes and signature.
+
+    This is what ``sequencer-cli sign`` does. The object may carry ``recipients`` as
+    ``[{"recipient_kid": n, "public_key": hex}]`` to have its payload encrypted.
+    """
+    present = {"payload_plain_hash", "payload_cipher_hash", "agent_signature"} & set(obj)
+    if present:
+        raise EnvelopeInvalid(
+            "schema_validation", f"unsigned event must not carry {', '.join(sorted(present))}"
+        )
+    stub = dict(obj)
+    stub.setdefault("payload_kind", PAYLOAD_KIND_PLAINTEXT)
+    stub.update(
+        payload_plain_hash=hashing.ZERO_HASH,
+        payload_cipher_hash=hashing.ZERO_HASH,
+        agent_signature=bytes(64),
+    )
+    recipients_raw = stub.pop("recipients", None)
+    stub.pop("payload_encrypted", None)
+    if stub["payload_kind"] == PAYLOAD_KIND_ENCRYPTED and recipients_raw is None:
+        raise EnvelopeInvalid(
+            "schema_validation: recipients", "an encrypted event needs 'recipients' to seal to"
+        )
+    try:
+        draft = VesEventEnvelope.model_validate(stub)
+    except ValidationError as exc:
+        raise EnvelopeInvalid("schema_validation", _first_error(exc)) from None
+    if draft.ves_version != VES_VERSION:
+        raise EnvelopeInvalid("unsupported_version", "only ves_version 1 can be signed")
+    recipients: list[tuple[int, bytes]] | None = None
+    if draft.payload_kind == PAYLOAD_KIND_ENCRYPTED:
+        if not isinstance(recipients_raw, list):
+            raise EnvelopeInvalid("schema_validation: recipients", "recipients must be a list")
+        recipients = []
+        for entry in recipients_raw:
+            if not isinstance(entry, Mapping) or type(entry.get("recipient_kid")) is not int:
+                raise EnvelopeInvalid(
+                    "schema_validation: recipients",
+                    "each recipient needs an integer recipient_kid and a public_key",
+                )
+            try:
+                recipients.append((entry["recipient_kid"], parse_key_text(entry["public_key"])))
+            except (KeyError, VesError) as exc:
+                raise EnvelopeInvalid("schema_validation: recipients", str(exc)) from None
+    check_lengths(draft)
+    if draft.payload_kind == PAYLOAD_KIND_PLAINTEXT and draft.payload is None:
+        raise EnvelopeInvalid("schema_validation: payload", "payload is required")
+    return sign_event(
+        signer=signer,
+        tenant_id=draft.tenant_id,
+        store_id=draft.store_id,
+        source_agent_id=draft.source_agent_id,
+        entity_type=draft.entity_type,
+        entity_id=draft.entity_id,
+        event_type=draft.event_type,
+        created_at=draft.created_at,
+        payload=draft.payload,
+        agent_key_id=draft.agent_key_id,
+        event_id=draft.event_id,
+        command_id=draft.command_id,
+        base_version=draft.base_version,
+        recipients=recipients,
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "event"
+    return f"{where}: {err.get('msg', 'invalid')}"
+
+
+__all__ = [
+    "BadSignature",
+    "EncryptedPayload",
+    "EnvelopeInvalid",
+    "VesEventEnvelope",
+    "check_created_at",
+    "check_lengths",
+    "check_payload_hash",
+    "check_payload_kind",
+    "check_version",
+    "cipher_hash",
+    "parse_envelope",
+    "parse_envelope_json",
+    "sign_event",
+    "sign_unsigned",
+    "validate",
+    "verify_signature",
+]

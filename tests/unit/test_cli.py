@@ -1,0 +1,225 @@
+"""sequencer-cli keygen / sign / verify / demo, run as a real child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stateset_sequencer.ves import envelope, signing
+
+UNSIGNED_DROP = {"payload_plain_hash", "payload_cipher_hash", "agent_signature"}
+
+
+def cli(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stateset_sequencer", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def write_unsigned(path: Path, golden: dict[str, Any], index: int = 0, **change: Any) -> Path:
+    ev = golden["golden_example"]["events"][index]
+    obj = {k: v for k, v in ev.items() if not k.startswith("_") and k not in UNSIGNED_DROP} | change
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def test_keygen_writes_a_private_key_and_its_public_half(tmp_path: Path) -> None:
+    out = tmp_path / "keys"
+    result = cli("keygen", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    key_text = (out / "agent.key").read_text().strip()
+    pub_text = (out / "agent.pub").read_text().strip()
+    assert len(key_text) == 64 and len(pub_text) == 64
+    assert stat.S_IMODE((out / "agent.key").stat().st_mode) == 0o600
+    assert signing.Signer(key_text).public_key.hex() == pub_text == result.stdout.strip()
+
+
+def test_keygen_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    assert cli("keygen", "--out", str(tmp_path)).returncode == 0
+    first = (tmp_path / "agent.key").read_text()
+    again = cli("keygen", "--out", str(tmp_path))
+    assert again.returncode == 1
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert (tmp_path / "agent.key").read_text() == first
+    forced = cli("keygen", "--out", str(tmp_path), "--force")
+    assert forced.returncode == 0
+    assert (tmp_path / "agent.key").read_text() != first
+    assert stat.S_IMODE((tmp_path / "agent.key").stat().st_mode) == 0o600
+
+
+def test_keygen_into_an_unwritable_place(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = cli("keygen", "--out", str(blocker / "sub"))
+    assert result.returncode == 1 and "cannot write" in result.stderr
+
+
+def test_sign_reproduces_the_golden_envelopes(tmp_path: Path, golden: dict[str, Any]) -> None:
+    key = tmp_path / "agent.key"
+    key.write_text(golden["golden_example"]["signing_key_seed"] + "\n")
+    key.chmod(0o600)
+    for i, ev in enumerate(golden["golden_example"]["events"]):
+        result = cli(
+            "sign",
+            "--key",
+            str(key),
+            "--event",
+            str(write_unsigned(tmp_path / f"e{i}.json", golden, i)),
+        )
+        assert result.returncode == 0, result.stderr
+        signed = json.loads(result.stdout)
+        assert signed["payload_plain_hash"] == ev["payload_plain_hash"]
+        assert signed["payload_cipher_hash"] == ev["payload_cipher_hash"]
+        assert signed["agent_signature"] == ev["agent_signature"]
+        assert result.stdout.count("\n") == 1  # one JSON object on one line
+
+
+def test_sign_from_stdin_then_verify(tmp_path: Path, golden: dict[str, Any]) -> None:
+    assert cli("keygen", "--out", str(tmp_path)).returncode == 0
+    unsigned = write_unsigned(tmp_path / "e.json", golden).read_text()
+    signed = cli("sign", "--key", str(tmp_path / "agent.key"), "--event", "-", stdin=unsigned)
+    assert signed.returncode == 0, signed.stderr
+    (tmp_path / "signed.json").write_text(signed.stdout)
+    ok = cli(
+        "verify",
+        "--event",
+        str(tmp_path / "signed.json"),
+        "--public-key",
+        str(tmp_path / "agent.pub"),
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("ok:"), ok.stderr
+    tampered = json.loads(signed.stdout)
+    tampered["payload"]["delta"] = 7
+    (tmp_path / "bad.json").write_text(json.dumps(tampered))
+    bad = cli(
+        "verify", "--event", str(tmp_path / "bad.json"), "--public-key", str(tmp_path / "agent.pub")
+    )
+    assert bad.returncode == 1 and "invalid_payload_hash" in bad.stderr
+
+
+def test_sign_encrypted_event(
+    tmp_path: Path, golden: dict[str, Any], enc_vectors: dict[str, Any]
+) -> None:
+    recipient = enc_vectors["hpke_key_pairs"]["test_keys"][0]
+    key = tmp_path / "agent.key"
+    key.write_text(golden["golden_example"]["signing_key_seed"])
+    key.chmod(0o600)
+    event = write_unsigned(
+        tmp_path / "e.json",
+        golden,
+        payload_kind=1,
+        recipients=[{"recipient_kid": 1, "public_key": recipient["public_key_hex"]}],
+    )
+    result = cli("sign", "--key", str(key), "--event", str(event))
+    assert result.returncode == 0, result.stderr
+    signed = envelope.parse_envelope(json.loads(result.stdout))
+    assert signed.payload_kind == 1 and signed.payload is None
+    digest = envelope.validate(signed)
+    envelope.verify_signature(
+        signed, signing.Signer(golden["golden_example"]["signing_key_seed"]).public_key, digest
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected one JSON object"),
+        ('{"payload": NaN}', "NaN"),
+    ],
+)
+def test_sign_refuses_malformed_event_files(tmp_path: Path, content: str, needle: str) -> None:
+    assert cli("keygen", "--out", str(tmp_path)).returncode == 0
+    (tmp_path / "e.json").write_text(content)
+    result = cli("sign", "--key", str(tmp_path / "agent.key"), "--event", str(tmp_path / "e.json"))
+    assert result.returncode == 2
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"entity_type": "x" * 129}, "schema_validation: entity_type"),
+        ({"created_at": "tomorrow"}, "schema_validation: created_at"),
+        ({"agent_signature": "0x00"}, "must not carry agent_signature"),
+        ({"agent_key_id": False}, "agent_key_id"),
+        ({"payload_kind": 1}, "recipients"),
+    ],
+)
+def test_sign_refuses_bad_fields(
+    tmp_path: Path, golden: dict[str, Any], change: dict[str, Any], needle: str
+) -> None:
+    assert cli("keygen", "--out", str(tmp_path)).returncode == 0
+    event = write_unsigned(tmp_path / "e.json", golden, **change)
+    result = cli("sign", "--key", str(tmp_path / "agent.key"), "--event", str(event))
+    assert result.returncode == 1
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sign_with_a_bad_or_missing_key(tmp_path: Path, golden: dict[str, Any]) -> None:
+    event = write_unsigned(tmp_path / "e.json", golden)
+    missing = cli("sign", "--key", str(tmp_path / "nope.key"), "--event", str(event))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    (tmp_path / "bad.key").write_text("not a key")
+    bad = cli("sign", "--key", str(tmp_path / "bad.key"), "--event", str(event))
+    assert bad.returncode == 1 and "not an Ed25519 seed" in bad.stderr
+
+
+def test_sign_warns_about_a_world_readable_key(tmp_path: Path, golden: dict[str, Any]) -> None:
+    key = tmp_path / "agent.key"
+    key.write_text(golden["golden_example"]["signing_key_seed"])
+    os.chmod(key, 0o644)
+    result = cli(
+        "sign", "--key", str(key), "--event", str(write_unsigned(tmp_path / "e.json", golden))
+    )
+    assert result.returncode == 0 and "readable by other users" in result.stderr
+
+
+def test_verify_refuses_bad_inputs(tmp_path: Path, golden: dict[str, Any]) -> None:
+    wire = {k: v for k, v in golden["golden_example"]["events"][0].items() if not k.startswith("_")}
+    (tmp_path / "e.json").write_text(json.dumps(wire))
+    good_pk = golden["golden_example"]["public_key"]
+    assert (
+        cli("verify", "--event", str(tmp_path / "e.json"), "--public-key", good_pk).returncode == 0
+    )
+    small_order = "01" + "00" * 31
+    r = cli("verify", "--event", str(tmp_path / "e.json"), "--public-key", small_order)
+    assert r.returncode == 2 and "public key" in r.stderr
+    other = signing.Signer(bytes(32)).public_key.hex()
+    r = cli("verify", "--event", str(tmp_path / "e.json"), "--public-key", other)
+    assert r.returncode == 1 and "invalid_signature" in r.stderr
+    (tmp_path / "x.json").write_text(json.dumps(wire | {"ves_version": "1"}))
+    r = cli("verify", "--event", str(tmp_path / "x.json"), "--public-key", good_pk)
+    assert r.returncode == 1 and "not a VES envelope" in r.stderr
+
+
+def test_demo_makes_a_key_once_and_signs(tmp_path: Path) -> None:
+    first = cli("demo", "--data-dir", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    key = (tmp_path / "agent" / "agent.key").read_text()
+    second = cli("demo", "--data-dir", str(tmp_path))
+    assert second.returncode == 0
+    assert (tmp_path / "agent" / "agent.key").read_text() == key
+    env = envelope.parse_envelope(json.loads(second.stdout))
+    envelope.verify_signature(env, signing.Signer(key.strip()).public_key, envelope.validate(env))
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = cli("frobnicate")
+    assert result.returncode == 2
