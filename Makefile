@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit run bench-core clean
+.PHONY: install test lint typecheck unit run bench-core bench-ingest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -37,3 +37,6 @@ bench-core: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+bench-ingest: $(STAMP)
+	PYTHONPATH=. $(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)

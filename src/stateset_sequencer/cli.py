@@ -7,8 +7,10 @@ traceback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import stat
 import sys
 import uuid
@@ -20,6 +22,9 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .config import Settings
+from .store.base import MigrationStatus, Store, StoreError
+from .store.factory import describe, open_store
 from .ves import envelope, jcs, signing
 from .ves.codec import format_rfc3339
 from .ves.errors import EnvelopeInvalid, VesError
@@ -200,6 +205,96 @@ def demo(
     envelope.verify_signature(signed, signer.public_key, digest)
     _print_json(signed.to_wire())
     err.print(f"signed and verified event {signed.event_id} with key {key_dir / KEY_FILE}")
+
+
+# --- database commands ------------------------------------------------------------------
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="postgres://…, sqlite:///path; default: $DATABASE_URL"),
+]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Embedded default's directory (./data)")
+]
+
+migrate_app = typer.Typer(
+    help="Apply, inspect or roll back schema migrations.", no_args_is_help=False
+)
+app.add_typer(migrate_app, name="migrate")
+
+
+async def _with_store(database_url: str | None, data_dir: Path | None, work: Any) -> Any:
+    settings = Settings()
+    url = database_url if database_url is not None else settings.DATABASE_URL
+    folder = data_dir if data_dir is not None else settings.DATA_DIR
+    try:
+        store: Store = await open_store(url, folder, max_connections=2)
+    except StoreError as exc:
+        fail(f"cannot open the database: {exc}")
+    try:
+        return await work(store)
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        await store.close()
+
+
+def _target(database_url: str | None, data_dir: Path | None) -> str:
+    settings = Settings()
+    url = database_url if database_url is not None else settings.DATABASE_URL
+    dialect, where = describe(url, data_dir if data_dir is not None else settings.DATA_DIR)
+    return f"{dialect} ({_redact(where)})"
+
+
+def _redact(target: str) -> str:
+    """Hide a password in a DSN before printing it."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", target)
+
+
+@migrate_app.callback(invoke_without_command=True)
+def migrate(ctx: typer.Context, database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Apply pending migrations (the default action)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    applied: list[int] = asyncio.run(
+        _with_store(database_url, data_dir, lambda store: store.migrate())
+    )
+    where = _target(database_url, data_dir)
+    if applied:
+        typer.echo(f"ok: applied migrations {', '.join(f'{v:03d}' for v in applied)} on {where}")
+    else:
+        typer.echo(f"ok: schema is up to date on {where}")
+
+
+@migrate_app.command("status")
+def migrate_status(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """List every migration and whether it is applied."""
+    rows: list[MigrationStatus] = asyncio.run(
+        _with_store(database_url, data_dir, lambda store: store.migration_status())
+    )
+    for row in rows:
+        state = "applied" if row.applied else "pending"
+        if row.applied and not row.checksum_ok:
+            state = "EDITED AFTER APPLYING"
+        typer.echo(f"{row.version:03d}  {row.name:<24} {state}")
+    if any(r.applied and not r.checksum_ok for r in rows):
+        raise typer.Exit(1)
+
+
+@migrate_app.command("rollback")
+def migrate_rollback(
+    to: Annotated[int, typer.Option("--to", min=0, help="Version to keep (0: undo all)")],
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Undo applied migrations above --to, newest first."""
+    reverted: list[int] = asyncio.run(
+        _with_store(database_url, data_dir, lambda store: store.rollback(to))
+    )
+    if reverted:
+        typer.echo(f"ok: rolled back {', '.join(f'{v:03d}' for v in reverted)}")
+    else:
+        typer.echo(f"ok: nothing above {to:03d} to roll back")
 
 
 def _one_line(exc: Exception) -> str:

@@ -223,3 +223,31 @@ def test_demo_makes_a_key_once_and_signs(tmp_path: Path) -> None:
 def test_unknown_command_is_a_usage_error() -> None:
     result = cli("frobnicate")
     assert result.returncode == 2
+
+
+def test_migrate_status_and_rollback_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    up = cli("migrate", "--database-url", url)
+    assert up.returncode == 0 and "applied migrations 001, 002, 003" in up.stdout, up.stderr
+    again = cli("migrate", "--database-url", url)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    status = cli("migrate", "status", "--database-url", url)
+    assert status.returncode == 0 and status.stdout.count("applied") == 3
+    down = cli("migrate", "rollback", "--to", "1", "--database-url", url)
+    assert down.returncode == 0 and "rolled back 003, 002" in down.stdout
+    status = cli("migrate", "status", "--database-url", url)
+    assert status.stdout.count("pending") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("migrate", "--database-url", "mysql://x/y"), 1, "must start with"),
+        (("migrate", "rollback", "--to", "-1", "--database-url", "sqlite:///x.db"), 2, "-1"),
+        (("migrate", "rollback", "--database-url", "sqlite:///x.db"), 2, "--to"),
+    ],
+)
+def test_migrate_bad_input(tmp_path: Path, args: tuple[str, ...], code: int, needle: str) -> None:
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == code
+    assert needle in result.stderr and "Traceback" not in result.stderr

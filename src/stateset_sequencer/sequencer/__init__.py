@@ -1,0 +1,1 @@
+"""The sequencer's services: ingest, agent keys and the sequencer's own identity."""

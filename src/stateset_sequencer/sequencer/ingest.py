@@ -1,0 +1,582 @@
+"""The ingest pipeline, in the reference's order of checks (REFERENCE_MAP §4.3).
+
+A reader should see the order of checks as the order of the code:
+
+1. :func:`check_batch` — whole-batch faults (empty, mixed stream, agent mismatch, batch and
+   payload size); these fail the request and write nothing;
+2. :func:`classify_known_ids` — an exact replay gets its stored receipt back; a different
+   event under a known id is ``duplicate_event_id``;
+3. :func:`validate_event` — version, byte lengths, payload kind, encrypted structure,
+   ``created_at`` and the payload or cipher hash;
+4. :func:`check_key` — the agent key at server time (not found, revoked, expired, not yet
+   valid);
+5. :func:`check_signature` — Ed25519 over the event signing hash;
+6. :func:`dedupe_commands_in_batch` — a ``command_id`` used twice in one batch;
+7–10. :class:`StreamWriter` — the counter lock, ``command_id`` reservation,
+   ``base_version`` concurrency, insert with receipt and entity-version bump, and commit,
+   for all batches of a stream that arrived meanwhile (group commit).
+
+Rejected and replayed events consume no sequence number. CPU work (hashes, signatures)
+runs in a thread pool before the transaction opens; nothing slow happens inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..store.base import ConcurrentWriteError, Existing, NewEvent, Store, StoredEvent, StreamKey
+from ..store.rows import dump_json
+from ..ves import envelope as ves_envelope
+from ..ves.envelope import VesEventEnvelope
+from ..ves.errors import EnvelopeInvalid, VesError
+from ..ves.signing import Receipt, ReceiptSigner, verify
+from .keys import KeyCache, key_problem
+
+DEFAULT_MAX_EVENTS_PER_BATCH = 1000
+DEFAULT_MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    event_id: uuid.UUID
+    reason: str
+    message: str
+
+    def to_wire(self) -> dict[str, str]:
+        # snake_case keys even inside the camelCase response, as the reference does
+        return {"event_id": str(self.event_id), "reason": self.reason, "message": self.message}
+
+
+@dataclass(slots=True)
+class IngestResult:
+    batch_id: uuid.UUID
+    events_accepted: int
+    events_rejected: int
+    sequence_start: int | None
+    sequence_end: int | None
+    head_sequence: int
+    rejections: list[Rejection]
+    receipts: list[Receipt]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The reference's camelCase response; empty rejections and receipts are omitted."""
+        wire: dict[str, Any] = {
+            "batchId": str(self.batch_id),
+            "eventsAccepted": self.events_accepted,
+            "eventsRejected": self.events_rejected,
+            "sequenceStart": self.sequence_start,
+            "sequenceEnd": self.sequence_end,
+            "headSequence": self.head_sequence,
+        }
+        if self.rejections:
+            wire["rejections"] = [r.to_wire() for r in self.rejections]
+        if self.receipts:
+            wire["receipts"] = [r.to_wire() for r in self.receipts]
+        return wire
+
+
+class BatchRejected(Exception):
+    """A whole-batch fault: nothing is written. ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_events_per_batch: int = DEFAULT_MAX_EVENTS_PER_BATCH
+    max_event_payload_bytes: int = DEFAULT_MAX_EVENT_PAYLOAD_BYTES
+
+
+# --- step 1: whole-batch checks -----------------------------------------------------------
+
+
+def check_batch(
+    agent_id: uuid.UUID,
+    events: Sequence[VesEventEnvelope],
+    limits: Limits,
+    bound_agent_id: uuid.UUID | None = None,
+) -> StreamKey:
+    """Faults that fail the whole request, in the reference's order."""
+    if not events:
+        raise BatchRejected(400, "EMPTY_BATCH", "events must not be empty")
+    stream = StreamKey(events[0].tenant_id, events[0].store_id)
+    for env in events:
+        if env.tenant_id != stream.tenant_id or env.store_id != stream.store_id:
+            raise BatchRejected(
+                400, "MIXED_STREAM", "all events in a batch must share tenant_id and store_id"
+            )
+    if bound_agent_id is not None and bound_agent_id != agent_id:
+        raise BatchRejected(403, "AGENT_MISMATCH", "Agent mismatch")
+    for env in events:
+        if env.source_agent_id != agent_id:
+            raise BatchRejected(
+                400,
+                "AGENT_MISMATCH",
+                f"event {env.event_id}: source_agent_id does not match agentId",
+            )
+    if len(events) > limits.max_events_per_batch:
+        raise BatchRejected(
+            413,
+            "BATCH_TOO_LARGE",
+            f"batch of {len(events)} events exceeds {limits.max_events_per_batch}",
+        )
+    for env in events:
+        size = payload_size(env)
+        if size > limits.max_event_payload_bytes:
+            raise BatchRejected(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"event {env.event_id}: payload of {size} bytes exceeds "
+                f"{limits.max_event_payload_bytes}",
+            )
+    return stream
+
+
+def payload_size(env: VesEventEnvelope) -> int:
+    """Compact JSON bytes of ``payload`` or ``payload_encrypted``, as the reference counts."""
+    if env.payload_encrypted is not None:
+        return len(dump_json(env.payload_encrypted.model_dump(mode="json")).encode("utf-8"))
+    return len(dump_json(env.payload).encode("utf-8"))
+
+
+# --- step 2: known event ids --------------------------------------------------------------
+
+
+def is_exact_replay(stored: VesEventEnvelope, incoming: VesEventEnvelope) -> bool:
+    """Same event in every signed and sequencing-relevant field (the PQC scheme and bundle
+    are not compared, as in the reference)."""
+    skip = {"agent_signature_scheme", "agent_signature_bundle"}
+    return bool(stored.model_dump(exclude=skip) == incoming.model_dump(exclude=skip))
+
+
+@dataclass(slots=True)
+class _Classified:
+    pending: list[VesEventEnvelope] = field(default_factory=list)
+    replays: list[Receipt] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def classify_known_ids(
+    stream: StreamKey, events: Iterable[VesEventEnvelope], known: dict[uuid.UUID, Existing]
+) -> _Classified:
+    out = _Classified()
+    seen: set[uuid.UUID] = set()
+    for env in events:
+        if env.event_id in seen:
+            out.rejections.append(
+                Rejection(
+                    env.event_id, "duplicate_event_id", f"Event {env.event_id} duplicated in batch"
+                )
+            )
+            continue
+        seen.add(env.event_id)
+        hit = known.get(env.event_id)
+        if hit is None:
+            out.pending.append(env)
+            continue
+        verdict = replay_verdict(stream, env, hit)
+        if isinstance(verdict, Receipt):
+            out.replays.append(verdict)
+        else:
+            out.rejections.append(verdict)
+    return out
+
+
+def replay_verdict(stream: StreamKey, env: VesEventEnvelope, hit: Existing) -> Receipt | Rejection:
+    stored = hit.event.envelope
+    if StreamKey(stored.tenant_id, stored.store_id) != stream:
+        return Rejection(env.event_id, "duplicate_event_id", "Event ID already exists")
+    if not is_exact_replay(stored, env):
+        return Rejection(
+            env.event_id, "duplicate_event_id", "Event ID already exists with different contents"
+        )
+    if hit.receipt is None:
+        return Rejection(env.event_id, "duplicate_event_id", "Event ID already exists")
+    return hit.receipt
+
+
+# --- steps 3–5: validation, key, signature ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """An event that passed every per-event check, with its signing hash."""
+
+    envelope: VesEventEnvelope
+    signing_hash: bytes
+
+
+def validate_event(env: VesEventEnvelope, strict_format: bool) -> bytes | Rejection:
+    try:
+        return ves_envelope.validate(env, strict_format=strict_format)
+    except EnvelopeInvalid as exc:
+        return Rejection(env.event_id, exc.reason, exc.message)
+    except VesError as exc:  # defensive: every fault is a rejection, never a 500
+        return Rejection(env.event_id, "schema_validation", str(exc))
+
+
+def check_key(env: VesEventEnvelope, problem: str | None) -> Rejection | None:
+    if problem is None:
+        return None
+    return Rejection(env.event_id, f"agent_key_invalid: {problem}", problem)
+
+
+def check_signature(
+    env: VesEventEnvelope, public_key: bytes, signing_hash: bytes
+) -> Rejection | None:
+    try:
+        verify(public_key, signing_hash, env.agent_signature)
+    except VesError:
+        return Rejection(env.event_id, "invalid_signature", "Agent signature does not verify")
+    return None
+
+
+def _validate_chunk(chunk: Sequence[VesEventEnvelope], strict: bool) -> list[bytes | Rejection]:
+    return [validate_event(env, strict) for env in chunk]
+
+
+def _verify_chunk(
+    chunk: Sequence[tuple[VesEventEnvelope, bytes, bytes]], _unused: object = None
+) -> list[Rejection | None]:
+    return [check_signature(env, pk, digest) for env, pk, digest in chunk]
+
+
+# --- step 6: command ids within the batch -------------------------------------------------
+
+
+def dedupe_commands_in_batch(
+    verified: Sequence[Verified],
+) -> tuple[list[Verified], list[Rejection]]:
+    kept: list[Verified] = []
+    rejections: list[Rejection] = []
+    seen: set[uuid.UUID] = set()
+    for item in verified:
+        command = item.envelope.command_id
+        if command is not None and command in seen:
+            rejections.append(
+                Rejection(
+                    item.envelope.event_id,
+                    "duplicate_command_id",
+                    f"Command {command} duplicated in batch",
+                )
+            )
+            continue
+        if command is not None:
+            seen.add(command)
+        kept.append(item)
+    return kept, rejections
+
+
+# --- steps 7–10: the stream transaction, with group commit --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    receipt: Receipt
+
+
+Outcome = Accepted | Replayed | Rejection
+
+
+@dataclass(slots=True)
+class _Request:
+    items: Sequence[Verified]
+    future: asyncio.Future[tuple[list[Outcome], int]]
+
+
+class StreamWriter:
+    """Appends verified events to streams, merging batches that queue up for one stream
+    into a single transaction (group commit) while giving each caller its own outcomes.
+
+    One worker task per busy stream drains its queue; it exits when the queue is empty.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        receipt_signer: ReceiptSigner,
+        clock: Callable[[], datetime],
+        max_group_events: int = 5000,
+        max_retries: int = 3,
+    ) -> None:
+        self._store = store
+        self._signer = receipt_signer
+        self._clock = clock
+        self._max_group_events = max_group_events
+        self._max_retries = max_retries
+        self._queues: dict[StreamKey, list[_Request]] = {}
+
+    async def append(
+        self, stream: StreamKey, items: Sequence[Verified]
+    ) -> tuple[list[Outcome], int]:
+        """Outcomes in the order of ``items``, and the stream head after the commit."""
+        future: asyncio.Future[tuple[list[Outcome], int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        queue = self._queues.get(stream)
+        if queue is None:
+            queue = self._queues[stream] = []
+            queue.append(_Request(items, future))
+            asyncio.get_running_loop().create_task(self._drain(stream, queue))
+        else:
+            queue.append(_Request(items, future))
+        return await future
+
+    async def _drain(self, stream: StreamKey, queue: list[_Request]) -> None:
+        try:
+            while queue:
+                group: list[_Request] = []
+                size = 0
+                while queue and (not group or size + len(queue[0].items) <= self._max_group_events):
+                    request = queue.pop(0)
+                    group.append(request)
+                    size += len(request.items)
+                await self._commit_group(stream, group)
+        finally:
+            del self._queues[stream]
+
+    async def _commit_group(self, stream: StreamKey, group: list[_Request]) -> None:
+        for attempt in range(self._max_retries + 1):
+            try:
+                results, head = await self._transaction(stream, group)
+            except ConcurrentWriteError:
+                if attempt < self._max_retries:
+                    continue  # another stream took an event id meanwhile: re-classify
+                self._fail(group, RuntimeError("event id conflict persisted after retries"))
+                return
+            except Exception as exc:  # a database fault fails every merged batch, whole
+                self._fail(group, exc)
+                return
+            for request, outcomes in zip(group, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result((outcomes, head))
+            return
+
+    @staticmethod
+    def _fail(group: list[_Request], exc: BaseException) -> None:
+        for request in group:
+            if not request.future.done():
+                request.future.set_exception(exc)
+
+    async def _transaction(
+        self, stream: StreamKey, group: list[_Request]
+    ) -> tuple[list[list[Outcome]], int]:
+        all_items = [item for request in group for item in request.items]
+        async with self._store.stream_transaction(stream) as tx:
+            known = await tx.existing([i.envelope.event_id for i in all_items])
+            commands = [i.envelope.command_id for i in all_items if i.envelope.command_id]
+            taken = await tx.taken_commands(commands) if commands else {}
+            entities = list({(i.envelope.entity_type, i.envelope.entity_id) for i in all_items})
+            versions = await tx.entity_versions(entities)
+            state = _TxState(tx.head, known, taken, versions)
+            now = self._clock()
+            results = [
+                [self._place(stream, state, item, now) for item in request.items]
+                for request in group
+            ]
+            if state.new_events:
+                touched = {(e.envelope.entity_type, e.envelope.entity_id) for e in state.new_events}
+                await tx.write(
+                    state.new_events, {k: state.versions[k] for k in touched}, state.head
+                )
+            return results, state.head
+
+    def _place(self, stream: StreamKey, state: _TxState, item: Verified, now: datetime) -> Outcome:
+        """Decide one event's fate under the lock: replay, command duplicate, version
+        conflict, or the next sequence number with a fresh receipt."""
+        env = item.envelope
+        hit = state.known.get(env.event_id)
+        if hit is not None:
+            verdict = replay_verdict(stream, env, hit)
+            return Replayed(verdict) if isinstance(verdict, Receipt) else verdict
+        if env.command_id is not None and env.command_id in state.taken:
+            return Rejection(
+                env.event_id, "duplicate_command_id", f"Command {env.command_id} already processed"
+            )
+        entity = (env.entity_type, env.entity_id)
+        actual = state.versions.get(entity, 0)
+        if env.base_version is not None and env.base_version != actual:
+            return Rejection(
+                env.event_id,
+                f"version_conflict: expected {env.base_version}, actual {actual}",
+                f"Entity {env.entity_type}/{env.entity_id} is at version {actual}",
+            )
+        seq = state.head + 1
+        receipt = self._signer.issue(
+            tenant_id=stream.tenant_id,
+            store_id=stream.store_id,
+            event_id=env.event_id,
+            sequence_number=seq,
+            event_signing_hash=item.signing_hash,
+            sequenced_at=now,
+        )
+        new = NewEvent(env, item.signing_hash, seq, now, receipt)
+        state.head = seq
+        state.versions[entity] = actual + 1
+        state.new_events.append(new)
+        # Later batches merged into this transaction see this event as already stored.
+        state.known[env.event_id] = _existing_from_new(new)
+        if env.command_id is not None:
+            state.taken[env.command_id] = env.event_id
+        return Accepted(receipt)
+
+
+@dataclass(slots=True)
+class _TxState:
+    head: int
+    known: dict[uuid.UUID, Existing]
+    taken: dict[uuid.UUID, uuid.UUID]
+    versions: dict[tuple[str, str], int]
+    new_events: list[NewEvent] = field(default_factory=list)
+
+
+def _existing_from_new(new: NewEvent) -> Existing:
+    return Existing(
+        StoredEvent(new.envelope, new.sequence_number, new.sequenced_at, new.event_signing_hash),
+        new.receipt,
+    )
+
+
+# --- the service --------------------------------------------------------------------------
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Sequencer:
+    """Verifies signed events and sequences them; one instance per process."""
+
+    def __init__(
+        self,
+        store: Store,
+        receipt_signer: ReceiptSigner,
+        *,
+        limits: Limits | None = None,
+        strict_format: bool = False,
+        clock: Callable[[], datetime] = utc_now,
+        key_cache_ttl_seconds: float = 30.0,
+        verify_threads: int | None = None,
+    ) -> None:
+        self.store = store
+        self.receipt_signer = receipt_signer
+        self.limits = limits or Limits()
+        self.strict_format = strict_format
+        self.clock = clock
+        self.keys = KeyCache(store, key_cache_ttl_seconds)
+        self._workers = verify_threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ves-verify")
+        self._writer = StreamWriter(store, receipt_signer, clock)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def ingest(
+        self,
+        agent_id: uuid.UUID,
+        events: Sequence[VesEventEnvelope],
+        *,
+        bound_agent_id: uuid.UUID | None = None,
+    ) -> IngestResult:
+        batch_id = uuid.uuid4()
+        stream = check_batch(agent_id, events, self.limits, bound_agent_id)
+        known = await self.store.existing([e.event_id for e in events])
+        classified = classify_known_ids(stream, events, known)
+        rejections = list(classified.rejections)
+        verified = await self._verify(classified.pending, rejections)
+        verified, command_rejections = dedupe_commands_in_batch(verified)
+        rejections += command_rejections
+
+        receipts = list(classified.replays)
+        new_receipts: list[Receipt] = []
+        if verified:
+            outcomes, head = await self._writer.append(stream, verified)
+            for outcome in outcomes:
+                if isinstance(outcome, Accepted):
+                    new_receipts.append(outcome.receipt)
+                elif isinstance(outcome, Replayed):
+                    receipts.append(outcome.receipt)
+                else:
+                    rejections.append(outcome)
+        else:
+            head = await self.store.head(stream)
+        seqs = [r.sequence_number for r in new_receipts]
+        return IngestResult(
+            batch_id=batch_id,
+            events_accepted=len(new_receipts),
+            events_rejected=len(rejections),
+            sequence_start=min(seqs) if seqs else None,
+            sequence_end=max(seqs) if seqs else None,
+            head_sequence=head,
+            rejections=rejections,
+            receipts=receipts + new_receipts,
+        )
+
+    async def _verify(
+        self, pending: Sequence[VesEventEnvelope], rejections: list[Rejection]
+    ) -> list[Verified]:
+        """Steps 3–5 for every pending event, first failure wins per event."""
+        if not pending:
+            return []
+        loop = asyncio.get_running_loop()
+        digests = await self._in_pool(loop, _validate_chunk, pending, self.strict_format)
+        valid: list[tuple[VesEventEnvelope, bytes]] = []
+        for env, digest in zip(pending, digests, strict=True):
+            if isinstance(digest, Rejection):
+                rejections.append(digest)
+            else:
+                valid.append((env, digest))
+        now = self.clock()
+        keyed: list[tuple[VesEventEnvelope, bytes, bytes]] = []
+        for env, digest in valid:
+            key = await self.keys.get(env.tenant_id, env.source_agent_id, env.agent_key_id)
+            problem = check_key(env, key_problem(key, now))
+            if problem is not None:
+                rejections.append(problem)
+            else:
+                assert key is not None  # key_problem reports a missing key
+                keyed.append((env, key.public_key, digest))
+        if not keyed:
+            return []
+        results = await self._in_pool(loop, _verify_chunk, keyed, None)
+        verified: list[Verified] = []
+        for (env, _pk, digest), problem in zip(keyed, results, strict=True):
+            if problem is not None:
+                rejections.append(problem)
+            else:
+                verified.append(Verified(env, digest))
+        return verified
+
+    async def _in_pool(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[..., list[Any]],
+        items: Sequence[Any],
+        arg: Any,
+    ) -> list[Any]:
+        """Run ``fn`` over chunks of ``items`` in the thread pool, keeping order."""
+        chunk = max(64, -(-len(items) // self._workers))
+        parts = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+        done = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, fn, part, arg) for part in parts)
+        )
+        return [x for part in done for x in part]

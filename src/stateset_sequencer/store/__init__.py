@@ -1,0 +1,1 @@
+"""Storage: one async contract (``base``), two adapters (``sqlite``, ``postgres``)."""

@@ -1,0 +1,339 @@
+"""The storage contract: everything the sequencer keeps, behind one async interface.
+
+Two adapters implement it (``store.sqlite`` on one writer thread, ``store.postgres`` on
+asyncpg) and one contract test suite runs against both; a behaviour that exists on one
+backend only is a bug.
+
+The append path is split so that the order of checks stays visible in
+``sequencer/ingest.py``: the store opens a :class:`StreamTransaction` that has already
+locked the stream's counter row, offers the few bulk reads the checks need, and writes the
+accepted events, their receipts, command reservations, entity versions and the new head
+in one commit. Nothing slow happens inside it; signatures are checked before it opens.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..ves.envelope import VesEventEnvelope
+from ..ves.signing import Receipt
+
+
+class StoreError(Exception):
+    """Base of storage faults (names follow PEP 249's spirit)."""
+
+
+class IntegrityError(StoreError):
+    """A uniqueness or consistency rule would be broken (e.g. a duplicate agent key)."""
+
+
+class ConcurrentWriteError(StoreError):
+    """Another writer inserted a conflicting row first; the transaction can be retried."""
+
+
+class MigrationError(StoreError):
+    """A migration is missing, was edited after it was applied, or failed."""
+
+
+class OperationalError(StoreError):
+    """The database is unreachable or refused the operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKey:
+    """One sequence stream: a ``(tenant_id, store_id)`` pair."""
+
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as sequenced: the envelope exactly as signed plus what the sequencer added."""
+
+    envelope: VesEventEnvelope
+    sequence_number: int
+    sequenced_at: datetime
+    event_signing_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An accepted event ready to be written with its receipt."""
+
+    envelope: VesEventEnvelope
+    event_signing_hash: bytes
+    sequence_number: int
+    sequenced_at: datetime
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """A stored event found by id, with its receipt when one was stored."""
+
+    event: StoredEvent
+    receipt: Receipt | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKey:
+    """A registered agent signing key (``agent_signing_keys``)."""
+
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    key_id: int
+    public_key: bytes
+    status: str = "active"  # active | revoked
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    revoked_at: datetime | None = None
+    key_algorithm: int = 1
+    created_at: datetime | None = None  # set by the store when None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentRow:
+    """One row of ``ves_commitments`` (the engine that fills it comes later)."""
+
+    batch_id: uuid.UUID
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+    ves_version: int
+    tree_depth: int
+    leaf_count: int
+    padded_leaf_count: int
+    merkle_root: bytes
+    prev_state_root: bytes
+    new_state_root: bytes
+    sequence_start: int
+    sequence_end: int
+    committed_at: datetime
+    chain_id: int | None = None
+    chain_tx_hash: bytes | None = None
+    chain_block_number: int | None = None
+    anchored_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: only the SHA-256 hex of the plaintext, never the plaintext."""
+
+    key_hash: str
+    tenant_id: uuid.UUID
+    store_ids: tuple[uuid.UUID, ...] = ()  # empty: every store of the tenant
+    can_read: bool = True
+    can_write: bool = False
+    can_admin: bool = False
+    agent_id: uuid.UUID | None = None
+    active: bool = True
+    rate_limit: int | None = None
+    created_at: datetime | None = None  # set by the store when None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One ``audit_log`` row."""
+
+    action: str
+    actor: str
+    actor_type: str
+    success: bool = True
+    tenant_id: uuid.UUID | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    request_id: str | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    error_message: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    timestamp: datetime | None = None  # set by the store when None
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    version: int
+    name: str
+    applied: bool
+    checksum_ok: bool
+
+
+class StreamTransaction(ABC):
+    """One stream's append transaction. The counter row is locked for its whole life, so
+    every writer of the stream, in this process or another, waits its turn."""
+
+    head: int
+    """The stream's current sequence (0 for a new stream), read under the lock."""
+
+    @abstractmethod
+    async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
+        """Stored events (any stream) among ``event_ids``, with their receipts."""
+
+    @abstractmethod
+    async def taken_commands(self, command_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        """Command ids of this stream already reserved, mapped to the event that holds them."""
+
+    @abstractmethod
+    async def entity_versions(
+        self, entities: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """Versions of those ``(entity_type, entity_id)`` of this stream that have one
+        (an entity with no row is left out; its version is 0)."""
+
+    @abstractmethod
+    async def write(
+        self,
+        events: Sequence[NewEvent],
+        entity_versions: Mapping[tuple[str, str], int],
+        new_head: int,
+    ) -> None:
+        """Insert events, receipts and command reservations, set entity versions and the
+        counter. Raises :class:`ConcurrentWriteError` if an event id was taken meanwhile."""
+
+
+class Store(ABC):
+    """The storage contract. Every method is safe to call concurrently."""
+
+    dialect: str
+
+    # --- lifecycle and migrations ---------------------------------------------------------
+
+    @abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied."""
+
+    @abstractmethod
+    async def rollback(self, to_version: int) -> list[int]:
+        """Revert applied migrations above ``to_version``; returns the versions reverted."""
+
+    @abstractmethod
+    async def migration_status(self) -> list[MigrationStatus]:
+        """Every known migration and whether (and unaltered) it is applied."""
+
+    @abstractmethod
+    async def ping(self) -> float:
+        """Round-trip a trivial query; returns seconds taken. Raises OperationalError."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    # --- the event log --------------------------------------------------------------------
+
+    @abstractmethod
+    def stream_transaction(
+        self, stream: StreamKey
+    ) -> AbstractAsyncContextManager[StreamTransaction]:
+        """Open a transaction with the stream's counter row locked. It commits when the
+        block exits normally and rolls back on any exception."""
+
+    @abstractmethod
+    async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
+        """Like :meth:`StreamTransaction.existing`, outside a transaction (for the cheap
+        replay pre-check before any signature work)."""
+
+    @abstractmethod
+    async def head(self, stream: StreamKey) -> int:
+        """The stream's counter (0 when the stream is unknown)."""
+
+    @abstractmethod
+    async def read_range(self, stream: StreamKey, start: int, end: int) -> list[StoredEvent]:
+        """Events with ``start <= sequence_number <= end``, in sequence order."""
+
+    @abstractmethod
+    def iter_range(
+        self, stream: StreamKey, start: int, end: int | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[StoredEvent]:
+        """Stream events in sequence order with bounded memory (``end`` None: to the head)."""
+
+    @abstractmethod
+    async def get_event(self, event_id: uuid.UUID) -> StoredEvent | None: ...
+
+    @abstractmethod
+    async def get_receipt(self, event_id: uuid.UUID) -> Receipt | None: ...
+
+    @abstractmethod
+    async def read_entity(
+        self, stream: StreamKey, entity_type: str, entity_id: str, offset: int, limit: int
+    ) -> tuple[list[StoredEvent], int]:
+        """An entity's events in sequence order, paged; also returns the total count."""
+
+    @abstractmethod
+    async def entity_version(self, stream: StreamKey, entity_type: str, entity_id: str) -> int: ...
+
+    @abstractmethod
+    async def list_streams(self) -> list[tuple[StreamKey, int]]:
+        """Every stream with its counter value."""
+
+    # --- agent signing keys ---------------------------------------------------------------
+
+    @abstractmethod
+    async def put_agent_key(self, key: AgentKey) -> AgentKey:
+        """Register a key; :class:`IntegrityError` if (tenant, agent, key_id) exists or
+        valid_from > valid_to."""
+
+    @abstractmethod
+    async def get_agent_key(
+        self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int
+    ) -> AgentKey | None: ...
+
+    @abstractmethod
+    async def list_agent_keys(
+        self, tenant_id: uuid.UUID, agent_id: uuid.UUID | None = None
+    ) -> list[AgentKey]: ...
+
+    @abstractmethod
+    async def revoke_agent_key(
+        self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int, at: datetime
+    ) -> AgentKey | None:
+        """Mark a key revoked at ``at`` (idempotent: a revoked key keeps its first time);
+        None when no such key."""
+
+    # --- commitments (rows only) ----------------------------------------------------------
+
+    @abstractmethod
+    async def put_commitment(self, row: CommitmentRow) -> None:
+        """:class:`IntegrityError` on a duplicate batch id or stream start."""
+
+    @abstractmethod
+    async def get_commitment(self, batch_id: uuid.UUID) -> CommitmentRow | None: ...
+
+    @abstractmethod
+    async def list_commitments(self, stream: StreamKey) -> list[CommitmentRow]:
+        """A stream's commitments ordered by sequence_start."""
+
+    # --- API keys and audit ---------------------------------------------------------------
+
+    @abstractmethod
+    async def put_api_key(self, record: ApiKeyRecord) -> ApiKeyRecord:
+        """Insert, or replace a row with the same hash (used for the bootstrap key)."""
+
+    @abstractmethod
+    async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    @abstractmethod
+    async def list_api_keys(self, tenant_id: uuid.UUID | None = None) -> list[ApiKeyRecord]: ...
+
+    @abstractmethod
+    async def deactivate_api_keys(self, key_hash_prefix: str) -> int:
+        """Deactivate keys whose hash starts with the prefix; returns how many."""
+
+    @abstractmethod
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    @abstractmethod
+    async def list_audit(self, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
+        """Newest first."""
+
+    # --- small persistent settings --------------------------------------------------------
+
+    @abstractmethod
+    async def get_or_set_meta(self, key: str, value: str) -> str:
+        """Return the stored value for ``key``, storing ``value`` first if there is none."""

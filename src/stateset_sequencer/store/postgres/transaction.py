@@ -1,0 +1,233 @@
+"""The append transaction: one connection, the stream's counter row locked for its life."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from ...ves.codec import parse_rfc3339
+from ..base import Existing, NewEvent, StreamKey, StreamTransaction
+from ..rows import bundle_text, encrypted_text, payload_text
+from . import convert
+from .errors import mapped
+
+# Taking the row lock on the counter is what serialises writers of one stream, in this
+# process or any other; the INSERT first makes sure there is a row to lock.
+CREATE_COUNTER_SQL = (
+    "INSERT INTO sequence_counters (tenant_id, store_id, current_sequence) "
+    "VALUES ($1, $2, 0) ON CONFLICT DO NOTHING"
+)
+LOCK_COUNTER_SQL = (
+    "SELECT current_sequence FROM sequence_counters "
+    "WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE"
+)
+
+# One round trip per table whatever the batch size: every column travels as an array.
+_INSERT_EVENTS_SQL = """
+INSERT INTO ves_events (
+    event_id, command_id, ves_version, tenant_id, store_id, source_agent_id, agent_key_id,
+    entity_type, entity_id, event_type, created_at, created_at_str, sequenced_at,
+    payload_kind, payload, payload_encrypted, payload_plain_hash, payload_cipher_hash,
+    event_signing_hash, agent_signature, agent_signature_scheme, agent_signature_bundle,
+    sequence_number, base_version
+)
+SELECT * FROM unnest(
+    $1::uuid[], $2::uuid[], $3::integer[], $4::uuid[], $5::uuid[], $6::uuid[], $7::bigint[],
+    $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::text[], $13::timestamptz[],
+    $14::integer[], $15::json[], $16::json[], $17::bytea[], $18::bytea[],
+    $19::bytea[], $20::bytea[], $21::integer[], $22::json[],
+    $23::bigint[], $24::numeric[]
+)
+"""
+_INSERT_RECEIPTS_SQL = """
+INSERT INTO ves_sequencer_receipts (
+    event_id, tenant_id, store_id, sequencer_id, sequence_number, sequenced_at,
+    receipt_hash, signature_alg, sequencer_signature, sequencer_key_version
+)
+SELECT * FROM unnest(
+    $1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::timestamptz[],
+    $7::bytea[], $8::text[], $9::bytea[], $10::integer[]
+)
+"""
+_INSERT_COMMANDS_SQL = """
+INSERT INTO ves_command_dedupe (tenant_id, store_id, command_id, event_id)
+SELECT $1, $2, c, e FROM unnest($3::uuid[], $4::uuid[]) AS u(c, e)
+"""
+_UPSERT_VERSIONS_SQL = """
+INSERT INTO entity_versions (tenant_id, store_id, entity_type, entity_id, version)
+SELECT $1, $2, t, i, v FROM unnest($3::text[], $4::text[], $5::bigint[]) AS u(t, i, v)
+ON CONFLICT (tenant_id, store_id, entity_type, entity_id)
+DO UPDATE SET version = EXCLUDED.version, updated_at = NOW()
+"""
+_SET_HEAD_SQL = (
+    "UPDATE sequence_counters SET current_sequence = $3, updated_at = NOW() "
+    "WHERE tenant_id = $1 AND store_id = $2"
+)
+_TAKEN_COMMANDS_SQL = (
+    "SELECT command_id, event_id FROM ves_command_dedupe "
+    "WHERE tenant_id = $1 AND store_id = $2 AND command_id = ANY($3::uuid[])"
+)
+_ENTITY_VERSIONS_SQL = """
+SELECT v.entity_type, v.entity_id, v.version
+FROM entity_versions v
+JOIN unnest($3::text[], $4::text[]) AS q(t, i) ON v.entity_type = q.t AND v.entity_id = q.i
+WHERE v.tenant_id = $1 AND v.store_id = $2
+"""
+
+
+async def fetch_existing(
+    conn: asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any],
+    event_ids: Sequence[uuid.UUID],
+) -> dict[uuid.UUID, Existing]:
+    if not event_ids:
+        return {}
+    rows = await conn.fetch(convert.EXISTING_SQL, list(event_ids))
+    return {row["event_id"]: convert.existing(row) for row in rows}
+
+
+class PgStreamTransaction(StreamTransaction):
+    def __init__(
+        self,
+        conn: asyncpg.pool.PoolConnectionProxy[Any],
+        stream: StreamKey,
+        head: int,
+    ) -> None:
+        self._conn = conn
+        self._stream = stream
+        self.head = head
+
+    async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
+        with mapped():
+            return await fetch_existing(self._conn, event_ids)
+
+    async def taken_commands(self, command_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        if not command_ids:
+            return {}
+        with mapped():
+            rows = await self._conn.fetch(
+                _TAKEN_COMMANDS_SQL,
+                self._stream.tenant_id,
+                self._stream.store_id,
+                list(command_ids),
+            )
+        return {row["command_id"]: row["event_id"] for row in rows}
+
+    async def entity_versions(
+        self, entities: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        if not entities:
+            return {}
+        with mapped():
+            rows = await self._conn.fetch(
+                _ENTITY_VERSIONS_SQL,
+                self._stream.tenant_id,
+                self._stream.store_id,
+                [t for t, _ in entities],
+                [i for _, i in entities],
+            )
+        return {(row["entity_type"], row["entity_id"]): row["version"] for row in rows}
+
+    async def write(
+        self,
+        events: Sequence[NewEvent],
+        entity_versions: Mapping[tuple[str, str], int],
+        new_head: int,
+    ) -> None:
+        tenant_id, store_id = self._stream.tenant_id, self._stream.store_id
+        # A savepoint: a failed write (an event id taken meanwhile) leaves the transaction
+        # as it was before the call, usable and still holding the stream lock.
+        with mapped(appending=True):
+            async with self._conn.transaction():
+                await self._write(events, entity_versions, new_head, tenant_id, store_id)
+        self.head = new_head
+
+    async def _write(
+        self,
+        events: Sequence[NewEvent],
+        entity_versions: Mapping[tuple[str, str], int],
+        new_head: int,
+        tenant_id: uuid.UUID,
+        store_id: uuid.UUID,
+    ) -> None:
+        if events:
+            await self._conn.execute(_INSERT_EVENTS_SQL, *_event_columns(events))
+            await self._conn.execute(_INSERT_RECEIPTS_SQL, *_receipt_columns(events))
+            commands = [e for e in events if e.envelope.command_id is not None]
+            if commands:
+                await self._conn.execute(
+                    _INSERT_COMMANDS_SQL,
+                    tenant_id,
+                    store_id,
+                    [e.envelope.command_id for e in commands],
+                    [e.envelope.event_id for e in commands],
+                )
+        if entity_versions:
+            keys = list(entity_versions)
+            await self._conn.execute(
+                _UPSERT_VERSIONS_SQL,
+                tenant_id,
+                store_id,
+                [t for t, _ in keys],
+                [i for _, i in keys],
+                [entity_versions[k] for k in keys],
+            )
+        await self._conn.execute(_SET_HEAD_SQL, tenant_id, store_id, new_head)
+
+
+def _event_columns(events: Sequence[NewEvent]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(24)]
+    for event in events:
+        env = event.envelope
+        row = (
+            env.event_id,
+            env.command_id,
+            env.ves_version,
+            env.tenant_id,
+            env.store_id,
+            env.source_agent_id,
+            env.agent_key_id,
+            env.entity_type,
+            env.entity_id,
+            env.event_type,
+            parse_rfc3339(env.created_at),
+            env.created_at,
+            event.sequenced_at,
+            env.payload_kind,
+            payload_text(env),
+            encrypted_text(env),
+            env.payload_plain_hash,
+            env.payload_cipher_hash,
+            event.event_signing_hash,
+            env.agent_signature,
+            env.agent_signature_scheme,
+            bundle_text(env),
+            event.sequence_number,
+            env.base_version,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+def _receipt_columns(events: Sequence[NewEvent]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    for event in events:
+        env, rec = event.envelope, event.receipt
+        row = (
+            rec.event_id,
+            env.tenant_id,
+            env.store_id,
+            rec.sequencer_id,
+            rec.sequence_number,
+            parse_rfc3339(rec.sequenced_at),
+            rec.receipt_hash,
+            rec.signature_alg,
+            rec.sequencer_signature or None,
+            rec.sequencer_key_version,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns

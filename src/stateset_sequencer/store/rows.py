@@ -1,0 +1,116 @@
+"""Conversions between the domain types and database column values, shared by adapters.
+
+Payloads are kept as the JSON text of the value as received (not canonicalised: canonical
+JSON rounds big integers, and an exact replay must compare equal to what was stored).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ..ves.envelope import VesEventEnvelope, parse_envelope
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text of a value; integers beyond 64 bits go through the stdlib."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+# orjson quietly reads integers beyond 64 bits as floats; such texts take the stdlib path,
+# which keeps every integer exact (a run of 19+ digits is the cheap sign of one).
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def load_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    if _LONG_DIGITS.search(text):
+        return json.loads(text)
+    return orjson.loads(text)
+
+
+def payload_text(env: VesEventEnvelope) -> str | None:
+    return None if env.payload is None else dump_json(env.payload)
+
+
+def encrypted_text(env: VesEventEnvelope) -> str | None:
+    if env.payload_encrypted is None:
+        return None
+    return dump_json(env.payload_encrypted.model_dump(mode="json"))
+
+
+def bundle_text(env: VesEventEnvelope) -> str | None:
+    return None if env.agent_signature_bundle is None else dump_json(env.agent_signature_bundle)
+
+
+def envelope_from_columns(
+    *,
+    event_id: uuid.UUID | str,
+    command_id: uuid.UUID | str | None,
+    ves_version: int,
+    tenant_id: uuid.UUID | str,
+    store_id: uuid.UUID | str,
+    source_agent_id: uuid.UUID | str,
+    agent_key_id: int,
+    entity_type: str,
+    entity_id: str,
+    event_type: str,
+    created_at_str: str,
+    payload_kind: int,
+    payload: str | None,
+    payload_encrypted: str | None,
+    payload_plain_hash: bytes,
+    payload_cipher_hash: bytes,
+    agent_signature: bytes,
+    agent_signature_scheme: int | None,
+    agent_signature_bundle: str | None,
+    base_version: int | str | None,
+) -> VesEventEnvelope:
+    """Rebuild the envelope exactly as it was signed from one ``ves_events`` row."""
+    obj: dict[str, Any] = {
+        "ves_version": ves_version,
+        "event_id": _uuid(event_id),
+        "tenant_id": _uuid(tenant_id),
+        "store_id": _uuid(store_id),
+        "source_agent_id": _uuid(source_agent_id),
+        "agent_key_id": agent_key_id,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "event_type": event_type,
+        "created_at": created_at_str,
+        "payload_kind": payload_kind,
+        "payload": load_json(payload),
+        "payload_encrypted": load_json(payload_encrypted),
+        "payload_plain_hash": bytes(payload_plain_hash),
+        "payload_cipher_hash": bytes(payload_cipher_hash),
+        "agent_signature": bytes(agent_signature),
+        "agent_signature_scheme": agent_signature_scheme,
+        "agent_signature_bundle": load_json(agent_signature_bundle),
+        "command_id": _uuid(command_id) if command_id is not None else None,
+        "base_version": int(base_version) if base_version is not None else None,
+    }
+    return parse_envelope(obj)
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def time_to_text(moment: datetime) -> str:
+    """Fixed-width UTC text with microseconds: text order is time order (SQLite)."""
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def time_from_text(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)

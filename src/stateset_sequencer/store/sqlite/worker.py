@@ -1,0 +1,165 @@
+"""One SQLite connection owned by one thread, driven from asyncio.
+
+A ``sqlite3`` connection must not be shared between threads, and SQLite serialises writers
+anyway, so each connection lives on a single-thread executor: jobs submitted to it run one
+after another in submission order. That order is what keeps a stream transaction intact
+even when an awaiting coroutine is cancelled: a clean-up job submitted after the work
+still runs after it, and before anything submitted later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+from ..base import IntegrityError, OperationalError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Job = Callable[Concatenate[sqlite3.Connection, P], T]
+
+_BUSY_TIMEOUT_MS = 30_000
+
+
+class Worker:
+    """A thread with its own connection; jobs are ``fn(conn, *args)`` run on that thread."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def start(cls, name: str, path: Path, *, read_only: bool) -> Worker:
+        worker = cls(name)
+        try:
+            await worker._await(worker._executor.submit(worker._connect, path, read_only))
+        except BaseException:
+            worker._executor.shutdown(wait=False)
+            raise
+        return worker
+
+    async def run(self, job: Job[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._await(self.submit(job, *args, **kwargs))
+
+    def submit(self, job: Job[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Queue a job without waiting for it (used for clean-up that must run even when
+        the caller is being cancelled)."""
+        if self._closed:
+            raise OperationalError("the SQLite store is closed")
+
+        def call() -> T:
+            return self._call(job, *args, **kwargs)
+
+        return self._executor.submit(call)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._await(self._executor.submit(self._disconnect))
+        finally:
+            self._executor.shutdown(wait=True)
+
+    @staticmethod
+    async def _await(future: Future[T]) -> T:
+        return await asyncio.wrap_future(future)
+
+    def _call(self, job: Job[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        conn = self._conn
+        if conn is None:
+            raise OperationalError("the SQLite connection is not open")
+        try:
+            return job(conn, *args, **kwargs)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise OperationalError(str(exc)) from exc
+
+    def _connect(self, path: Path, read_only: bool) -> None:
+        try:
+            self._conn = connect(path, read_only=read_only)
+        except sqlite3.Error as exc:
+            raise OperationalError(f"cannot open SQLite database {path}: {exc}") from exc
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    # isolation_level=None: the module must not open transactions behind our back; every
+    # write transaction starts with an explicit BEGIN IMMEDIATE.
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        # The timeout comes first: switching to WAL itself may wait for another process.
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that holds the database write lock from its first statement, so
+    a writer in another process waits (busy_timeout) instead of failing at commit."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_if_open(conn)
+        raise
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction, so that several SELECTs see one consistent state."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        rollback_if_open(conn)
+
+
+@contextmanager
+def savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
+    """A nested step of an open transaction that either happens whole or not at all."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+        raise
+    conn.execute(f"RELEASE {name}")
+
+
+def rollback_if_open(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def commit_or_rollback(conn: sqlite3.Connection) -> None:
+    """COMMIT; if that fails, leave the connection outside any transaction all the same."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_if_open(conn)
+        raise

@@ -1,0 +1,107 @@
+"""Builders shared by the ingest, concurrency and crash tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stateset_sequencer.sequencer.ingest import Sequencer
+from stateset_sequencer.store.base import AgentKey, Store, StreamKey
+from stateset_sequencer.ves import envelope, signing
+from stateset_sequencer.ves.envelope import VesEventEnvelope
+
+AGENT_SEED = bytes(range(32))
+AGENT = signing.Signer(AGENT_SEED)
+AGENT_ID = uuid.UUID("22222222-2222-2222-2222-222222222222")
+TENANT = uuid.UUID("00000000-0000-0000-0000-0000000000a1")
+STORE_ID = uuid.UUID("00000000-0000-0000-0000-0000000000b1")
+STREAM = StreamKey(TENANT, STORE_ID)
+SEQUENCER_SEED = bytes([9]) * 32
+X25519_PUBLIC = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+
+
+def event(
+    i: int = 0,
+    *,
+    stream: StreamKey = STREAM,
+    agent_id: uuid.UUID = AGENT_ID,
+    signer: signing.Signer = AGENT,
+    key_id: int = 1,
+    entity_id: str | None = None,
+    payload: Any = None,
+    **kwargs: Any,
+) -> VesEventEnvelope:
+    return envelope.sign_event(
+        signer=signer,
+        tenant_id=stream.tenant_id,
+        store_id=stream.store_id,
+        source_agent_id=agent_id,
+        agent_key_id=key_id,
+        entity_type=kwargs.pop("entity_type", "order"),
+        entity_id=entity_id if entity_id is not None else f"ORD-{i}",
+        event_type=kwargs.pop("event_type", "order.created"),
+        created_at=kwargs.pop("created_at", f"2025-06-01T00:00:{i % 60:02d}Z"),
+        payload=payload if payload is not None else {"n": i, "total": 12.5},
+        **kwargs,
+    )
+
+
+def resign(
+    env: VesEventEnvelope, signer: signing.Signer = AGENT, **update: Any
+) -> VesEventEnvelope:
+    """A copy with some fields changed and a fresh valid signature over them."""
+    changed = env.model_copy(update=update)
+    return changed.model_copy(update={"agent_signature": signer.sign(changed.signing_hash())})
+
+
+async def register(
+    store: Store,
+    *,
+    tenant_id: uuid.UUID = TENANT,
+    agent_id: uuid.UUID = AGENT_ID,
+    key_id: int = 1,
+    signer: signing.Signer = AGENT,
+    valid_from: datetime | None = None,
+    valid_to: datetime | None = None,
+) -> AgentKey:
+    return await store.put_agent_key(
+        AgentKey(
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            key_id=key_id,
+            public_key=signer.public_key,
+            valid_from=valid_from,
+            valid_to=valid_to,
+        )
+    )
+
+
+def sequencer(store: Store, **kwargs: Any) -> Sequencer:
+    signer = signing.ReceiptSigner(uuid.UUID(int=7), SEQUENCER_SEED)
+    return Sequencer(store, signer, key_cache_ttl_seconds=0, **kwargs)
+
+
+async def snapshot(store: Store, streams: Sequence[StreamKey] = (STREAM,)) -> Any:
+    """Everything an ingest could change, for 'the store is unchanged' checks."""
+    state = []
+    for stream in streams:
+        head = await store.head(stream)
+        events = await store.read_range(stream, 1, max(head, 1) + 10)
+        versions = {
+            (e.envelope.entity_type, e.envelope.entity_id): await store.entity_version(
+                stream, e.envelope.entity_type, e.envelope.entity_id
+            )
+            for e in events
+        }
+        state.append((head, [(e.sequence_number, e.envelope) for e in events], versions))
+    return state
+
+
+def past(days: int) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
+
+
+def future(days: int) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
