@@ -546,9 +546,12 @@ class Sequencer:
             else:
                 valid.append((env, digest))
         now = self.clock()
+        # A batch usually names one key; look each distinct key up once.
+        wanted = {(env.tenant_id, env.source_agent_id, env.agent_key_id) for env, _ in valid}
+        found = {ident: await self.keys.get(*ident) for ident in wanted}
         keyed: list[tuple[VesEventEnvelope, bytes, bytes]] = []
         for env, digest in valid:
-            key = await self.keys.get(env.tenant_id, env.source_agent_id, env.agent_key_id)
+            key = found[(env.tenant_id, env.source_agent_id, env.agent_key_id)]
             problem = check_key(env, key_problem(key, now))
             if problem is not None:
                 rejections.append(problem)
