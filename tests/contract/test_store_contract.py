@@ -664,3 +664,8 @@ async def test_meta_keeps_the_first_value(store: Store) -> None:
     assert await store.get_or_set_meta("sequencer_id", "first") == "first"
     assert await store.get_or_set_meta("sequencer_id", "second") == "first"
     assert await store.get_or_set_meta("other", "x") == "x"
+
+
+async def test_empty_api_key_prefix_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="must not be empty"):
+        await store.deactivate_api_keys("")

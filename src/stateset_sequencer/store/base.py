@@ -323,7 +323,8 @@ class Store(ABC):
 
     @abstractmethod
     async def deactivate_api_keys(self, key_hash_prefix: str) -> int:
-        """Deactivate keys whose hash starts with the prefix; returns how many."""
+        """Deactivate active keys whose hash starts with the literal prefix; returns how
+        many changed. An empty prefix is refused with ``ValueError``."""
 
     @abstractmethod
     async def append_audit(self, entry: AuditEntry) -> None: ...

@@ -294,6 +294,9 @@ class SqliteStore(Store):
         return await self._read(records.list_api_keys, tenant_id)
 
     async def deactivate_api_keys(self, key_hash_prefix: str) -> int:
+        # An empty prefix would match every key: refused rather than read as "all".
+        if not key_hash_prefix:
+            raise ValueError("key hash prefix must not be empty")
         return await self._write(records.deactivate_api_keys, key_hash_prefix, _now())
 
     async def append_audit(self, entry: AuditEntry) -> None:
