@@ -324,6 +324,7 @@ class StreamWriter:
         self._max_group_events = max_group_events
         self._max_retries = max_retries
         self._queues: dict[StreamKey, list[_Request]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def append(
         self, stream: StreamKey, items: Sequence[Verified]
@@ -336,7 +337,10 @@ class StreamWriter:
         if queue is None:
             queue = self._queues[stream] = []
             queue.append(_Request(items, future))
-            asyncio.get_running_loop().create_task(self._drain(stream, queue))
+            # The loop keeps only weak references to tasks: hold the worker until it ends.
+            task = asyncio.get_running_loop().create_task(self._drain(stream, queue))
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
         else:
             queue.append(_Request(items, future))
         return await future
