@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from ..store.base import ConcurrentWriteError, Existing, NewEvent, Store, StoredEvent, StreamKey
@@ -249,9 +250,7 @@ def _validate_chunk(chunk: Sequence[VesEventEnvelope], strict: bool) -> list[byt
     return [validate_event(env, strict) for env in chunk]
 
 
-def _verify_chunk(
-    chunk: Sequence[tuple[VesEventEnvelope, bytes, bytes]], _unused: object = None
-) -> list[Rejection | None]:
+def _verify_chunk(chunk: Sequence[tuple[VesEventEnvelope, bytes, bytes]]) -> list[Rejection | None]:
     return [check_signature(env, pk, digest) for env, pk, digest in chunk]
 
 
@@ -542,7 +541,9 @@ class Sequencer:
         if not pending:
             return []
         loop = asyncio.get_running_loop()
-        digests = await self._in_pool(loop, _validate_chunk, pending, self.strict_format)
+        digests = await self._in_pool(
+            loop, partial(_validate_chunk, strict=self.strict_format), pending
+        )
         valid: list[tuple[VesEventEnvelope, bytes]] = []
         for env, digest in zip(pending, digests, strict=True):
             if isinstance(digest, Rejection):
@@ -564,7 +565,7 @@ class Sequencer:
                 keyed.append((env, key.public_key, digest))
         if not keyed:
             return []
-        results = await self._in_pool(loop, _verify_chunk, keyed, None)
+        results = await self._in_pool(loop, _verify_chunk, keyed)
         verified: list[Verified] = []
         for (env, _pk, digest), problem in zip(keyed, results, strict=True):
             if problem is not None:
@@ -576,14 +577,11 @@ class Sequencer:
     async def _in_pool(
         self,
         loop: asyncio.AbstractEventLoop,
-        fn: Callable[..., list[Any]],
+        fn: Callable[[Sequence[Any]], list[Any]],
         items: Sequence[Any],
-        arg: Any,
     ) -> list[Any]:
         """Run ``fn`` over chunks of ``items`` in the thread pool, keeping order."""
         chunk = max(64, -(-len(items) // self._workers))
         parts = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-        done = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, fn, part, arg) for part in parts)
-        )
+        done = await asyncio.gather(*(loop.run_in_executor(self._pool, fn, part) for part in parts))
         return [x for part in done for x in part]

@@ -35,7 +35,7 @@ from .codec import (
     parse_uuid,
     to_0x_hex,
 )
-from .errors import BadSignature, BadTimestamp, EnvelopeInvalid, VesError
+from .errors import BadTimestamp, EnvelopeInvalid, VesError
 from .signing import Signer, verify
 
 VES_VERSION = 1
@@ -265,9 +265,14 @@ def check_created_at(env: VesEventEnvelope) -> None:
         raise EnvelopeInvalid("schema_validation: created_at", str(exc)) from None
 
 
-def check_payload_hash(env: VesEventEnvelope, *, strict_format: bool = False) -> None:
+def check_payload_hash(
+    env: VesEventEnvelope,
+    *,
+    strict_format: bool = False,
+    parts: encryption.EncryptedParts | None = None,
+) -> None:
     """Plaintext: recompute the plain hash. Encrypted: the plain hash is salted and cannot
-    be checked, so recompute the cipher hash instead (which also checks the structure)."""
+    be checked, so recompute the cipher hash instead (``parts``: already parsed structure)."""
     if env.payload_kind == PAYLOAD_KIND_PLAINTEXT:
         try:
             expected = hashing.payload_plain_hash(env.payload)
@@ -278,17 +283,30 @@ def check_payload_hash(env: VesEventEnvelope, *, strict_format: bool = False) ->
                 "invalid_payload_hash", "payload_plain_hash does not match the payload"
             )
         return
-    if cipher_hash(env, strict_format=strict_format) != env.payload_cipher_hash:
+    if cipher_hash(env, strict_format=strict_format, parts=parts) != env.payload_cipher_hash:
         raise EnvelopeInvalid(
             "invalid_cipher_hash", "payload_cipher_hash does not match payload_encrypted"
         )
 
 
-def cipher_hash(env: VesEventEnvelope, *, strict_format: bool = False) -> bytes:
-    """Recompute an encrypted event's cipher hash from its envelope."""
+def encrypted_parts(
+    env: VesEventEnvelope, *, strict_format: bool = False
+) -> encryption.EncryptedParts:
+    """Check and decode ``payload_encrypted`` (VES-ENC-1 structure rules)."""
     if env.payload_encrypted is None:
         raise EnvelopeInvalid("schema_validation: payload_encrypted", "payload_encrypted missing")
-    parts = encryption.parse_encrypted(env.payload_encrypted.model_dump(), strict=strict_format)
+    return encryption.parse_encrypted(env.payload_encrypted.model_dump(), strict=strict_format)
+
+
+def cipher_hash(
+    env: VesEventEnvelope,
+    *,
+    strict_format: bool = False,
+    parts: encryption.EncryptedParts | None = None,
+) -> bytes:
+    """Recompute an encrypted event's cipher hash from its envelope."""
+    if parts is None:
+        parts = encrypted_parts(env, strict_format=strict_format)
     aad = hashing.payload_aad(
         tenant_id=env.tenant_id,
         store_id=env.store_id,
@@ -314,12 +332,13 @@ def validate(env: VesEventEnvelope, *, strict_format: bool = False) -> bytes:
     check_version(env)
     check_lengths(env)
     check_payload_kind(env)
+    parts = None
     if env.payload_kind == PAYLOAD_KIND_ENCRYPTED:
-        # Structure is checked before created_at, as the reference orders it.
-        assert env.payload_encrypted is not None  # guaranteed by check_payload_kind
-        encryption.parse_encrypted(env.payload_encrypted.model_dump(), strict=strict_format)
+        # Structure is checked before created_at, as the reference orders it; the parsed
+        # parts then serve the cipher hash, so the structure is decoded once.
+        parts = encrypted_parts(env, strict_format=strict_format)
     check_created_at(env)
-    check_payload_hash(env, strict_format=strict_format)
+    check_payload_hash(env, strict_format=strict_format, parts=parts)
     return env.signing_hash()
 
 
@@ -500,7 +519,6 @@ def _first_error(exc: ValidationError) -> str:
 
 
 __all__ = [
-    "BadSignature",
     "EncryptedPayload",
     "EnvelopeInvalid",
     "VesEventEnvelope",
@@ -510,6 +528,7 @@ __all__ = [
     "check_payload_kind",
     "check_version",
     "cipher_hash",
+    "encrypted_parts",
     "parse_envelope",
     "parse_envelope_json",
     "sign_event",
