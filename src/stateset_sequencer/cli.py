@@ -8,23 +8,20 @@ traceback.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import stat
 import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from . import __version__
-from .config import Settings
-from .store.base import MigrationStatus, Store, StoreError
-from .store.factory import describe, open_store
+from .clikit import DatabaseUrl, DataDir, err, fail, one_line, print_json, target, with_store
+from .recovery.commands import register as register_recovery
+from .store.base import MigrationStatus
 from .ves import envelope, jcs, signing
 from .ves.codec import format_rfc3339
 from .ves.errors import EnvelopeInvalid, VesError
@@ -36,15 +33,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
 KEY_FILE = "agent.key"
 PUB_FILE = "agent.pub"
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
-    raise typer.Exit(code)
 
 
 def _read_text(path: Path) -> str:
@@ -81,10 +71,6 @@ def load_signer(path: Path) -> signing.Signer:
         return signing.Signer(text)
     except VesError as exc:
         fail(f"{path}: not an Ed25519 seed ({exc})")
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 def _load_json_object(path: Path) -> dict[str, Any]:
@@ -147,7 +133,7 @@ def sign(
         fail(f"{event}: {exc.reason}: {exc.message}" if exc.message != exc.reason else exc.reason)
     except VesError as exc:
         fail(f"{event}: {exc}")
-    _print_json(signed.to_wire())
+    print_json(signed.to_wire())
 
 
 @app.command()
@@ -169,7 +155,7 @@ def verify(
     try:
         env = envelope.parse_envelope(obj)
     except ValueError as exc:  # pydantic's ValidationError
-        fail(f"{event}: not a VES envelope: {_one_line(exc)}")
+        fail(f"{event}: not a VES envelope: {one_line(exc)}")
     try:
         digest = envelope.validate(env)
         envelope.verify_signature(env, pk, digest)
@@ -203,52 +189,16 @@ def demo(
     )
     digest = envelope.validate(signed)
     envelope.verify_signature(signed, signer.public_key, digest)
-    _print_json(signed.to_wire())
+    print_json(signed.to_wire())
     err.print(f"signed and verified event {signed.event_id} with key {key_dir / KEY_FILE}")
 
 
 # --- database commands ------------------------------------------------------------------
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="postgres://…, sqlite:///path; default: $DATABASE_URL"),
-]
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Embedded default's directory (./data)")
-]
-
 migrate_app = typer.Typer(
     help="Apply, inspect or roll back schema migrations.", no_args_is_help=False
 )
 app.add_typer(migrate_app, name="migrate")
-
-
-async def _with_store(database_url: str | None, data_dir: Path | None, work: Any) -> Any:
-    settings = Settings()
-    url = database_url if database_url is not None else settings.DATABASE_URL
-    folder = data_dir if data_dir is not None else settings.DATA_DIR
-    try:
-        store: Store = await open_store(url, folder, max_connections=2)
-    except StoreError as exc:
-        fail(f"cannot open the database: {exc}")
-    try:
-        return await work(store)
-    except StoreError as exc:
-        fail(str(exc))
-    finally:
-        await store.close()
-
-
-def _target(database_url: str | None, data_dir: Path | None) -> str:
-    settings = Settings()
-    url = database_url if database_url is not None else settings.DATABASE_URL
-    dialect, where = describe(url, data_dir if data_dir is not None else settings.DATA_DIR)
-    return f"{dialect} ({_redact(where)})"
-
-
-def _redact(target: str) -> str:
-    """Hide a password in a DSN before printing it."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", target)
 
 
 @migrate_app.callback(invoke_without_command=True)
@@ -257,9 +207,9 @@ def migrate(ctx: typer.Context, database_url: DatabaseUrl = None, data_dir: Data
     if ctx.invoked_subcommand is not None:
         return
     applied: list[int] = asyncio.run(
-        _with_store(database_url, data_dir, lambda store: store.migrate())
+        with_store(database_url, data_dir, lambda store: store.migrate())
     )
-    where = _target(database_url, data_dir)
+    where = target(database_url, data_dir)
     if applied:
         typer.echo(f"ok: applied migrations {', '.join(f'{v:03d}' for v in applied)} on {where}")
     else:
@@ -270,7 +220,7 @@ def migrate(ctx: typer.Context, database_url: DatabaseUrl = None, data_dir: Data
 def migrate_status(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
     """List every migration and whether it is applied."""
     rows: list[MigrationStatus] = asyncio.run(
-        _with_store(database_url, data_dir, lambda store: store.migration_status())
+        with_store(database_url, data_dir, lambda store: store.migration_status())
     )
     for row in rows:
         state = "applied" if row.applied else "pending"
@@ -289,7 +239,7 @@ def migrate_rollback(
 ) -> None:
     """Undo applied migrations above --to, newest first."""
     reverted: list[int] = asyncio.run(
-        _with_store(database_url, data_dir, lambda store: store.rollback(to))
+        with_store(database_url, data_dir, lambda store: store.rollback(to))
     )
     if reverted:
         typer.echo(f"ok: rolled back {', '.join(f'{v:03d}' for v in reverted)}")
@@ -297,8 +247,7 @@ def migrate_rollback(
         typer.echo(f"ok: nothing above {to:03d} to roll back")
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:300]
+register_recovery(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The recovery toolkit: export, re-ingest, verify, repair, backup and restore."""
