@@ -205,6 +205,7 @@ async def use_schema(store: Store) -> None:
     assert await store.get_or_set_meta("probe", "a") == "a"
     assert await store.list_agent_keys(stream.tenant_id) == []
     assert await store.list_commitments(stream) == []
+    assert await store.latest_active_schema(stream.tenant_id, "order.created") is None
 
 
 def test_both_dialects_ship_the_same_migrations() -> None:

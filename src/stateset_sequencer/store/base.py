@@ -157,12 +157,77 @@ class AuditEntry:
     timestamp: datetime | None = None  # set by the store when None
 
 
+SCHEMA_STATUSES = ("active", "deprecated", "archived")
+SCHEMA_COMPATIBILITIES = ("forward", "backward", "full", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRecord:
+    """One registered JSON Schema (``event_schemas``). ``schema_json`` is the document's
+    JSON text exactly as it was registered; it never changes for a given ``id``."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    event_type: str
+    version: int
+    schema_json: str
+    status: str  # one of SCHEMA_STATUSES
+    compatibility: str  # one of SCHEMA_COMPATIBILITIES
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """Connections of the store's pool (SQLite: its writer and reader threads)."""
+
+    active: int
+    idle: int
+    total: int
+    maximum: int
+
+
 @dataclass(frozen=True, slots=True)
 class MigrationStatus:
     version: int
     name: str
     applied: bool
     checksum_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """A stream's counter beside what ``ves_events`` actually holds (recovery checks)."""
+
+    stream: StreamKey
+    counter: int | None  # None: events exist but the stream has no counter row
+    max_sequence: int  # 0 when the stream has no events
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceGap:
+    """Sequence numbers ``first_missing..last_missing`` absent below a stored event."""
+
+    stream: StreamKey
+    first_missing: int
+    last_missing: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    """Per-stream facts a backup manifest records and a restore compares."""
+
+    stream: StreamKey
+    counter: int | None
+    max_sequence: int
+    event_count: int
+    commitment_count: int
+    last_committed_sequence: int | None
+    last_state_root: bytes | None
+    commitments_sha256: bytes  # SHA-256 over (start, end, merkle root, state root) in order
 
 
 class StreamTransaction(ABC):
@@ -225,6 +290,10 @@ class Store(ABC):
     async def close(self) -> None:
         """Release connections and threads."""
 
+    def pool_stats(self) -> PoolStats:
+        """A cheap snapshot for health checks and metrics (no query)."""
+        return PoolStats(active=0, idle=2, total=2, maximum=2)
+
     # --- the event log --------------------------------------------------------------------
 
     @abstractmethod
@@ -271,6 +340,49 @@ class Store(ABC):
     @abstractmethod
     async def list_streams(self) -> list[tuple[StreamKey, int]]:
         """Every stream with its counter value."""
+
+    # --- recovery and maintenance ---------------------------------------------------------
+
+    @abstractmethod
+    def iter_events_with_receipts(
+        self, stream: StreamKey, start: int, end: int, batch_size: int = 1000
+    ) -> AsyncIterator[tuple[StoredEvent, Receipt | None]]:
+        """Events ``start..=end`` in sequence order, each with its stored receipt (None when
+        there is none), with bounded memory. ``end`` is explicit because a verifier must
+        also reach events stored above a counter that is too low."""
+
+    @abstractmethod
+    async def counter_states(self, stream: StreamKey | None = None) -> list[CounterState]:
+        """Counter, highest stored sequence and event count of every stream that has a
+        counter row or events (or of one stream), ordered by tenant then store."""
+
+    @abstractmethod
+    async def sequence_gaps(self, stream: StreamKey | None = None) -> list[SequenceGap]:
+        """Missing sequence numbers below each stream's highest stored event (from 1), as
+        ranges ordered by stream then number. Numbers above the highest event are not
+        gaps here; compare :meth:`counter_states` for those."""
+
+    @abstractmethod
+    async def set_counter_to_max(
+        self, stream: StreamKey, expected: CounterState, audit: AuditEntry
+    ) -> CounterState:
+        """Set the stream's counter to its highest stored sequence and append ``audit``,
+        in one transaction holding the counter lock. Refused with
+        :class:`ConcurrentWriteError` (nothing written) when the counter or the events
+        no longer match ``expected``. Returns the state after the change."""
+
+    @abstractmethod
+    async def stream_summaries(self) -> list[StreamSummary]:
+        """:class:`StreamSummary` of every stream, ordered by tenant then store."""
+
+    @abstractmethod
+    async def row_counts(self, tables: Sequence[str]) -> dict[str, int]:
+        """Row count of each named table that exists (absent tables are left out).
+        Names must be plain lowercase identifiers; anything else is ``ValueError``."""
+
+    @abstractmethod
+    async def is_empty(self) -> bool:
+        """True when no events, API keys or agent keys are stored (or no schema yet)."""
 
     # --- agent signing keys ---------------------------------------------------------------
 
@@ -332,6 +444,56 @@ class Store(ABC):
     @abstractmethod
     async def list_audit(self, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
         """Newest first."""
+
+    # --- schema registry ------------------------------------------------------------------
+
+    @abstractmethod
+    async def put_schema(
+        self,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        schema_json: str,
+        *,
+        compatibility: str = "backward",
+        description: str | None = None,
+        created_by: str | None = None,
+    ) -> SchemaRecord:
+        """Register an ``active`` schema under the next version of (tenant, event_type),
+        1 for the first; concurrent registrations get distinct versions. The new id and
+        both timestamps are set by the store. :class:`IntegrityError` if ``event_type`` is
+        not 1–256 UTF-8 bytes, ``schema_json`` is not JSON text or ``compatibility`` is
+        not one of SCHEMA_COMPATIBILITIES."""
+
+    @abstractmethod
+    async def get_schema(self, schema_id: uuid.UUID) -> SchemaRecord | None: ...
+
+    @abstractmethod
+    async def list_schemas(
+        self, tenant_id: uuid.UUID, event_type: str | None = None
+    ) -> list[SchemaRecord]:
+        """A tenant's schemas (of one event type when given), any status, ordered by
+        event_type (UTF-8 byte order) then version."""
+
+    @abstractmethod
+    async def get_schema_version(
+        self, tenant_id: uuid.UUID, event_type: str, version: int
+    ) -> SchemaRecord | None: ...
+
+    @abstractmethod
+    async def latest_active_schema(
+        self, tenant_id: uuid.UUID, event_type: str
+    ) -> SchemaRecord | None:
+        """The highest version whose status is ``active`` (deprecated and archived
+        versions are skipped, even when newer)."""
+
+    @abstractmethod
+    async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+        """Set the status and bump updated_at; returns the updated record, None when no
+        such schema. :class:`IntegrityError` if ``status`` is not one of SCHEMA_STATUSES."""
+
+    @abstractmethod
+    async def delete_schema(self, schema_id: uuid.UUID) -> bool:
+        """True when a schema was deleted, False when there was none."""
 
     # --- small persistent settings --------------------------------------------------------
 

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -22,17 +22,22 @@ from ..base import (
     ApiKeyRecord,
     AuditEntry,
     CommitmentRow,
+    CounterState,
     Existing,
     MigrationStatus,
     OperationalError,
+    PoolStats,
+    SchemaRecord,
+    SequenceGap,
     Store,
     StoredEvent,
     StoreError,
     StreamKey,
+    StreamSummary,
     StreamTransaction,
 )
 from ..rows import dump_json
-from . import convert, migrate
+from . import convert, maintenance, migrate, schemas
 from .errors import describe, mapped
 from .transaction import (
     CREATE_COUNTER_SQL,
@@ -197,6 +202,13 @@ class PostgresStore(Store):
             if self._reader is not self._pool:
                 await self._reader.expire_connections()
 
+    def pool_stats(self) -> PoolStats:
+        total = self._pool.get_size()
+        idle = self._pool.get_idle_size()
+        return PoolStats(
+            active=total - idle, idle=idle, total=total, maximum=self._pool.get_max_size()
+        )
+
     async def ping(self) -> float:
         started = time.perf_counter()
         with mapped():
@@ -332,6 +344,48 @@ class PostgresStore(Store):
         return [
             (StreamKey(row["tenant_id"], row["store_id"]), row["current_sequence"]) for row in rows
         ]
+
+    # --- recovery and maintenance ----------------------------------------------------------------
+
+    def iter_events_with_receipts(
+        self, stream: StreamKey, start: int, end: int, batch_size: int = 1000
+    ) -> AsyncIterator[tuple[StoredEvent, Receipt | None]]:
+        return maintenance.paged(self._reader, stream, start, end, batch_size)
+
+    async def counter_states(self, stream: StreamKey | None = None) -> list[CounterState]:
+        with mapped():
+            return await maintenance.counter_states(self._reader, stream)
+
+    async def sequence_gaps(self, stream: StreamKey | None = None) -> list[SequenceGap]:
+        with mapped():
+            return await maintenance.sequence_gaps(self._reader, stream)
+
+    async def set_counter_to_max(
+        self, stream: StreamKey, expected: CounterState, audit: AuditEntry
+    ) -> CounterState:
+        with mapped():
+            async with self._pool.acquire() as conn:
+                return await maintenance.set_counter_to_max(conn, stream, expected, audit)
+
+    async def stream_summaries(self) -> list[StreamSummary]:
+        with mapped():
+            async with (
+                self._reader.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                return await maintenance.stream_summaries(conn)
+
+    async def row_counts(self, tables: Sequence[str]) -> dict[str, int]:
+        with mapped():
+            async with (
+                self._reader.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                return await maintenance.row_counts(conn, tables)
+
+    async def is_empty(self) -> bool:
+        with mapped():
+            return await maintenance.is_empty(self._pool)
 
     # --- agent signing keys ----------------------------------------------------------------------
 
@@ -506,6 +560,61 @@ class PostgresStore(Store):
                 max(limit, 0),
             )
         return [convert.audit_entry(row) for row in rows]
+
+    # --- schema registry -------------------------------------------------------------------------
+
+    async def put_schema(
+        self,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        schema_json: str,
+        *,
+        compatibility: str = "backward",
+        description: str | None = None,
+        created_by: str | None = None,
+    ) -> SchemaRecord:
+        with mapped():
+            return await schemas.put_schema(
+                self._pool,
+                uuid.uuid4(),
+                tenant_id,
+                event_type,
+                schema_json,
+                compatibility,
+                description,
+                created_by,
+                datetime.now(UTC),
+            )
+
+    async def get_schema(self, schema_id: uuid.UUID) -> SchemaRecord | None:
+        with mapped():
+            return await schemas.get_schema(self._pool, schema_id)
+
+    async def list_schemas(
+        self, tenant_id: uuid.UUID, event_type: str | None = None
+    ) -> list[SchemaRecord]:
+        with mapped():
+            return await schemas.list_schemas(self._pool, tenant_id, event_type)
+
+    async def get_schema_version(
+        self, tenant_id: uuid.UUID, event_type: str, version: int
+    ) -> SchemaRecord | None:
+        with mapped():
+            return await schemas.get_schema_version(self._pool, tenant_id, event_type, version)
+
+    async def latest_active_schema(
+        self, tenant_id: uuid.UUID, event_type: str
+    ) -> SchemaRecord | None:
+        with mapped():
+            return await schemas.latest_active_schema(self._pool, tenant_id, event_type)
+
+    async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+        with mapped():
+            return await schemas.set_schema_status(self._pool, schema_id, status, datetime.now(UTC))
+
+    async def delete_schema(self, schema_id: uuid.UUID) -> bool:
+        with mapped():
+            return await schemas.delete_schema(self._pool, schema_id)
 
     # --- small persistent settings ---------------------------------------------------------------
 

@@ -25,18 +25,22 @@ from ..base import (
     ApiKeyRecord,
     AuditEntry,
     CommitmentRow,
+    CounterState,
     Existing,
     IntegrityError,
     MigrationStatus,
     NewEvent,
     OperationalError,
+    SchemaRecord,
+    SequenceGap,
     Store,
     StoredEvent,
     StoreError,
     StreamKey,
+    StreamSummary,
     StreamTransaction,
 )
-from . import event_log, migrate, records
+from . import event_log, maintenance, migrate, records, schemas
 from .worker import Job, Worker, commit_or_rollback, rollback_if_open
 
 P = ParamSpec("P")
@@ -244,6 +248,41 @@ class SqliteStore(Store):
     async def list_streams(self) -> list[tuple[StreamKey, int]]:
         return await self._read(event_log.list_streams)
 
+    # --- recovery and maintenance -------------------------------------------------------------
+
+    def iter_events_with_receipts(
+        self, stream: StreamKey, start: int, end: int, batch_size: int = 1000
+    ) -> AsyncIterator[tuple[StoredEvent, Receipt | None]]:
+        return maintenance.paged(
+            lambda first, limit: self._read(
+                maintenance.events_with_receipts, stream, first, end, limit
+            ),
+            start,
+            end,
+            batch_size,
+        )
+
+    async def counter_states(self, stream: StreamKey | None = None) -> list[CounterState]:
+        return await self._read(maintenance.counter_states, stream)
+
+    async def sequence_gaps(self, stream: StreamKey | None = None) -> list[SequenceGap]:
+        return await self._read(maintenance.sequence_gaps, stream)
+
+    async def set_counter_to_max(
+        self, stream: StreamKey, expected: CounterState, audit: AuditEntry
+    ) -> CounterState:
+        stored = audit if audit.timestamp is not None else replace(audit, timestamp=_now())
+        return await self._write(maintenance.set_counter_to_max, stream, expected, stored)
+
+    async def stream_summaries(self) -> list[StreamSummary]:
+        return await self._read(maintenance.stream_summaries)
+
+    async def row_counts(self, tables: Sequence[str]) -> dict[str, int]:
+        return await self._read(maintenance.row_counts, tables)
+
+    async def is_empty(self) -> bool:
+        return await self._read(maintenance.is_empty)
+
     # --- agent signing keys -------------------------------------------------------------------
 
     async def put_agent_key(self, key: AgentKey) -> AgentKey:
@@ -305,6 +344,54 @@ class SqliteStore(Store):
 
     async def list_audit(self, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
         return await self._read(records.list_audit, limit, action)
+
+    # --- schema registry ----------------------------------------------------------------------
+
+    async def put_schema(
+        self,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        schema_json: str,
+        *,
+        compatibility: str = "backward",
+        description: str | None = None,
+        created_by: str | None = None,
+    ) -> SchemaRecord:
+        return await self._write(
+            schemas.put_schema,
+            uuid.uuid4(),
+            tenant_id,
+            event_type,
+            schema_json,
+            compatibility,
+            description,
+            created_by,
+            _now(),
+        )
+
+    async def get_schema(self, schema_id: uuid.UUID) -> SchemaRecord | None:
+        return await self._read(schemas.get_schema, schema_id)
+
+    async def list_schemas(
+        self, tenant_id: uuid.UUID, event_type: str | None = None
+    ) -> list[SchemaRecord]:
+        return await self._read(schemas.list_schemas, tenant_id, event_type)
+
+    async def get_schema_version(
+        self, tenant_id: uuid.UUID, event_type: str, version: int
+    ) -> SchemaRecord | None:
+        return await self._read(schemas.get_schema_version, tenant_id, event_type, version)
+
+    async def latest_active_schema(
+        self, tenant_id: uuid.UUID, event_type: str
+    ) -> SchemaRecord | None:
+        return await self._read(schemas.latest_active_schema, tenant_id, event_type)
+
+    async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+        return await self._write(schemas.set_schema_status, schema_id, status, _now())
+
+    async def delete_schema(self, schema_id: uuid.UUID) -> bool:
+        return await self._write(schemas.delete_schema, schema_id)
 
     # --- small persistent settings ------------------------------------------------------------
 

@@ -1,0 +1,505 @@
+"""The schema registry service and the handler-level per-event schema stage.
+
+Tenants register JSON Schemas per event type (REFERENCE_MAP §1.7); each registration of a
+(tenant, event_type) becomes the next version. At ingest, :func:`check_events` runs after
+the whole-batch checks and before the sequencer (REFERENCE_MAP §4.3 "Per-event schema
+stage"), validating plaintext payloads against the latest ``active`` version in the way
+``SCHEMA_VALIDATION_MODE`` says; its rejections carry the bare reason ``schema_validation``.
+
+Schemas are Draft 2020-12 documents. ``$ref`` resolves only inside the document itself (and
+to the published meta-schemas): nothing is ever fetched over the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import referencing.exceptions
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+
+from ..store.base import (
+    SCHEMA_COMPATIBILITIES,
+    SCHEMA_STATUSES,
+    SchemaRecord,
+    Store,
+    StoreError,
+)
+from ..store.rows import load_json
+from ..ves.envelope import MAX_EVENT_TYPE_BYTES, PAYLOAD_KIND_ENCRYPTED, VesEventEnvelope
+from .ingest import Rejection
+
+logger = logging.getLogger(__name__)
+
+REJECTION_REASON = "schema_validation"
+MAX_SCHEMA_BYTES = 100 * 1024
+MAX_DESCRIPTION_BYTES = 2048
+DEFAULT_COMPATIBILITY = "backward"
+# Enough to show what is wrong without letting one hostile payload build a huge response.
+MAX_REPORTED_ERRORS = 100
+DEFAULT_VALIDATOR_CACHE_SIZE = 1024
+
+
+# --- the mode -------------------------------------------------------------------------------
+
+
+class ValidationMode(enum.StrEnum):
+    """``SCHEMA_VALIDATION_MODE``: what the per-event schema stage does."""
+
+    DISABLED = "disabled"  # no lookups at all
+    WARN = "warn"  # never rejects; reports what enforce or required would have
+    ENFORCE = "enforce"  # rejects plaintext payloads that fail their schema
+    REQUIRED = "required"  # also rejects events whose type has no active schema
+
+
+_MODE_ALIASES: dict[str, ValidationMode] = {
+    **dict.fromkeys(("disabled", "off", "none", "false", "0"), ValidationMode.DISABLED),
+    **dict.fromkeys(("warn", "warnonly", "warn_only", "warning"), ValidationMode.WARN),
+    **dict.fromkeys(("enforce", "on", "true", "1", ""), ValidationMode.ENFORCE),
+    **dict.fromkeys(("required", "strict", "require"), ValidationMode.REQUIRED),
+}
+
+# Unicode White_Space, which is what the reference's trim() removes. str.strip() with no
+# argument would also remove U+001C..U+001F and so accept values the reference refuses.
+_WHITE_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def parse_mode(text: str | None) -> ValidationMode:
+    """Read ``SCHEMA_VALIDATION_MODE`` (trimmed, any case); unset or empty is ``enforce``.
+    Anything that is not one of the reference's spellings raises ``ValueError``."""
+    if text is None:
+        return ValidationMode.ENFORCE
+    mode = _MODE_ALIASES.get(text.strip(_WHITE_SPACE).lower())
+    if mode is None:
+        raise ValueError(
+            f"SCHEMA_VALIDATION_MODE {text!r} is not recognised; use disabled "
+            "(off, none, false, 0), warn (warnonly, warn_only, warning), enforce "
+            "(on, true, 1, empty) or required (strict, require)"
+        )
+    return mode
+
+
+# --- errors and results ---------------------------------------------------------------------
+
+
+class SchemaInputError(ValueError):
+    """A registration or status change the registry refuses; ``code`` is stable
+    SCREAMING_SNAKE text for API responses."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SchemaUnusable(Exception):
+    """A registered schema that cannot be evaluated: a ``$ref``, reached through the
+    payload's content, that does not resolve. The schema is at fault, not the payload."""
+
+    def __init__(self, schema: SchemaRecord, message: str) -> None:
+        super().__init__(message)
+        self.schema = schema
+        self.message = message
+
+
+class PayloadError(TypedDict):
+    """One way a payload fails its schema: ``path`` is a JSON Pointer into the payload
+    (``""`` for the payload itself)."""
+
+    path: str
+    message: str
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+
+def _utf8_len(text: str) -> int | None:
+    """UTF-8 byte length; None for text with lone surrogates (which JSON's ``\\ud800``
+    escapes can produce), as neither database can store it."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _storable_event_type(event_type: str) -> bool:
+    # NUL is refused because PostgreSQL text cannot hold it, while SQLite can: a type that
+    # one backend would store and the other refuse is kept out of both.
+    size = _utf8_len(event_type)
+    return size is not None and 1 <= size <= MAX_EVENT_TYPE_BYTES and "\x00" not in event_type
+
+
+def _json_pointer(parts: Iterable[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class SchemaRegistry:
+    """Registration, lookup and payload validation over a :class:`Store`.
+
+    Compiled validators are cached by schema id: a schema's document never changes once
+    registered (only its status does), so an entry never goes stale. The cache is bounded
+    and least-recently-used entries are dropped first.
+    """
+
+    def __init__(self, store: Store, *, cache_size: int = DEFAULT_VALIDATOR_CACHE_SIZE) -> None:
+        if cache_size < 1:
+            raise ValueError("cache_size must be at least 1")
+        self._store = store
+        self._cache_size = cache_size
+        self._validators: OrderedDict[uuid.UUID, Validator] = OrderedDict()
+
+    async def register(
+        self,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        schema_json: Any,
+        description: str | None = None,
+        compatibility: str = DEFAULT_COMPATIBILITY,
+        created_by: str | None = None,
+    ) -> SchemaRecord:
+        """Store ``schema_json`` (a decoded JSON value) as the next version of
+        (tenant, event_type). Raises :class:`SchemaInputError` for bad input."""
+        if not _storable_event_type(event_type):
+            raise SchemaInputError(
+                "INVALID_EVENT_TYPE",
+                f"event_type must be 1–{MAX_EVENT_TYPE_BYTES} UTF-8 bytes without NUL",
+            )
+        if compatibility not in SCHEMA_COMPATIBILITIES:
+            raise SchemaInputError(
+                "INVALID_COMPATIBILITY",
+                f"compatibility must be one of {', '.join(SCHEMA_COMPATIBILITIES)}",
+            )
+        if description is not None:
+            size = _utf8_len(description)
+            if size is None or "\x00" in description:
+                raise SchemaInputError(
+                    "INVALID_DESCRIPTION", "description must be UTF-8 text without NUL"
+                )
+            if size > MAX_DESCRIPTION_BYTES:
+                raise SchemaInputError(
+                    "DESCRIPTION_TOO_LONG",
+                    f"description exceeds {MAX_DESCRIPTION_BYTES} UTF-8 bytes",
+                )
+        text = _schema_text(schema_json)
+        size = _utf8_len(text)
+        if size is None:
+            raise SchemaInputError("INVALID_SCHEMA", "schema contains text that is not UTF-8")
+        if size > MAX_SCHEMA_BYTES:
+            raise SchemaInputError(
+                "SCHEMA_TOO_LARGE", f"schema exceeds {MAX_SCHEMA_BYTES} bytes as compact JSON"
+            )
+        _check_schema(schema_json)
+        _probe(schema_json)
+        return await self._store.put_schema(
+            tenant_id,
+            event_type,
+            text,
+            compatibility=compatibility,
+            description=description,
+            created_by=created_by,
+        )
+
+    async def get(self, schema_id: uuid.UUID) -> SchemaRecord | None:
+        return await self._store.get_schema(schema_id)
+
+    async def list_schemas(
+        self, tenant_id: uuid.UUID, event_type: str | None = None
+    ) -> list[SchemaRecord]:
+        if event_type is not None and not _storable_event_type(event_type):
+            return []
+        return await self._store.list_schemas(tenant_id, event_type)
+
+    async def get_version(
+        self, tenant_id: uuid.UUID, event_type: str, version: int
+    ) -> SchemaRecord | None:
+        if not _storable_event_type(event_type):
+            return None
+        return await self._store.get_schema_version(tenant_id, event_type, version)
+
+    async def latest(self, tenant_id: uuid.UUID, event_type: str) -> SchemaRecord | None:
+        """The latest ``active`` version, the one ingest validates against."""
+        if not _storable_event_type(event_type):
+            return None
+        return await self._store.latest_active_schema(tenant_id, event_type)
+
+    async def set_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+        if status not in SCHEMA_STATUSES:
+            raise SchemaInputError(
+                "INVALID_STATUS", f"status must be one of {', '.join(SCHEMA_STATUSES)}"
+            )
+        return await self._store.set_schema_status(schema_id, status)
+
+    async def delete(self, schema_id: uuid.UUID) -> bool:
+        deleted = await self._store.delete_schema(schema_id)
+        self._validators.pop(schema_id, None)
+        return deleted
+
+    async def validate_payload(
+        self,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        payload: Any,
+        version: int | None = None,
+    ) -> tuple[SchemaRecord | None, list[PayloadError]]:
+        """Check ``payload`` against a version (or the latest active one). No schema:
+        ``(None, [])``. Raises :class:`SchemaUnusable` if the schema cannot be evaluated."""
+        if version is None:
+            schema = await self.latest(tenant_id, event_type)
+        else:
+            schema = await self.get_version(tenant_id, event_type, version)
+        if schema is None:
+            return None, []
+        return schema, self.payload_errors(schema, payload)
+
+    def validator(self, schema: SchemaRecord) -> Validator:
+        """The compiled validator of ``schema``, from the cache when it is there."""
+        cached = self._validators.get(schema.id)
+        if cached is not None:
+            self._validators.move_to_end(schema.id)
+            return cached
+        compiled: Validator = Draft202012Validator(load_json(schema.schema_json))
+        self._validators[schema.id] = compiled
+        if len(self._validators) > self._cache_size:
+            self._validators.popitem(last=False)
+        return compiled
+
+    def payload_errors(self, schema: SchemaRecord, payload: Any) -> list[PayloadError]:
+        """At most MAX_REPORTED_ERRORS failures of ``payload`` against ``schema``."""
+        return _payload_errors(schema, self.validator(schema), payload)
+
+
+def _schema_text(schema_json: Any) -> str:
+    """Compact JSON text of the document, key order kept. NaN and infinities are refused
+    rather than stored as text no JSON parser (nor PostgreSQL) accepts."""
+    try:
+        return json.dumps(schema_json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SchemaInputError("INVALID_SCHEMA", f"schema is not JSON: {exc}") from None
+
+
+def _check_schema(schema_json: Any) -> None:
+    try:
+        Draft202012Validator.check_schema(schema_json)
+    except SchemaError as exc:
+        where = _json_pointer(exc.absolute_path) or "the schema"
+        raise SchemaInputError(
+            "INVALID_SCHEMA", f"not a valid JSON Schema (Draft 2020-12) at {where}: {exc.message}"
+        ) from None
+    except RecursionError:
+        raise SchemaInputError("INVALID_SCHEMA", "schema is nested too deeply") from None
+
+
+def _probe(schema_json: Any) -> None:
+    """Evaluate the schema once, against ``null``: a ``$ref`` at its root that does not
+    resolve, or a cycle of references that consumes no input, fails every payload alike
+    and is refused now rather than at ingest. (References reached only through some
+    payload's content can only be found when such a payload comes.)"""
+    try:
+        for _ in Draft202012Validator(schema_json).iter_errors(None):
+            pass
+    except referencing.exceptions.Unresolvable as exc:
+        raise SchemaInputError("INVALID_SCHEMA", f"unresolvable $ref: {exc}") from None
+    except RecursionError:
+        raise SchemaInputError("INVALID_SCHEMA", "schema refers to itself endlessly") from None
+
+
+def _payload_errors(schema: SchemaRecord, validator: Validator, payload: Any) -> list[PayloadError]:
+    try:
+        found = itertools.islice(validator.iter_errors(payload), MAX_REPORTED_ERRORS)
+        return [
+            PayloadError(path=_json_pointer(error.absolute_path), message=error.message)
+            for error in found
+        ]
+    except referencing.exceptions.Unresolvable as exc:
+        raise SchemaUnusable(
+            schema, f"schema {schema.event_type} v{schema.version} has an unresolvable $ref: {exc}"
+        ) from None
+    except RecursionError:
+        # A recursive schema meeting a payload nested deeper than Python can follow. Counted
+        # against the payload: were it the schema's fault (skipped outside required mode),
+        # deep nesting alone would carry any payload past enforce.
+        return [PayloadError(path="", message="payload is nested too deeply to validate")]
+
+
+# --- the per-event schema stage -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaWarning:
+    """Something the stage noticed but, in this mode, let through."""
+
+    event_id: uuid.UUID
+    event_type: str
+    message: str
+
+
+@dataclass(slots=True)
+class SchemaStageResult:
+    """Events that go on to the sequencer (in request order), the ones rejected here, and
+    the warnings (already logged)."""
+
+    accepted: list[VesEventEnvelope] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    warnings: list[SchemaWarning] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _LookupFailed:
+    message: str
+
+
+_Lookup = SchemaRecord | None | _LookupFailed
+_Key = tuple[uuid.UUID, str]
+
+
+async def check_events(
+    registry: SchemaRegistry, mode: ValidationMode, events: Sequence[VesEventEnvelope]
+) -> SchemaStageResult:
+    """The handler-level schema stage (REFERENCE_MAP §4.3), per event:
+
+    * plaintext: a payload failing the latest active schema is rejected in enforce and
+      required; no active schema is rejected only in required; a failed lookup (or a
+      schema that cannot be evaluated) is rejected only in required;
+    * encrypted: enforce lets it through unlooked-at; warn and required look the schema
+      up, and required rejects when there is none (or the lookup fails).
+
+    Warn never rejects. Whatever is let through despite a problem becomes a warning.
+    """
+    if mode is ValidationMode.DISABLED:
+        return SchemaStageResult(accepted=list(events))
+    wanted = [env for env in events if _looks_up(mode, env)]
+    schemas = await _lookup_all(registry, {(env.tenant_id, env.event_type) for env in wanted})
+    # Compile on the loop, where the cache lives; only validation runs in a thread.
+    validators = {
+        key: registry.validator(found)
+        for key, found in schemas.items()
+        if isinstance(found, SchemaRecord)
+    }
+    if any(env.payload_kind != PAYLOAD_KIND_ENCRYPTED for env in wanted) and validators:
+        # Validation is pure CPU and a payload may be up to a megabyte: off the loop.
+        result = await asyncio.to_thread(_decide_all, mode, events, schemas, validators)
+    else:
+        result = _decide_all(mode, events, schemas, validators)
+    for warning in result.warnings:
+        logger.warning(
+            "schema stage (%s): event %s (%s): %s",
+            mode.value,
+            warning.event_id,
+            warning.event_type,
+            warning.message,
+        )
+    return result
+
+
+def _looks_up(mode: ValidationMode, env: VesEventEnvelope) -> bool:
+    if env.payload_kind == PAYLOAD_KIND_ENCRYPTED:
+        return mode in (ValidationMode.WARN, ValidationMode.REQUIRED)
+    return mode is not ValidationMode.DISABLED
+
+
+async def _lookup_all(registry: SchemaRegistry, keys: set[_Key]) -> dict[_Key, _Lookup]:
+    """One lookup per distinct (tenant, event_type), run concurrently."""
+
+    async def one(key: _Key) -> _Lookup:
+        try:
+            return await registry.latest(*key)
+        except StoreError as exc:
+            return _LookupFailed(f"schema lookup failed: {exc}")
+
+    ordered = sorted(keys)
+    found = await asyncio.gather(*(one(key) for key in ordered))
+    return dict(zip(ordered, found, strict=True))
+
+
+def _decide_all(
+    mode: ValidationMode,
+    events: Sequence[VesEventEnvelope],
+    schemas: dict[_Key, _Lookup],
+    validators: dict[_Key, Validator],
+) -> SchemaStageResult:
+    result = SchemaStageResult()
+    for env in events:
+        problem, rejects = _problem(mode, env, schemas, validators)
+        if problem is None:
+            result.accepted.append(env)
+        elif rejects:
+            result.rejections.append(Rejection(env.event_id, REJECTION_REASON, problem))
+        else:
+            result.accepted.append(env)
+            result.warnings.append(SchemaWarning(env.event_id, env.event_type, problem))
+    return result
+
+
+def _problem(
+    mode: ValidationMode,
+    env: VesEventEnvelope,
+    schemas: dict[_Key, _Lookup],
+    validators: dict[_Key, Validator],
+) -> tuple[str | None, bool]:
+    """What is wrong with ``env`` (None: nothing, or nothing this mode looks at) and
+    whether this mode rejects for it."""
+    if not _looks_up(mode, env):
+        return None, False
+    key = (env.tenant_id, env.event_type)
+    found = schemas[key]
+    required = mode is ValidationMode.REQUIRED
+    if isinstance(found, _LookupFailed):
+        return found.message, required
+    if found is None:
+        if mode is ValidationMode.ENFORCE:
+            return None, False
+        return f"no active schema registered for event type {env.event_type!r}", required
+    if env.payload_kind == PAYLOAD_KIND_ENCRYPTED:
+        return None, False  # only the schema's existence can be checked
+    try:
+        errors = _payload_errors(found, validators[key], env.payload)
+    except SchemaUnusable as exc:
+        return exc.message, required
+    if not errors:
+        return None, False
+    return _describe(found, errors), mode is not ValidationMode.WARN
+
+
+def _describe(schema: SchemaRecord, errors: list[PayloadError]) -> str:
+    first = errors[0]
+    where = first["path"] or "payload"
+    if len(errors) >= MAX_REPORTED_ERRORS:
+        more = f" (and at least {len(errors) - 1} more)"
+    elif len(errors) > 1:
+        more = f" (and {len(errors) - 1} more)"
+    else:
+        more = ""
+    return (
+        f"payload does not match schema {schema.event_type} v{schema.version}: "
+        f"{where}: {first['message']}{more}"
+    )
+
+
+def make_stage(
+    registry: SchemaRegistry, mode: ValidationMode
+) -> Callable[
+    [Sequence[VesEventEnvelope]], Awaitable[tuple[list[VesEventEnvelope], list[Rejection]]]
+]:
+    """:func:`check_events` bound to a registry and mode, in the shape the ingest handler
+    takes its schema stage: (events that pass, rejections). Warnings are only logged."""
+
+    async def stage(
+        events: Sequence[VesEventEnvelope],
+    ) -> tuple[list[VesEventEnvelope], list[Rejection]]:
+        result = await check_events(registry, mode, events)
+        return result.accepted, result.rejections
+
+    return stage
