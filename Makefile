@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit run bench-core bench-ingest clean
+.PHONY: install test lint typecheck unit run bench-core bench-ingest bench-http clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -27,10 +27,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Until the HTTP service lands, `make run` demonstrates the real CLI end to end:
-# it makes an agent key under ./data and signs a sample event with it.
+# The service on the embedded default: SQLite under ./data, no other setup. The first
+# start prints a bootstrap admin API key once. HOST/PORT/DATABASE_URL etc. override.
 run: $(STAMP)
-	$(BIN)/sequencer-cli demo --data-dir ./data
+	$(BIN)/stateset-sequencer serve
 
 bench-core: $(STAMP)
 	$(BIN)/python bench/bench_core.py $(or $(BENCH_ARGS),--events 10000)
@@ -40,3 +40,6 @@ clean:
 
 bench-ingest: $(STAMP)
 	PYTHONPATH=. $(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)
+
+bench-http: $(STAMP)
+	PYTHONPATH=. $(BIN)/python bench/bench_http.py $(BENCH_ARGS)

@@ -19,8 +19,14 @@ from typing import Annotated, Any
 import typer
 
 from . import __version__
+from .client.commands import register as register_client_commands
 from .clikit import DatabaseUrl, DataDir, err, fail, one_line, print_json, target, with_store
 from .recovery.commands import register as register_recovery
+from .sequencer import api_keys
+from .sequencer.api_keys import KeySpec
+from .sequencer.auth import NIL as NIL_UUID
+from .server import Host, Port
+from .server import run as run_server
 from .store.base import MigrationStatus
 from .ves import envelope, jcs, signing
 from .ves.codec import format_rfc3339
@@ -193,6 +199,12 @@ def demo(
     err.print(f"signed and verified event {signed.event_id} with key {key_dir / KEY_FILE}")
 
 
+@app.command("serve")
+def serve(host: Host = None, port: Port = None) -> None:
+    """Serve the HTTP API (same as `stateset-sequencer serve`)."""
+    run_server(host, port)
+
+
 # --- database commands ------------------------------------------------------------------
 
 migrate_app = typer.Typer(
@@ -248,6 +260,131 @@ def migrate_rollback(
 
 
 register_recovery(app)
+register_client_commands(app)
+
+
+# --- API keys, directly on the database --------------------------------------------------
+
+keys_app = typer.Typer(
+    help="Mint, list and revoke API keys directly on the database (no server needed).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="api-keys")
+
+CLI_ACTOR = "sequencer-cli"
+
+
+def _uuid_option(value: str | None, name: str) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"{name}: not a UUID: {value!r}", 2)
+
+
+@keys_app.command("create")
+def api_keys_create(
+    tenant_id: Annotated[
+        str | None, typer.Option("--tenant-id", help="Tenant UUID (omit with --admin: all)")
+    ] = None,
+    store_id: Annotated[
+        list[str] | None, typer.Option("--store-id", help="Limit to a store (repeatable)")
+    ] = None,
+    write: Annotated[bool, typer.Option("--write", help="Allow ingest")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="Admin of the tenant (or all)")] = False,
+    agent_id: Annotated[
+        str | None, typer.Option("--agent-id", help="Bind the key to one agent")
+    ] = None,
+    rate_limit: Annotated[
+        int | None, typer.Option("--rate-limit", min=1, help="Requests per window")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the key to this file (0600), not stdout")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Mint a key and print it once (only its SHA-256 is stored). Without --tenant-id,
+    --admin mints a bootstrap admin key (every tenant)."""
+    tenant = _uuid_option(tenant_id, "--tenant-id")
+    if tenant is None:
+        if not admin:
+            fail("--tenant-id is required unless --admin mints a bootstrap admin key", 2)
+        tenant = NIL_UUID
+    spec = KeySpec(
+        tenant_id=tenant,
+        store_ids=tuple(u for s in store_id or [] if (u := _uuid_option(s, "--store-id"))),
+        read=True,
+        write=write or admin,
+        admin=admin,
+        agent_id=_uuid_option(agent_id, "--agent-id"),
+        rate_limit=rate_limit,
+    )
+
+    async def work(store: Any) -> tuple[str, Any]:
+        return await api_keys.create_key(store, spec, actor=CLI_ACTOR, actor_type="cli")
+
+    try:
+        plaintext, record = asyncio.run(with_store(database_url, data_dir, work))
+    except api_keys.KeyRequestError as exc:
+        fail(f"{exc.code}: {exc.message}", 2)
+    if out is None:
+        typer.echo(plaintext)
+    else:
+        try:
+            _write_private(out, plaintext + "\n")
+        except OSError as exc:
+            fail(f"{out}: {exc} (the key was created; revoke {record.key_hash[:16]})")
+    err.print(
+        f"created {api_keys.permissions(record)} key {record.key_hash[:16]} for tenant "
+        f"{record.tenant_id}; it is shown only this once"
+    )
+
+
+@keys_app.command("list")
+def api_keys_list(
+    tenant_id: Annotated[str | None, typer.Option("--tenant-id", help="Only this tenant")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List keys (hash prefixes and scopes; never the keys themselves)."""
+    tenant = _uuid_option(tenant_id, "--tenant-id")
+    records: list[Any] = asyncio.run(
+        with_store(database_url, data_dir, lambda store: store.list_api_keys(tenant))
+    )
+    rows = [api_keys.describe(r) for r in records]
+    if as_json:
+        print_json({"keys": rows, "count": len(rows)})
+        return
+    for row in rows:
+        state = "active" if row["active"] else "revoked"
+        stores = ",".join(row["storeIds"]) or "*"
+        typer.echo(
+            f"{row['keyHashPrefix']}  {state:<7}  {row['permissions']:<10}  "
+            f"tenant={row['tenantId']}  stores={stores}  agent={row['agentId'] or '-'}"
+        )
+
+
+@keys_app.command("revoke")
+def api_keys_revoke(
+    key_hash_prefix: Annotated[str, typer.Argument(help="At least 8 hex digits of the hash")],
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Deactivate the one key whose hash starts with the prefix."""
+
+    async def work(store: Any) -> Any:
+        return await api_keys.revoke_key(
+            store, key_hash_prefix, tenant_id=None, actor=CLI_ACTOR, actor_type="cli"
+        )
+
+    try:
+        record = asyncio.run(with_store(database_url, data_dir, work))
+    except api_keys.KeyRequestError as exc:
+        fail(f"{exc.code}: {exc.message}", 1 if exc.status == 404 else 2)
+    typer.echo(f"ok: revoked {record.key_hash[:16]} (tenant {record.tenant_id})")
 
 
 def main() -> None:

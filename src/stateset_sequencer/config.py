@@ -28,6 +28,30 @@ class Settings(BaseSettings):
     MAX_EVENT_PAYLOAD_SIZE: int = Field(default=1024 * 1024, ge=1)
     CACHE_AGENT_KEY_TTL_SECS: float = Field(default=30.0, ge=0)
 
+    # --- the HTTP service -----------------------------------------------------------------
+    HOST: str = "0.0.0.0"  # noqa: S104 - a service listens on every interface by default
+    PORT: int = Field(default=8080, ge=0, le=65535)
+    SEQUENCER_ENV: str | None = None
+    ENVIRONMENT: str | None = None
+    AUTH_MODE: str = "required"
+    ALLOW_AUTH_DISABLED: str = "false"
+    BOOTSTRAP_ADMIN_API_KEY: str | None = None
+    JWT_SECRET: str | None = None
+    JWT_ISSUER: str = "stateset-sequencer"
+    JWT_AUDIENCE: str = "stateset-api"
+    API_KEY_CACHE_TTL_SECS: float = Field(default=5.0, ge=0)
+    RATE_LIMIT_PER_MINUTE: int | None = Field(default=None, ge=1)
+    RATE_LIMIT_WINDOW_SECONDS: float = Field(default=60.0, gt=0)
+    RATE_LIMIT_MAX_ENTRIES: int = Field(default=10_000, ge=1)
+    ADMIN_IP_ALLOWLIST: str | None = None
+    TRUST_PROXY_HEADERS: str = "false"
+    TRUST_PROXY_ALLOWLIST: str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+    REQUEST_TIMEOUT_SECS: float = Field(default=30.0, gt=0)
+    MAX_BODY_SIZE_BYTES: int = Field(default=10 * 1024 * 1024, ge=1)
+    SCHEMA_VALIDATION_MODE: str = "enforce"
+    LOG_LEVEL: str = "info"
+    LOG_FORMAT: str = "json"  # json | console
+
     @property
     def migrate_on_startup(self) -> bool:
         return self.DB_MIGRATE_ON_STARTUP.strip().lower() not in FALSY
@@ -35,3 +59,29 @@ class Settings(BaseSettings):
     @property
     def strict_format(self) -> bool:
         return self.VES_STRICT_FORMAT_VALIDATION.strip().lower() in {"1", "true", "on", "yes"}
+
+    @property
+    def is_production(self) -> bool:
+        """As the reference decides it: any environment name but the development ones
+        (an unknown name counts as production, so a typo fails safe)."""
+        name = (self.SEQUENCER_ENV or self.ENVIRONMENT or "").strip().lower()
+        return name not in DEVELOPMENT_ENVS
+
+    @property
+    def auth_disabled(self) -> bool:
+        return self.AUTH_MODE.strip().lower() == "disabled"
+
+    @property
+    def allow_auth_disabled(self) -> bool:
+        return _truthy(self.ALLOW_AUTH_DISABLED)
+
+    @property
+    def trust_proxy_headers(self) -> bool:
+        return _truthy(self.TRUST_PROXY_HEADERS)
+
+
+DEVELOPMENT_ENVS = {"", "local", "dev", "development", "test", "testing", "ci", "staging"}
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in {"1", "true", "on", "yes"}

@@ -2,7 +2,9 @@
 
 Commands run in a scratch directory that shares the project's virtualenv, so ``make``
 targets see an installed environment and write nothing into the checkout. ``make test``
-is the command running this very test, so it alone is skipped.
+is the command running this very test, so it alone is skipped. ``make run`` serves until
+stopped: it is started in the background on a free loopback port (the docs' ``8080`` is
+rewritten to it), later commands talk to it, and it is stopped at the end.
 """
 
 from __future__ import annotations
@@ -10,13 +12,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SELF_COMMANDS = {"make test"}
+SERVER_COMMANDS = {"make run"}
+DOCS_PORT = "8080"
+SERVER_START_S = 60.0
 # Benchmarks run for real, but small: the docs test proves the command works, not speed.
 SMALL_BENCH = {
     "make bench-core": " BENCH_ARGS='--events 200 --repeats 1'",
@@ -50,14 +60,79 @@ def test_readme_has_the_two_quick_start_commands() -> None:
     assert "make test" in commands
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Servers:
+    """Background servers a docs block starts, stopped when the test ends."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = str(_free_port())
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, command: str, env: dict[str, str]) -> None:
+        log = (self.workdir / "server.log").open("ab")
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {command}"],
+            cwd=self.workdir,
+            env=env | {"HOST": "127.0.0.1", "PORT": self.port},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # make's child goes down with the whole group
+        )
+        self.processes.append(process)
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{command!r} exited: {(self.workdir / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{command!r} never answered /health")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is not None:
+                continue
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def servers(workdir: Path) -> Iterator[Servers]:
+    started = Servers(workdir)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 @pytest.mark.parametrize(
     "command", [c for c in bash_commands(ROOT / "README.md") if c not in SELF_COMMANDS]
 )
-def test_readme_command_runs(command: str, workdir: Path) -> None:
+def test_readme_command_runs(command: str, workdir: Path, servers: Servers) -> None:
     # Commands of one README depend on earlier ones (keygen before sign), so each test
     # replays the block up to and including its own command.
     commands = [c for c in bash_commands(ROOT / "README.md") if c not in SELF_COMMANDS]
+    env = os.environ | {"MAKEFLAGS": ""}
     for step in commands[: commands.index(command) + 1]:
+        if step in SERVER_COMMANDS:
+            servers.start(step, env)
+            continue
+        step = step.replace(f"localhost:{DOCS_PORT}", f"localhost:{servers.port}")
         step += SMALL_BENCH.get(step, "")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", step],
@@ -65,7 +140,7 @@ def test_readme_command_runs(command: str, workdir: Path) -> None:
             capture_output=True,
             text=True,
             timeout=300,
-            env=os.environ | {"MAKEFLAGS": ""},
+            env=env,
             check=False,
         )
         assert result.returncode == 0, f"{step!r} failed:\n{result.stdout}\n{result.stderr}"

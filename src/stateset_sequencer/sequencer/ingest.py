@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,8 +110,12 @@ def check_batch(
     events: Sequence[VesEventEnvelope],
     limits: Limits,
     bound_agent_id: uuid.UUID | None = None,
+    authorize: Callable[[StreamKey], None] | None = None,
 ) -> StreamKey:
-    """Faults that fail the whole request, in the reference's order."""
+    """Faults that fail the whole request, in the reference's order. ``authorize`` is the
+    caller's write-permission check on the stream (it raises to refuse); it runs where the
+    reference's handler runs ``ensure_write``, after the agent checks and before the
+    limits, so that each fault gets the same status as there."""
     if not events:
         raise BatchRejected(400, "EMPTY_BATCH", "events must not be empty")
     stream = StreamKey(events[0].tenant_id, events[0].store_id)
@@ -129,6 +133,8 @@ def check_batch(
                 "AGENT_MISMATCH",
                 f"event {env.event_id}: source_agent_id does not match agentId",
             )
+    if authorize is not None:
+        authorize(stream)
     if len(events) > limits.max_events_per_batch:
         raise BatchRejected(
             413,
@@ -136,6 +142,7 @@ def check_batch(
             f"batch of {len(events)} events exceeds {limits.max_events_per_batch}",
         )
     for env in events:
+        check_fields(env)
         size = payload_size(env)
         if size > limits.max_event_payload_bytes:
             raise BatchRejected(
@@ -145,6 +152,31 @@ def check_batch(
                 f"{limits.max_event_payload_bytes}",
             )
     return stream
+
+
+def check_fields(env: VesEventEnvelope) -> None:
+    """String byte lengths and a payload for the event's kind. The reference's HTTP and
+    gRPC handlers fail the whole request on these (400) before any event is sequenced."""
+    try:
+        ves_envelope.check_lengths(env)
+    except EnvelopeInvalid as exc:
+        raise BatchRejected(400, "INVALID_FIELD", f"event {env.event_id}: {exc.message}") from None
+    for name in ("entity_type", "entity_id", "event_type"):
+        # PostgreSQL text cannot hold NUL; refusing it everywhere keeps both stores alike.
+        if "\x00" in getattr(env, name):
+            raise BatchRejected(
+                400, "INVALID_FIELD", f"event {env.event_id}: {name} must not contain NUL"
+            )
+    if env.payload_kind == ves_envelope.PAYLOAD_KIND_PLAINTEXT and env.payload is None:
+        raise BatchRejected(
+            400, "MISSING_PAYLOAD", f"event {env.event_id}: payload is required for kind 0"
+        )
+    if env.payload_kind != ves_envelope.PAYLOAD_KIND_PLAINTEXT and env.payload_encrypted is None:
+        raise BatchRejected(
+            400,
+            "MISSING_PAYLOAD",
+            f"event {env.event_id}: payload_encrypted is required for kind 1",
+        )
 
 
 def payload_size(env: VesEventEnvelope) -> int:
@@ -325,6 +357,11 @@ class StreamWriter:
         self._queues: dict[StreamKey, list[_Request]] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
+    @property
+    def busy_streams(self) -> int:
+        """Streams with a group-commit worker running now."""
+        return len(self._queues)
+
     async def append(
         self, stream: StreamKey, items: Sequence[Verified]
     ) -> tuple[list[Outcome], int]:
@@ -466,6 +503,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+SchemaStage = Callable[
+    [Sequence[VesEventEnvelope]],
+    Awaitable[tuple[Sequence[VesEventEnvelope], list[Rejection]]],
+]
+"""The handler-level schema check: returns the events that pass and the rejections."""
+
+
 class Sequencer:
     """Verifies signed events and sequences them; one instance per process."""
 
@@ -479,8 +523,10 @@ class Sequencer:
         clock: Callable[[], datetime] = utc_now,
         key_cache_ttl_seconds: float = 30.0,
         verify_threads: int | None = None,
+        schema_stage: SchemaStage | None = None,
     ) -> None:
         self.store = store
+        self.schema_stage = schema_stage
         self.receipt_signer = receipt_signer
         self.limits = limits or Limits()
         self.strict_format = strict_format
@@ -493,18 +539,25 @@ class Sequencer:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
+    def active_streams(self) -> int:
+        return self._writer.busy_streams
+
     async def ingest(
         self,
         agent_id: uuid.UUID,
         events: Sequence[VesEventEnvelope],
         *,
         bound_agent_id: uuid.UUID | None = None,
+        authorize: Callable[[StreamKey], None] | None = None,
     ) -> IngestResult:
         batch_id = uuid.uuid4()
-        stream = check_batch(agent_id, events, self.limits, bound_agent_id)
-        known = await self.store.existing([e.event_id for e in events])
+        stream = check_batch(agent_id, events, self.limits, bound_agent_id, authorize)
+        rejections: list[Rejection] = []
+        if self.schema_stage is not None:
+            events, rejections = await self.schema_stage(events)
+        known = await self.store.existing([e.event_id for e in events]) if events else {}
         classified = classify_known_ids(stream, events, known)
-        rejections = list(classified.rejections)
+        rejections += classified.rejections
         verified = await self._verify(classified.pending, rejections)
         verified, command_rejections = dedupe_commands_in_batch(verified)
         rejections += command_rejections

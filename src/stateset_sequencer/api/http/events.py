@@ -1,0 +1,298 @@
+"""Reading the log: events, head and entity history.
+
+The ``/api/v1/ves/…`` routes are ours (the reference documents them but reads VES data
+only through gRPC); the legacy paths ``/api/v1/events``, ``/api/v1/head`` and
+``/api/v1/entities/…`` keep the reference's shapes and paging but read the VES store,
+since this service has one event path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
+
+from ...sequencer.auth import AuthError, ensure_read
+from ...store.base import StoredEvent, StreamKey
+from ...ves.codec import format_rfc3339
+from ...ves.envelope import MAX_ENTITY_ID_BYTES, MAX_ENTITY_TYPE_BYTES
+from .deps import Auth, ServicesDep, bind_stream
+from .errors import ApiError, responses
+from .services import Services
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+U63 = 2**63 - 1
+MAX_PAGE = 1000
+MAX_ENTITY_PAGE = 100
+
+TenantQ = Annotated[uuid.UUID, Query(description="Tenant UUID")]
+StoreQ = Annotated[uuid.UUID, Query(description="Store UUID")]
+FromQ = Annotated[int, Query(ge=0, le=U63, description="First sequence number (inclusive)")]
+LimitQ = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, 1–1000")]
+EntityType = Annotated[str, Path(min_length=1, max_length=MAX_ENTITY_TYPE_BYTES)]
+EntityId = Annotated[str, Path(min_length=1, max_length=MAX_ENTITY_ID_BYTES)]
+
+
+class HeadResponse(BaseModel):
+    head_sequence: int
+
+
+class VesEventItem(BaseModel):
+    """The stored envelope exactly as signed, plus what the sequencer added."""
+
+    model_config = {"extra": "allow"}
+    event_id: str
+    tenant_id: str
+    store_id: str
+    sequence_number: int
+    sequenced_at: str
+    agent_signature: str
+    payload_plain_hash: str
+    payload_cipher_hash: str
+    created_at: str
+
+
+class VesEventsPage(BaseModel):
+    events: list[VesEventItem]
+    count: int
+
+
+class VesEventDetail(BaseModel):
+    event: VesEventItem
+    receipt: dict[str, Any] | None
+
+
+class VesEntityPage(BaseModel):
+    entity_type: str
+    entity_id: str
+    events: list[VesEventItem]
+    count: int
+    total: int
+    has_more: bool
+
+
+class LegacyItem(BaseModel):
+    envelope: dict[str, Any]
+    sequenced_at: str
+
+
+class LegacyEventsPage(BaseModel):
+    events: list[LegacyItem]
+    count: int
+
+
+class LegacyEntityPage(BaseModel):
+    entity_type: str
+    entity_id: str
+    events: list[LegacyItem]
+    count: int
+    total: int
+    has_more: bool
+
+
+def ves_item(event: StoredEvent) -> dict[str, Any]:
+    item = event.envelope.to_wire()
+    item["sequence_number"] = event.sequence_number
+    item["sequenced_at"] = format_rfc3339(event.sequenced_at)
+    return item
+
+
+def legacy_item(event: StoredEvent) -> dict[str, Any]:
+    envelope = event.envelope.to_wire()
+    envelope["sequence_number"] = event.sequence_number
+    return {"envelope": envelope, "sequenced_at": format_rfc3339(event.sequenced_at)}
+
+
+def _read(ctx: Any, request: Request, tenant_id: uuid.UUID, store_id: uuid.UUID) -> StreamKey:
+    bind_stream(request, tenant_id, store_id)
+    try:
+        ensure_read(ctx, tenant_id, store_id)
+    except AuthError as exc:
+        raise ApiError("INSUFFICIENT_PERMISSIONS", exc.message, reason=exc.code) from None
+    return StreamKey(tenant_id, store_id)
+
+
+def _check_bytes(entity_type: str, entity_id: str) -> None:
+    # Path(max_length) counts characters; the limits are in UTF-8 bytes.
+    for name, value, limit in (
+        ("entity_type", entity_type, MAX_ENTITY_TYPE_BYTES),
+        ("entity_id", entity_id, MAX_ENTITY_ID_BYTES),
+    ):
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise ApiError("INVALID_FIELD_VALUE", f"{name} must be 1-{limit} bytes, got {size}")
+
+
+async def _read_entity(
+    services: Services,
+    stream: StreamKey,
+    entity_type: str,
+    entity_id: str,
+    offset: int,
+    limit: int,
+) -> tuple[list[StoredEvent], int]:
+    # PostgreSQL text cannot hold NUL, so no stored event has such an id there; asking
+    # would fail the query (a 500) instead of answering the truth: no events.
+    if services.store.dialect == "postgres" and ("\x00" in entity_type or "\x00" in entity_id):
+        return [], 0
+    events, total = await services.store.read_entity(stream, entity_type, entity_id, offset, limit)
+    return list(events), total
+
+
+# --- VES reads ----------------------------------------------------------------------------
+
+
+@router.get("/ves/events", response_model=VesEventsPage, responses=responses())
+async def list_ves_events(
+    request: Request,
+    services: ServicesDep,
+    ctx: Auth,
+    tenant_id: TenantQ,
+    store_id: StoreQ,
+    from_: Annotated[int, Query(alias="from", ge=0, le=U63)] = 1,
+    limit: LimitQ = 100,
+) -> dict[str, Any]:
+    """Events with ``max(from,1) <= sequence_number < max(from,1)+limit``, in order."""
+    stream = _read(ctx, request, tenant_id, store_id)
+    start = max(from_, 1)
+    events = await services.store.read_range(stream, start, min(start + limit - 1, U63))
+    return {"events": [ves_item(e) for e in events], "count": len(events)}
+
+
+@router.get("/ves/events/{event_id}", response_model=VesEventDetail, responses=responses(404))
+async def get_ves_event(
+    request: Request, services: ServicesDep, ctx: Auth, event_id: uuid.UUID
+) -> dict[str, Any]:
+    """One event with its receipt. Another tenant's event answers 404, as a missing one
+    does, so ids leak nothing across tenants."""
+    event = await services.store.get_event(event_id)
+    if event is None:
+        raise ApiError("EVENT_NOT_FOUND", "Event not found")
+    env = event.envelope
+    try:
+        ensure_read(ctx, env.tenant_id, env.store_id)
+    except AuthError:
+        raise ApiError("EVENT_NOT_FOUND", "Event not found") from None
+    bind_stream(request, env.tenant_id, env.store_id)
+    receipt = await services.store.get_receipt(event_id)
+    return {"event": ves_item(event), "receipt": receipt.to_wire() if receipt else None}
+
+
+@router.get("/ves/head", response_model=HeadResponse, responses=responses())
+async def ves_head(
+    request: Request, services: ServicesDep, ctx: Auth, tenant_id: TenantQ, store_id: StoreQ
+) -> dict[str, int]:
+    stream = _read(ctx, request, tenant_id, store_id)
+    return {"head_sequence": await services.store.head(stream)}
+
+
+@router.get(
+    "/ves/entities/{entity_type}/{entity_id:path}",
+    response_model=VesEntityPage,
+    responses=responses(),
+)
+async def ves_entity_history(
+    request: Request,
+    services: ServicesDep,
+    ctx: Auth,
+    entity_type: EntityType,
+    entity_id: EntityId,
+    tenant_id: TenantQ,
+    store_id: StoreQ,
+    from_: Annotated[int, Query(alias="from", ge=0, le=U63, description="Offset")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_ENTITY_PAGE)] = MAX_ENTITY_PAGE,
+) -> dict[str, Any]:
+    """An entity's events in sequence order. ``entity_id`` may hold any characters,
+    slashes included; it is only ever a bound query parameter."""
+    _check_bytes(entity_type, entity_id)
+    stream = _read(ctx, request, tenant_id, store_id)
+    events, total = await _read_entity(services, stream, entity_type, entity_id, from_, limit)
+    return {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "events": [ves_item(e) for e in events],
+        "count": len(events),
+        "total": total,
+        "has_more": from_ + len(events) < total,
+    }
+
+
+class SequencerInfo(BaseModel):
+    sequencerId: str  # noqa: N815 - camelCase like the receipts it describes
+    publicKey: str | None  # noqa: N815
+    signatureAlg: str  # noqa: N815
+
+
+@router.get("/ves/sequencer", response_model=SequencerInfo, responses=responses())
+async def sequencer_info(services: ServicesDep, ctx: Auth) -> dict[str, Any]:
+    """The receipt-signing identity, so that clients can verify receipts offline."""
+    signer = services.sequencer.receipt_signer
+    key = signer.public_key
+    return {
+        "sequencerId": str(signer.sequencer_id),
+        "publicKey": key.hex() if key is not None else None,
+        "signatureAlg": "ed25519" if key is not None else "none",
+    }
+
+
+# --- legacy paths, reading the VES store --------------------------------------------------
+
+
+@router.get("/events", response_model=LegacyEventsPage, responses=responses())
+async def list_events(
+    request: Request,
+    services: ServicesDep,
+    ctx: Auth,
+    tenant_id: TenantQ,
+    store_id: StoreQ,
+    from_: Annotated[int, Query(alias="from", ge=0, le=U63)] = 0,
+    limit: LimitQ = 100,
+) -> dict[str, Any]:
+    """The reference's paging, quirk included: ``[max(from,1), from+limit-1]``, so
+    ``from=0&limit=100`` returns at most 99 events."""
+    stream = _read(ctx, request, tenant_id, store_id)
+    end = min(from_ + limit - 1, U63)
+    events = await services.store.read_range(stream, max(from_, 1), end) if end >= 1 else []
+    return {"events": [legacy_item(e) for e in events], "count": len(events)}
+
+
+@router.get("/head", response_model=HeadResponse, responses=responses())
+async def head(
+    request: Request, services: ServicesDep, ctx: Auth, tenant_id: TenantQ, store_id: StoreQ
+) -> dict[str, int]:
+    stream = _read(ctx, request, tenant_id, store_id)
+    return {"head_sequence": await services.store.head(stream)}
+
+
+@router.get(
+    "/entities/{entity_type}/{entity_id:path}",
+    response_model=LegacyEntityPage,
+    responses=responses(),
+)
+async def entity_history(
+    request: Request,
+    services: ServicesDep,
+    ctx: Auth,
+    entity_type: EntityType,
+    entity_id: EntityId,
+    tenant_id: TenantQ,
+    store_id: StoreQ,
+    from_: Annotated[int, Query(alias="from", ge=0, le=U63, description="Offset")] = 0,
+    limit: Annotated[int, Query(ge=0, le=U63)] = MAX_ENTITY_PAGE,
+) -> dict[str, Any]:
+    """As the reference: ``limit`` 0 means 100, and larger values are capped at 100."""
+    _check_bytes(entity_type, entity_id)
+    stream = _read(ctx, request, tenant_id, store_id)
+    page = MAX_ENTITY_PAGE if limit == 0 else min(limit, MAX_ENTITY_PAGE)
+    events, total = await _read_entity(services, stream, entity_type, entity_id, from_, page)
+    return {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "events": [legacy_item(e) for e in events],
+        "count": len(events),
+        "total": total,
+        "has_more": from_ + len(events) < total,
+    }

@@ -1,0 +1,205 @@
+"""``/health`` (liveness), ``/ready`` (probes the database), ``/health/detailed`` and
+``/metrics`` (admin, behind ``ADMIN_IP_ALLOWLIST``), with the reference's bodies."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+
+from ...sequencer.auth import AuthError, ensure_admin
+from ...store.base import PoolStats, StoreError
+from ...ves.codec import format_rfc3339
+from .deps import Auth, ServicesDep, admin_ip_guard
+from .errors import ANY_ERROR_SCHEMA, AgentError, responses
+
+router = APIRouter(tags=["health"])
+SERVICE = "stateset-sequencer"
+DB_HEALTHY_MS = 100.0
+DB_DEGRADED_MS = 500.0
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+    version: str
+    timestamp: str
+
+
+class ReadyDatabase(BaseModel):
+    connected: bool
+    response_time_ms: float
+
+
+class ReadyPool(BaseModel):
+    status: str
+    utilization: str
+    active: int
+    idle: int
+
+
+class Ready(BaseModel):
+    status: str
+    database: ReadyDatabase
+    pool: ReadyPool
+
+
+def _now() -> str:
+    return format_rfc3339(datetime.now(UTC))
+
+
+def pool_status(stats: PoolStats) -> tuple[str, float]:
+    """The reference's pool bands: <70 % healthy, <85 % moderate, <95 % stressed."""
+    utilization = 100.0 * stats.active / stats.maximum if stats.maximum else 0.0
+    if utilization >= 95:
+        return "critical", utilization
+    if utilization >= 85:
+        return "stressed", utilization
+    if utilization >= 70:
+        return "moderate", utilization
+    return "healthy", utilization
+
+
+# The edge layer answers these on any route, before the handler runs (body too large,
+# request timeout), so even the unauthenticated probes document them.
+EDGE_RESPONSES = {status: body for status, body in responses().items() if status in (413, 504)}
+
+
+@router.get("/health", response_model=Health, responses=EDGE_RESPONSES)
+async def health(services: ServicesDep) -> dict[str, Any]:
+    """Liveness: always 200 while the process serves, with no checks."""
+    return {
+        "status": "healthy",
+        "service": SERVICE,
+        "version": services.version,
+        "timestamp": _now(),
+    }
+
+
+@router.get(
+    "/ready",
+    response_model=Ready,
+    responses={
+        **EDGE_RESPONSES,
+        503: {
+            "description": "not ready",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def ready(services: ServicesDep) -> Response:
+    try:
+        seconds = await services.store.ping()
+    except StoreError:
+        return PlainTextResponse("Service unavailable", status_code=503)
+    stats = services.store.pool_stats()
+    services.metrics.set_pool(stats.active, stats.idle, stats.total, stats.maximum)
+    status, utilization = pool_status(stats)
+    return JSONResponse(
+        {
+            "status": "ready",
+            "database": {"connected": True, "response_time_ms": round(seconds * 1000, 3)},
+            "pool": {
+                "status": status,
+                "utilization": f"{utilization:.1f}%",
+                "active": stats.active,
+                "idle": stats.idle,
+            },
+        }
+    )
+
+
+def _require_admin(ctx: Any) -> None:
+    try:
+        ensure_admin(ctx)
+    except AuthError:
+        raise AgentError(403, "FORBIDDEN", "Admin permission required") from None
+
+
+@router.get(
+    "/health/detailed",
+    dependencies=[Depends(admin_ip_guard)],
+    responses={**responses(), 503: {"description": "unhealthy"}},
+)
+async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
+    _require_admin(ctx)
+    components: dict[str, Any] = {}
+    try:
+        seconds = await services.store.ping()
+        ms = seconds * 1000
+        db_status = (
+            "healthy" if ms < DB_HEALTHY_MS else "degraded" if ms < DB_DEGRADED_MS else "unhealthy"
+        )
+        components["database"] = {
+            "name": "postgresql" if services.store.dialect == "postgres" else "sqlite",
+            "status": db_status,
+            "response_time_ms": round(ms, 3),
+        }
+    except StoreError as exc:
+        db_status = "unhealthy"
+        components["database"] = {
+            "name": services.store.dialect,
+            "status": "unhealthy",
+            "message": type(exc).__name__,
+            "response_time_ms": None,
+        }
+    stats = services.store.pool_stats()
+    band, utilization = pool_status(stats)
+    pool_health = {"critical": "unhealthy", "stressed": "degraded"}.get(band, "healthy")
+    components["pool"] = {
+        "status": pool_health,
+        "total_connections": stats.total,
+        "active_connections": stats.active,
+        "idle_connections": stats.idle,
+        "max_connections": stats.maximum,
+        "utilization_percent": round(utilization, 1),
+    }
+    components["workers"] = {
+        "status": "healthy",
+        "stream_writers": services.sequencer.active_streams(),
+    }
+    states = {db_status, pool_health}
+    overall = (
+        "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
+    )
+    body = {
+        "status": overall,
+        "service": SERVICE,
+        "version": services.version,
+        "timestamp": _now(),
+        "components": components,
+        "system": {"python_version": platform.python_version()},
+    }
+    return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Depends(admin_ip_guard)],
+    response_class=PlainTextResponse,
+    responses={
+        **responses(),
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        # A non-admin key gets the reference's plain-text refusal; the allowlist and the
+        # auth layer refuse with JSON bodies.
+        403: {
+            "description": "forbidden",
+            "content": {
+                "application/json": {"schema": ANY_ERROR_SCHEMA},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
+    },
+)
+async def metrics(services: ServicesDep, ctx: Auth) -> Response:
+    if not ctx.can_admin:
+        return PlainTextResponse("Admin permission required", status_code=403)
+    stats = services.store.pool_stats()
+    services.metrics.set_pool(stats.active, stats.idle, stats.total, stats.maximum)
+    return Response(
+        services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

@@ -1,0 +1,243 @@
+"""Everything a running HTTP service holds, built once at start-up in the reference's
+order (REFERENCE_MAP §0): auth mode, bootstrap key, JWT, store and migrations, the
+bootstrap key's row, the receipt signer, then the sequencer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from ... import __version__
+from ...config import Settings
+from ...sequencer import identity
+from ...sequencer.auth import (
+    API_KEY_PREFIX,
+    Authenticator,
+    FixedWindowLimiter,
+    JwtSettings,
+    RateLimits,
+    bootstrap_record,
+    mint_api_key,
+)
+from ...sequencer.ingest import Limits, Sequencer
+from ...sequencer.schemas import SchemaRegistry, ValidationMode, make_stage, parse_mode
+from ...store.base import AuditEntry, Store
+from ...store.factory import describe, open_store
+from .metrics import Metrics
+
+log = structlog.get_logger("stateset_sequencer.startup")
+
+MIN_SECRET_CHARS = 32
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class StartupError(Exception):
+    """The configuration cannot give a safe service; the message says what to change."""
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    sequencer: Sequencer
+    authenticator: Authenticator
+    rate_limits: RateLimits
+    metrics: Metrics
+    schemas: SchemaRegistry
+    schema_mode: ValidationMode
+    auth_disabled: bool = False
+    admin_allowlist: list[IpNetwork] | None = None
+    trusted_proxies: list[IpNetwork] = field(default_factory=list)
+    version: str = __version__
+    created_bootstrap_key: str | None = None  # set only on the start that minted it
+
+    async def close(self) -> None:
+        self.sequencer.close()
+        await self.store.close()
+
+
+def parse_networks(text: str | None, what: str) -> list[IpNetwork] | None:
+    if text is None or not text.strip():
+        return None
+    networks: list[IpNetwork] = []
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise StartupError(f"{what}: {item!r} is not an IP address or CIDR") from None
+    return networks
+
+
+def _check_auth_settings(settings: Settings) -> None:
+    production = settings.is_production
+    if settings.auth_disabled:
+        if production:
+            raise StartupError("AUTH_MODE=disabled is refused in production")
+        if not settings.allow_auth_disabled:
+            raise StartupError("AUTH_MODE=disabled needs ALLOW_AUTH_DISABLED=true as well")
+    elif settings.AUTH_MODE.strip().lower() != "required":
+        raise StartupError(
+            f"AUTH_MODE must be 'required' or 'disabled', not {settings.AUTH_MODE!r}"
+        )
+    key = settings.BOOTSTRAP_ADMIN_API_KEY
+    if key is not None:
+        if not key.startswith(API_KEY_PREFIX):
+            # The reference would accept the setting and then never match it: fail loudly.
+            raise StartupError("BOOTSTRAP_ADMIN_API_KEY must start with 'ss_'")
+        if len(key) < MIN_SECRET_CHARS:
+            if production:
+                raise StartupError("BOOTSTRAP_ADMIN_API_KEY must be at least 32 characters")
+            log.warning("short bootstrap admin key", length=len(key))
+    secret = settings.JWT_SECRET
+    if secret is not None and len(secret) < MIN_SECRET_CHARS:
+        if production:
+            raise StartupError("JWT_SECRET must be at least 32 characters")
+        log.warning("short JWT secret", length=len(secret))
+
+
+async def start_services(settings: Settings, *, announce: bool = True) -> Services:
+    """Open and prepare everything; on a fresh embedded install this creates the data
+    directory, the schema, the receipt key and a bootstrap admin key (printed once)."""
+    _check_auth_settings(settings)
+    try:
+        schema_mode = parse_mode(settings.SCHEMA_VALIDATION_MODE)
+    except ValueError as exc:
+        raise StartupError(f"SCHEMA_VALIDATION_MODE: {exc}") from None
+    admin_allowlist = parse_networks(settings.ADMIN_IP_ALLOWLIST, "ADMIN_IP_ALLOWLIST")
+    trusted = parse_networks(settings.TRUST_PROXY_ALLOWLIST, "TRUST_PROXY_ALLOWLIST") or []
+
+    dialect, target = describe(settings.DATABASE_URL, settings.DATA_DIR)
+    store = await open_store(
+        settings.DATABASE_URL,
+        settings.DATA_DIR,
+        max_connections=settings.MAX_DB_CONNECTIONS,
+        statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS,
+        read_database_url=settings.READ_DATABASE_URL,
+    )
+    try:
+        return await _prepare(
+            settings, store, dialect, target, schema_mode, admin_allowlist, trusted, announce
+        )
+    except BaseException:
+        await store.close()
+        raise
+
+
+async def _prepare(
+    settings: Settings,
+    store: Store,
+    dialect: str,
+    target: str,
+    schema_mode: ValidationMode,
+    admin_allowlist: list[IpNetwork] | None,
+    trusted: list[IpNetwork],
+    announce: bool,
+) -> Services:
+    if settings.migrate_on_startup:
+        applied = await store.migrate()
+        if applied:
+            log.info("migrations applied", versions=applied)
+    if settings.BOOTSTRAP_ADMIN_API_KEY:
+        await store.put_api_key(bootstrap_record(settings.BOOTSTRAP_ADMIN_API_KEY))
+
+    created_key: str | None = None
+    if not settings.auth_disabled and not settings.BOOTSTRAP_ADMIN_API_KEY:
+        active = [k for k in await store.list_api_keys() if k.active]
+        if not active and not settings.JWT_SECRET:
+            # The reference refuses to start here; a fresh embedded install should just
+            # work, so mint an admin key, keep only its hash and show it this once.
+            created_key = mint_api_key(bootstrap_record("x").tenant_id)
+            await store.put_api_key(bootstrap_record(created_key))
+            await store.append_audit(
+                AuditEntry(
+                    action="api_key.create",
+                    actor="startup",
+                    actor_type="system",
+                    resource_type="api_key",
+                    resource_id=bootstrap_record(created_key).key_hash[:16],
+                    details={"bootstrap": True},
+                )
+            )
+
+    key_dir = settings.DATA_DIR if dialect == "sqlite" else None
+    signer = await identity.receipt_signer(
+        store,
+        configured_id=settings.VES_SEQUENCER_ID,
+        configured_key=settings.VES_SEQUENCER_SIGNING_KEY,
+        key_dir=key_dir,
+    )
+    registry = SchemaRegistry(store)
+
+    sequencer = Sequencer(
+        store,
+        signer,
+        limits=Limits(settings.MAX_EVENTS_PER_BATCH, settings.MAX_EVENT_PAYLOAD_SIZE),
+        strict_format=settings.strict_format,
+        key_cache_ttl_seconds=settings.CACHE_AGENT_KEY_TTL_SECS,
+        schema_stage=None
+        if schema_mode is ValidationMode.DISABLED
+        else make_stage(registry, schema_mode),
+    )
+    jwt_settings = (
+        JwtSettings(settings.JWT_SECRET, settings.JWT_ISSUER, settings.JWT_AUDIENCE)
+        if settings.JWT_SECRET
+        else None
+    )
+    services = Services(
+        settings=settings,
+        store=store,
+        sequencer=sequencer,
+        authenticator=Authenticator(
+            store, jwt_settings=jwt_settings, cache_ttl_seconds=settings.API_KEY_CACHE_TTL_SECS
+        ),
+        rate_limits=RateLimits(
+            per_tenant_per_minute=settings.RATE_LIMIT_PER_MINUTE,
+            tenant=FixedWindowLimiter(60.0, settings.RATE_LIMIT_MAX_ENTRIES),
+            credential=FixedWindowLimiter(
+                settings.RATE_LIMIT_WINDOW_SECONDS, settings.RATE_LIMIT_MAX_ENTRIES
+            ),
+        ),
+        metrics=Metrics(),
+        schemas=registry,
+        schema_mode=schema_mode,
+        auth_disabled=settings.auth_disabled,
+        admin_allowlist=admin_allowlist,
+        trusted_proxies=trusted,
+        created_bootstrap_key=created_key,
+    )
+    if announce:
+        _announce(services, dialect, target, key_dir)
+    return services
+
+
+def _announce(services: Services, dialect: str, target: str, key_dir: Path | None) -> None:
+    from ...clikit import redact
+
+    log.info(
+        "sequencer ready to serve",
+        database=dialect,
+        location=redact(target),
+        receipt_key=str(key_dir / identity.SEQUENCER_KEY_FILE)
+        if key_dir is not None
+        else ("VES_SEQUENCER_SIGNING_KEY" if services.settings.VES_SEQUENCER_SIGNING_KEY else None),
+        sequencer_id=str(services.sequencer.receipt_signer.sequencer_id),
+        auth="disabled" if services.auth_disabled else "required",
+        schema_validation=services.schema_mode.value,
+    )
+    if services.created_bootstrap_key is not None:
+        # Printed, never logged or stored: only its SHA-256 is kept.
+        sys.stdout.write(
+            "\n  Bootstrap admin API key (shown once; only its hash is stored):\n"
+            f"    {services.created_bootstrap_key}\n"
+            "  Use it as:  Authorization: ApiKey <key>\n"
+            "  Lost it? Mint another with: sequencer-cli api-keys create --admin\n\n"
+        )
+        sys.stdout.flush()

@@ -1,0 +1,342 @@
+"""Who is calling and what they may do: API keys, JWTs, the bootstrap admin, scoping and
+rate limits (REFERENCE_MAP §6). No HTTP here: the API layer turns :class:`AuthError`
+into the reference's ``{"error", "code"}`` bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import jwt
+
+from ..store.base import ApiKeyRecord, Store
+from ..ves.codec import b64url_encode
+
+NIL = uuid.UUID(int=0)
+API_KEY_PREFIX = "ss_"
+DEFAULT_JWT_ISSUER = "stateset-sequencer"
+DEFAULT_JWT_AUDIENCE = "stateset-api"
+JWT_LEEWAY_SECONDS = 60
+
+
+class AuthError(Exception):
+    """A refused credential or permission. ``code`` is the reference's snake_case code."""
+
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """An authenticated caller and its scope."""
+
+    tenant_id: uuid.UUID
+    store_ids: tuple[uuid.UUID, ...] = ()  # empty: every store of the tenant
+    can_read: bool = False
+    can_write: bool = False
+    can_admin: bool = False
+    agent_id: uuid.UUID | None = None
+    rate_limit: int | None = None
+    kind: str = "api_key"  # api_key | jwt | bootstrap | disabled
+    subject: str = ""  # what logs and audit rows name: a key-hash prefix or a JWT id
+    limiter_key: str = ""  # SHA-256 of the credential, for the per-credential limiter
+
+    @property
+    def is_bootstrap(self) -> bool:
+        """The nil-tenant admin passes every tenant and store check, as in the reference."""
+        return self.tenant_id == NIL and self.can_admin
+
+    @property
+    def permissions(self) -> str:
+        if self.can_admin:
+            return "admin"
+        return "read_write" if self.can_write else "read"
+
+
+def mint_api_key(tenant_id: uuid.UUID) -> str:
+    """``ss_`` + the tenant's first 8 hex digits + 24 random bytes in base64url (43 chars),
+    the reference's format, so keys from either implementation look alike."""
+    return API_KEY_PREFIX + str(tenant_id)[:8] + b64url_encode(secrets.token_bytes(24))
+
+
+def hash_api_key(key: str) -> str:
+    """What ``api_keys.key_hash`` stores: the lowercase hex SHA-256 of the whole key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def context_from_record(record: ApiKeyRecord, limiter_key: str = "") -> AuthContext:
+    return AuthContext(
+        tenant_id=record.tenant_id,
+        store_ids=record.store_ids,
+        can_read=record.can_read,
+        can_write=record.can_write,
+        can_admin=record.can_admin,
+        agent_id=record.agent_id,
+        rate_limit=record.rate_limit,
+        kind="bootstrap" if record.tenant_id == NIL and record.can_admin else "api_key",
+        subject=record.key_hash[:16],
+        limiter_key=limiter_key or record.key_hash,
+    )
+
+
+def bootstrap_record(key: str) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_hash=hash_api_key(key),
+        tenant_id=NIL,
+        can_read=True,
+        can_write=True,
+        can_admin=True,
+    )
+
+
+DISABLED_CONTEXT = AuthContext(
+    NIL, can_read=True, can_write=True, can_admin=True, kind="disabled", subject="auth-disabled"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSettings:
+    secret: str
+    issuer: str = DEFAULT_JWT_ISSUER
+    audience: str = DEFAULT_JWT_AUDIENCE
+
+
+def issue_jwt(
+    settings: JwtSettings,
+    *,
+    tenant_id: uuid.UUID,
+    perms: str = "read",
+    stores: tuple[uuid.UUID, ...] = (),
+    agent_id: uuid.UUID | None = None,
+    ttl_seconds: int = 3600,
+    now: float | None = None,
+) -> str:
+    """A token in the reference's claim layout (for tests, tools and operators)."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, object] = {
+        "sub": str(tenant_id),
+        "perms": perms,
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ttl_seconds,
+        "jti": str(uuid.uuid4()),
+    }
+    if stores:
+        claims["stores"] = ",".join(str(s) for s in stores)
+    if agent_id is not None:
+        claims["agent"] = str(agent_id)
+    return jwt.encode(claims, settings.secret, algorithm="HS256")
+
+
+def _jwt_context(token: str, settings: JwtSettings) -> AuthContext:
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret,
+            algorithms=["HS256"],
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=JWT_LEEWAY_SECONDS,
+            options={"require": ["exp", "sub"], "verify_nbf": False},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError(401, "token_expired", "Token has expired") from None
+    except jwt.PyJWTError as exc:
+        raise AuthError(401, "invalid_jwt", f"Invalid token: {exc}") from None
+    try:
+        tenant = uuid.UUID(str(claims["sub"]))
+        stores_claim = str(claims.get("stores") or "")
+        stores = tuple(uuid.UUID(s.strip()) for s in stores_claim.split(",") if s.strip())
+        agent = uuid.UUID(str(claims["agent"])) if claims.get("agent") else None
+    except ValueError:
+        raise AuthError(401, "invalid_jwt", "Invalid token: malformed claims") from None
+    perms = {p.strip().lower() for p in str(claims.get("perms") or "").split(",")}
+    return AuthContext(
+        tenant_id=tenant,
+        store_ids=stores,
+        can_read="read" in perms or "admin" in perms,
+        can_write="write" in perms or "admin" in perms,
+        can_admin="admin" in perms,
+        agent_id=agent,
+        kind="jwt",
+        subject=f"jwt:{claims.get('jti') or tenant}",
+        limiter_key=hashlib.sha256(f"bearer:{token}".encode()).hexdigest(),
+    )
+
+
+class Authenticator:
+    """Resolves the credential in a request's headers to an :class:`AuthContext`.
+
+    API keys are looked up in the store, with a short TTL cache so that a hot agent does
+    not cost a query per request; revocations through this process drop the cache at
+    once, and others are seen within ``cache_ttl_seconds``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        jwt_settings: JwtSettings | None = None,
+        cache_ttl_seconds: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._jwt = jwt_settings
+        self._ttl = cache_ttl_seconds
+        self._monotonic = monotonic
+        self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
+
+    async def authenticate(self, headers: Mapping[str, str]) -> AuthContext:
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, rest = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer" and rest:
+                if self._jwt is None:
+                    raise AuthError(401, "invalid_jwt", "JWT authentication is not configured")
+                return _jwt_context(rest.strip(), self._jwt)
+            if scheme.lower() == "apikey" and rest:
+                return await self._api_key(rest.strip())
+            if not rest:
+                return await self._api_key(scheme)
+            raise AuthError(401, "invalid_api_key", "Unsupported authorization scheme")
+        header_key = headers.get("x-api-key")
+        if header_key is not None:
+            return await self._api_key(header_key.strip())
+        raise AuthError(401, "missing_auth", "Authentication required")
+
+    async def _api_key(self, key: str) -> AuthContext:
+        if not key.startswith(API_KEY_PREFIX) or len(key) > 256:
+            raise AuthError(401, "invalid_api_key", "Invalid API key")
+        digest = hash_api_key(key)
+        record = await self._lookup(digest)
+        if record is None or not record.active:
+            raise AuthError(401, "invalid_api_key", "Invalid API key")
+        return context_from_record(record, hashlib.sha256(f"api_key:{key}".encode()).hexdigest())
+
+    async def _lookup(self, digest: str) -> ApiKeyRecord | None:
+        now = self._monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = await self._store.get_api_key(digest)
+        if len(self._cache) > 10_000:  # bound memory under a flood of unknown keys
+            self._cache.clear()
+        self._cache[digest] = (now + self._ttl, record)
+        return record
+
+    def forget(self, key_hash_prefix: str = "") -> None:
+        """Drop cached keys whose hash starts with the prefix (all when empty)."""
+        for digest in [d for d in self._cache if d.startswith(key_hash_prefix)]:
+            del self._cache[digest]
+
+
+# --- scope checks (the reference's ensure_read / ensure_write / ensure_admin) --------------
+
+
+def _ensure_scope(ctx: AuthContext, tenant_id: uuid.UUID, store_id: uuid.UUID | None) -> None:
+    if ctx.is_bootstrap:
+        return
+    if ctx.tenant_id != tenant_id:
+        raise AuthError(403, "tenant_access_denied", "Tenant access denied")
+    if store_id is not None and store_id != NIL and ctx.store_ids and store_id not in ctx.store_ids:
+        raise AuthError(403, "store_access_denied", "Store access denied")
+
+
+def ensure_read(ctx: AuthContext, tenant_id: uuid.UUID, store_id: uuid.UUID | None = None) -> None:
+    if not (ctx.can_read or ctx.can_admin):
+        raise AuthError(403, "insufficient_permissions", "Read permission required")
+    _ensure_scope(ctx, tenant_id, store_id)
+
+
+def ensure_write(ctx: AuthContext, tenant_id: uuid.UUID, store_id: uuid.UUID | None = None) -> None:
+    if not ctx.can_write:
+        raise AuthError(403, "insufficient_permissions", "Write permission required")
+    _ensure_scope(ctx, tenant_id, store_id)
+
+
+def ensure_admin(
+    ctx: AuthContext, tenant_id: uuid.UUID | None = None, store_id: uuid.UUID | None = None
+) -> None:
+    """Admin permission; with a tenant, also admin *of that tenant* (the bootstrap admin
+    is admin of every tenant)."""
+    if not ctx.can_admin:
+        raise AuthError(403, "insufficient_permissions", "Admin permission required")
+    if tenant_id is not None:
+        _ensure_scope(ctx, tenant_id, store_id)
+
+
+# --- rate limiting ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Window:
+    started: float
+    count: int = 0
+
+
+@dataclass(slots=True)
+class FixedWindowLimiter:
+    """Fixed-window counters keyed by caller, bounded in size (as the reference's are:
+    when full, expired windows go first, then the oldest tenth)."""
+
+    window_seconds: float = 60.0
+    max_entries: int = 10_000
+    monotonic: Callable[[], float] = time.monotonic
+    _windows: OrderedDict[str, _Window] = field(default_factory=OrderedDict)
+
+    def hit(self, key: str, budget: int) -> int | None:
+        """Count one request; returns None if allowed, else seconds until the window
+        resets (for ``Retry-After``)."""
+        now = self.monotonic()
+        window = self._windows.get(key)
+        if window is None or now - window.started >= self.window_seconds:
+            if window is None and len(self._windows) >= self.max_entries:
+                self._evict(now)
+            window = _Window(now)
+            self._windows[key] = window
+        if window.count >= budget:
+            return max(1, int(window.started + self.window_seconds - now + 0.999))
+        window.count += 1
+        return None
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, w in self._windows.items() if now - w.started >= self.window_seconds]:
+            del self._windows[key]
+        if len(self._windows) >= self.max_entries:
+            for _ in range(max(1, self.max_entries // 10)):
+                self._windows.popitem(last=False)
+
+
+@dataclass(slots=True)
+class RateLimits:
+    """The two limiters the reference applies after authentication: a global budget per
+    tenant (``RATE_LIMIT_PER_MINUTE``) and each key's own ``rate_limit``."""
+
+    per_tenant_per_minute: int | None = None
+    tenant: FixedWindowLimiter = field(default_factory=FixedWindowLimiter)
+    credential: FixedWindowLimiter = field(default_factory=FixedWindowLimiter)
+
+    def check(self, ctx: AuthContext) -> None:
+        if self.per_tenant_per_minute is not None:
+            key = "bootstrap" if ctx.is_bootstrap else f"tenant:{ctx.tenant_id}"
+            wait = self.tenant.hit(key, self.per_tenant_per_minute)
+            if wait is not None:
+                raise AuthError(429, "rate_limited", "Rate limit exceeded", retry_after=wait)
+        if ctx.rate_limit is not None:
+            wait = self.credential.hit(ctx.limiter_key or ctx.subject, ctx.rate_limit)
+            if wait is not None:
+                raise AuthError(429, "rate_limited", "Rate limit exceeded", retry_after=wait)

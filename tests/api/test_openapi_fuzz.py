@@ -1,0 +1,413 @@
+"""The served OpenAPI document, held to account by schemathesis.
+
+Every operation in ``/openapi.json`` is fuzzed in process (schemathesis's ASGI transport,
+no socket) on a SQLite store, as the bootstrap admin so that requests get past
+authentication into the handlers. Each response must not be a 5xx, must match the
+schema the document gives for its status, and must carry a documented content type.
+A failure here means the document lies or a handler crashes: fix that, not the checks.
+
+Bounds: schemathesis's own ``seed`` and ``deterministic`` generation (the same cases on
+every run), at most ``MAX_EXAMPLES`` fuzzed cases per operation on top of the examples
+and coverage phases, no shrinking (a failure is reported as found), no example database.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from schemathesis.checks import not_a_server_error
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+)
+from starlette.types import Receive, Scope, Send
+
+from stateset_sequencer.api.http.app import create_app
+from stateset_sequencer.api.http.deps import admin_ip_guard, authenticate
+from stateset_sequencer.api.http.services import Services, start_services
+from stateset_sequencer.config import Settings
+from tests import kit
+from tests.api.conftest import ADMIN_KEY, BASE, Api, settings_for
+
+# Fuzzed cases per operation (the examples and coverage phases add theirs, unbounded by
+# this). 31 operations at 50 take ~45 s on 2 busy cores, the ingest body alone ~12 s;
+# generation cost grows faster than linearly (75 took ~85 s), so 50 keeps the file well
+# under 90 s.
+MAX_EXAMPLES = 50
+SEED = 20250601
+CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+AUTH = {"Authorization": f"ApiKey {ADMIN_KEY}"}
+
+
+class LifespanApp:
+    """The app with its services started and stopped by the ASGI lifespan.
+
+    Schemathesis drives ASGI apps from an event loop of its own, on a helper thread;
+    the store's connections belong to the loop that opened them, so the services must be
+    started on that loop, which is what the lifespan runs on.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self.app: FastAPI | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if self.app is None:
+            raise RuntimeError("the app is served only between lifespan startup and shutdown")
+        await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            services = await start_services(self.settings, announce=False)
+        except Exception as exc:
+            await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+            return
+        try:
+            await seed(services)
+        except Exception as exc:
+            await services.close()
+            await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+            return
+        self.services, self.app = services, create_app(services)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        self.services, self.app = None, None
+        await services.close()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def seed(services: Services) -> None:
+    """A registered agent and a few sequenced events, so reads of the known stream return
+    real items (whose shape the response schemas must then describe).
+
+    Schemathesis ends the lifespan after every test and starts it again for the next one,
+    on the same data directory, so this must be idempotent (a re-ingest is a replay)."""
+    if not await services.store.list_agent_keys(kit.TENANT, kit.AGENT_ID):
+        await kit.register(services.store)
+    await services.sequencer.ingest(kit.AGENT_ID, [kit.event(i) for i in range(3)])
+
+
+def fuzz_config() -> schemathesis.Config:
+    return schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "generation": {
+                "deterministic": True,
+                "max-examples": MAX_EXAMPLES,
+                "no-shrink": True,
+                "database": "none",
+            },
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": True},
+                "fuzzing": {"enabled": True},
+                # Stateful runs are a separate API (state machines), not parametrize;
+                # the hand-made walk below chains create -> read -> revoke instead.
+                "stateful": {"enabled": False},
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LifespanApp]:
+    app = LifespanApp(settings_for(None, Path(tmp_path_factory.mktemp("fuzz"))))
+    try:
+        yield app
+    finally:
+        asgi.shutdown_lifespans()
+
+
+@pytest.fixture(scope="module")
+def fuzz_schema(served: LifespanApp) -> Any:
+    return schemathesis.openapi.from_asgi("/openapi.json", served, config=fuzz_config())
+
+
+schema = schemathesis.pytest.from_fixture("fuzz_schema")
+
+
+@schema.parametrize()
+def test_every_operation_conforms(case: schemathesis.Case) -> None:
+    response = case.call(headers=AUTH)
+    case.validate_response(response, checks=CHECKS, headers=AUTH)
+
+
+# --- hand-made cases over real data ---------------------------------------------------------
+
+
+class Walk:
+    """Calls made by hand through the same transport and checks as the fuzzer, for the
+    answers random inputs cannot reach: successful ingests, reads of sequenced events,
+    conflicts, and refusals of a caller without the needed permission."""
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+        self.failures: list[str] = []
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        expect: int,
+        *,
+        key: str = ADMIN_KEY,
+        path_parameters: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> Any:
+        operation = self.schema[path][method]
+        kwargs: dict[str, Any] = {"path_parameters": path_parameters or {}, "query": query or {}}
+        if body is not None:
+            kwargs["body"] = body
+            kwargs["media_type"] = "application/json"
+        case = operation.Case(**kwargs)
+        headers = {"Authorization": f"ApiKey {key}"}
+        response = case.call(headers=headers)
+        label = f"{method} {path} -> {response.status_code}"
+        if response.status_code != expect:
+            self.failures.append(f"{label}, expected {expect}: {response.text[:300]}")
+        try:
+            case.validate_response(response, checks=CHECKS, headers=headers)
+        except schemathesis.errors.FailureGroup as group:
+            self.failures.extend(f"{label}: {failure}" for failure in group.exceptions)
+        content_type = response.headers.get("content-type", [""])
+        return response.json() if "json" in str(content_type) else response.text
+
+
+def test_hand_made_cases_conform(fuzz_schema: Any) -> None:
+    walk = Walk(fuzz_schema)
+    tenant, store = str(kit.TENANT), str(kit.STORE_ID)
+    stream = {"tenant_id": tenant, "store_id": store}
+    agent = str(uuid.uuid4())
+    public_key = "0x" + kit.AGENT.public_key.hex()
+
+    key_body = {"tenantId": tenant, "agentId": agent, "keyId": 1, "publicKey": public_key}
+    walk.call("POST", "/api/v1/agents/keys", 200, body=key_body)
+    walk.call("POST", "/api/v1/agents/keys", 409, body=key_body)
+    walk.call("GET", "/api/v1/agents/keys", 200, query={"tenant_id": tenant})
+    walk.call(
+        "DELETE",
+        "/api/v1/agents/keys/{tenant_id}/{agent_id}/{key_id}",
+        200,
+        path_parameters={"tenant_id": tenant, "agent_id": agent, "key_id": 1},
+    )
+
+    events = [kit.event(100 + i) for i in range(3)]
+    batch = {"agentId": str(kit.AGENT_ID), "events": [e.to_wire() for e in events]}
+    walk.call("POST", "/api/v1/ves/events/ingest", 200, body=batch)
+    walk.call("POST", "/api/v1/ves/events/ingest", 200, body=batch)  # exact replay
+    forged = kit.event(200).model_copy(update={"agent_signature": bytes(64)})
+    walk.call(
+        "POST",
+        "/api/v1/ves/events/ingest",
+        200,
+        body={"agentId": str(kit.AGENT_ID), "events": [forged.to_wire()]},
+    )
+    walk.call(
+        "POST", "/api/v1/ves/events/ingest", 400, body={"agentId": str(kit.AGENT_ID), "events": []}
+    )
+
+    walk.call("GET", "/api/v1/ves/events", 200, query=stream)
+    walk.call(
+        "GET",
+        "/api/v1/ves/events/{event_id}",
+        200,
+        path_parameters={"event_id": str(events[0].event_id)},
+    )
+    walk.call("GET", "/api/v1/ves/head", 200, query=stream)
+    walk.call("GET", "/api/v1/head", 200, query=stream)
+    walk.call("GET", "/api/v1/events", 200, query=stream)
+    entity = {"entity_type": "order", "entity_id": "ORD-100"}
+    for path in ("/api/v1/ves/entities/{entity_type}/{entity_id}",
+                 "/api/v1/entities/{entity_type}/{entity_id}"):  # fmt: skip
+        walk.call("GET", path, 200, path_parameters=entity, query=stream)
+    walk.call("GET", "/api/v1/ves/sequencer", 200)
+
+    schema_body = {
+        "tenantId": tenant,
+        "eventType": "order.created",
+        "schemaJson": {"type": "object", "required": ["n"]},
+        "description": "orders",
+    }
+    created = walk.call("POST", "/api/v1/schemas", 200, body=schema_body)
+    schema_id = {"schema_id": created["id"]}
+    by_type = {"event_type": "order.created"}
+    walk.call("GET", "/api/v1/schemas", 200, query={"tenant_id": tenant})
+    walk.call("GET", "/api/v1/schemas/{schema_id}", 200, path_parameters=schema_id)
+    walk.call(
+        "GET",
+        "/api/v1/schemas/event-type/{event_type}",
+        200,
+        path_parameters=by_type,
+        query={"tenant_id": tenant, "version": 1},
+    )
+    walk.call(
+        "GET",
+        "/api/v1/schemas/event-type/{event_type}/latest",
+        200,
+        path_parameters=by_type,
+        query={"tenant_id": tenant},
+    )
+    walk.call(
+        "POST",
+        "/api/v1/schemas/validate",
+        200,
+        body={"tenantId": tenant, "eventType": "order.created", "payload": {"m": 1}},
+    )
+    walk.call(
+        "PUT",
+        "/api/v1/schemas/{schema_id}/status",
+        200,
+        path_parameters=schema_id,
+        body={"status": "deprecated"},
+    )
+    walk.call("DELETE", "/api/v1/schemas/{schema_id}", 200, path_parameters=schema_id)
+
+    minted = walk.call(
+        "POST",
+        "/api/v1/admin/api-keys",
+        200,
+        body={"tenantId": tenant, "agentId": agent, "write": True, "rateLimit": 1000},
+    )
+    walk.call("GET", "/api/v1/admin/api-keys", 200, query={"tenant_id": tenant})
+    as_agent = {"agent_id": agent}
+    walk.call("GET", "/api/v1/agents/{agent_id}", 200, path_parameters=as_agent)
+    walk.call("GET", "/api/v1/agents/{agent_id}/api-keys", 200, path_parameters=as_agent)
+    walk.call(
+        "POST",
+        "/api/v1/agents/{agent_id}/api-keys",
+        200,
+        path_parameters=as_agent,
+        body={"readOnly": True},
+    )
+    walk.call(
+        "DELETE",
+        "/api/v1/agents/{agent_id}/api-keys/{key_prefix}",
+        200,
+        path_parameters={**as_agent, "key_prefix": minted["keyHashPrefix"]},
+    )
+    walk.call(
+        "DELETE",
+        "/api/v1/admin/api-keys/{key_hash_prefix}",
+        409,
+        path_parameters={"key_hash_prefix": minted["keyHashPrefix"]},
+    )
+    for path in ("/health", "/ready", "/health/detailed", "/metrics"):
+        walk.call("GET", path, 200)
+
+    # A read-only key of another tenant: every refusal must be a documented body.
+    reader = walk.call("POST", "/api/v1/admin/api-keys", 200, body={"tenantId": str(uuid.uuid4())})[
+        "apiKey"
+    ]
+    for method, path, expect, extra in [
+        ("GET", "/metrics", 403, {}),
+        ("GET", "/health/detailed", 403, {}),
+        ("GET", "/api/v1/admin/api-keys", 403, {"query": {"tenant_id": tenant}}),
+        ("POST", "/api/v1/admin/api-keys", 403, {"body": {"tenantId": tenant}}),
+        ("POST", "/api/v1/agents/keys", 403, {"body": key_body}),
+        ("GET", "/api/v1/agents/keys", 403, {"query": {"tenant_id": tenant}}),
+        ("POST", "/api/v1/ves/events/ingest", 403, {"body": batch}),
+        ("GET", "/api/v1/ves/events", 403, {"query": stream}),
+        ("GET", "/api/v1/head", 403, {"query": stream}),
+        ("POST", "/api/v1/schemas", 403, {"body": schema_body}),
+        ("GET", "/api/v1/agents/{agent_id}", 403, {"path_parameters": as_agent}),
+    ]:
+        walk.call(method, path, expect, key=reader, **extra)
+    walk.call("GET", "/api/v1/ves/head", 401, key="ss_" + "x" * 40, query=stream)
+    assert not walk.failures, "\n\n".join(walk.failures)
+
+
+# --- the document itself ----------------------------------------------------------------------
+
+
+def _dependency_calls(dependant: Dependant) -> set[Any]:
+    found: set[Any] = set()
+    for sub in dependant.dependencies:
+        found.add(sub.call)
+        found |= _dependency_calls(sub)
+    return found
+
+
+def api_routes(app: FastAPI) -> list[RouteContext]:
+    """The app's API routes with their router prefixes and dependencies applied (this
+    FastAPI keeps an included router as one lazy entry of ``app.routes``)."""
+    return [c for c in iter_route_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
+
+
+def openapi_path(route: RouteContext) -> str:
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", str(route.path))  # {entity_id:path} -> {entity_id}
+
+
+def expected_4xx(route: RouteContext) -> set[int]:
+    """The 4xx answers a route can give whatever its handler does: the edge's body limit
+    everywhere; bad input where there is input (400 for path and query, 422 for a body);
+    refusals where a credential or the admin allowlist is checked."""
+    statuses = {413}
+    dependant: Dependant = route.dependant
+    calls = _dependency_calls(dependant)
+    if authenticate in calls:
+        statuses |= {401, 403, 429}
+    if admin_ip_guard in calls:
+        statuses.add(403)
+    if dependant.path_params or dependant.query_params:
+        statuses.add(400)
+    if route.body_field is not None or "requestBody" in (route.openapi_extra or {}):
+        statuses |= {400, 422}
+    return statuses
+
+
+async def test_openapi_document_lists_every_route_with_its_errors(sqlite_api: Api) -> None:
+    app = create_app(sqlite_api.services)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+
+    routes = api_routes(app)
+    assert len(routes) >= 30  # a sanity floor: the walk above did find the routers
+    # FastAPI's own pages (/openapi.json, /docs, /redoc) are plain Routes; every API route
+    # must be documented, none hidden.
+    assert [openapi_path(r) for r in routes if not r.include_in_schema] == []
+    served = {
+        (openapi_path(r), method.lower())
+        for r in routes
+        for method in r.methods or ()
+        if method != "HEAD"  # Starlette's implicit HEAD for GET is not an operation
+    }
+    documented = {
+        (path, method)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in {"get", "put", "post", "delete", "patch", "options", "head"}
+    }
+    assert documented == served
+
+    missing: list[str] = []
+    for route in routes:
+        path = openapi_path(route)
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            operation = document["paths"][path][method.lower()]
+            for status in sorted(expected_4xx(route)):
+                content = operation["responses"].get(str(status), {}).get("content", {})
+                if "schema" not in content.get("application/json", {}):
+                    missing.append(f"{method} {path}: {status}")
+    assert not missing, "4xx answers without a documented JSON schema:\n" + "\n".join(missing)
