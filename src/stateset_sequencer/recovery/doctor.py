@@ -1,0 +1,536 @@
+"""``doctor``: the post-recovery checklist as automated checks.
+
+Each check answers PASS, FAIL or SKIP (with the reason) in one line; the command exits 0
+only when nothing FAILs. The checks and what they mean:
+
+``health``      ``GET /health`` at the service URL answers 200.
+``database``    the store opens and ``ping`` round-trips (time in ms); every migration is
+                applied and unedited (a restore onto an old schema is caught here).
+``counters``    every stream's counter equals its highest stored sequence.
+``gaps``        no sequence number is missing below any stream's highest stored event.
+``agents``      some agent with an active signing key has sent an event within
+                ``--recent-hours`` (server time, ``sequenced_at``), or no events exist yet.
+                One live agent is enough to pass: agents are bursty and a quiet agent is
+                not a fault, but no traffic at all after a recovery means agents cannot
+                reach the service or their keys are gone. The detail lists every agent's
+                last event (found by scanning each stream back from its head through the
+                window, at most ``SCAN_CAP`` events per stream).
+``history``     the first and last stored event of each stream read back from the store,
+                and, with an API key and a live service, through ``/api/v1/ves/events``
+                (the same event ids), for up to ``API_STREAM_CAP`` streams.
+``commitment``  a dry run of the next commitment: the Merkle root and state root of each
+                stream's next uncommitted range (at most ``COMMIT_CAP`` events, stopping
+                before a missing number) computed in memory, nothing written; a stream
+                with everything committed recomputes its last commitment instead and must
+                match it.
+``anchoring``   SKIP unless ``L2_RPC_URL`` is set; then ``eth_chainId`` must answer (and
+                match ``L2_CHAIN_ID`` when that is set).
+
+One broken thing gives one FAIL: checks that depend on another (every store check on
+``database``, the API half of ``history`` on ``health``) step aside instead of failing a
+second time. Every network call (HTTP, JSON-RPC, each database call) is bounded by
+``NETWORK_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..store.base import AgentKey, CounterState, Store, StoredEvent, StoreError, StreamKey
+from ..store.factory import describe, open_store
+from ..ves import hashing, merkle
+from ..ves.codec import format_rfc3339
+from ..ves.errors import VesError
+from . import repair
+
+NETWORK_TIMEOUT_S = 5.0
+SCAN_PAGE = 500
+SCAN_CAP = 5000
+API_STREAM_CAP = 20
+COMMIT_CAP = 1024
+LIST_CAP = 5  # streams or agents named in one detail line before "+N more"
+
+Status = Literal["PASS", "FAIL", "SKIP"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    status: Status
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorOptions:
+    url: str = "http://localhost:8080"
+    api_key: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Path("./data")
+    recent_hours: float = 24.0
+    l2_rpc_url: str | None = None
+    l2_chain_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Context:
+    """What earlier checks learned, for the ones after them."""
+
+    options: DoctorOptions
+    health_ok: bool = False
+    store: Store | None = None
+    states: list[CounterState] = field(default_factory=list)
+    states_read: bool = False  # counter_states answered (the later checks need its list)
+
+
+class _CheckFailed(Exception):
+    """A database call failed or timed out inside a check (becomes its FAIL line)."""
+
+
+async def _db(call: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(call, NETWORK_TIMEOUT_S)
+    except TimeoutError:
+        raise _CheckFailed(f"database call timed out after {NETWORK_TIMEOUT_S:g} s") from None
+    except StoreError as exc:
+        raise _CheckFailed(" ".join(str(exc).split())[:300]) from None
+
+
+def _name(stream: StreamKey) -> str:
+    return f"{stream.tenant_id}/{stream.store_id}"
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = "; ".join(items[:LIST_CAP])
+    return shown + (f"; +{len(items) - LIST_CAP} more" if len(items) > LIST_CAP else "")
+
+
+def _short(digest: bytes) -> str:
+    return "0x" + digest.hex()[:16] + "…"
+
+
+def _where(url: str) -> str:
+    """scheme://host[:port] only: RPC URLs often carry an API key in the path or query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+async def check_health(ctx: _Context) -> CheckResult:
+    url = ctx.options.url.rstrip("/") + "/health"
+    started = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return CheckResult("health", "FAIL", f"{url} unreachable: {type(exc).__name__} {exc}")
+    ms = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        return CheckResult("health", "FAIL", f"{url} answered {response.status_code}")
+    ctx.health_ok = True
+    return CheckResult("health", "PASS", f"{url} answered 200 in {ms:.0f} ms")
+
+
+# --- database ---------------------------------------------------------------------------------
+
+
+async def check_database(ctx: _Context) -> CheckResult:
+    opts = ctx.options
+    try:
+        dialect, target = describe(opts.database_url, opts.data_dir)
+    except StoreError as exc:
+        return CheckResult("database", "FAIL", str(exc))
+    # Opening SQLite creates the file; a doctor must not invent an empty database where
+    # the real one is missing.
+    if dialect == "sqlite" and not Path(target).is_file():
+        return CheckResult("database", "FAIL", f"no SQLite database at {target}")
+    try:
+        ctx.store = await _db(open_store(opts.database_url, opts.data_dir, max_connections=2))
+        seconds = await _db(ctx.store.ping())
+        migrations = await _db(ctx.store.migration_status())
+    except _CheckFailed as exc:
+        return CheckResult("database", "FAIL", f"{dialect}: {exc}")
+    pending = [f"{m.version:03d}" for m in migrations if not m.applied]
+    edited = [f"{m.version:03d}" for m in migrations if m.applied and not m.checksum_ok]
+    ping = f"{dialect} ping {seconds * 1000:.1f} ms"
+    if pending or edited:
+        await ctx.store.close()
+        ctx.store = None
+        problems = ([f"pending migrations {', '.join(pending)}"] if pending else []) + (
+            [f"migrations edited after applying {', '.join(edited)}"] if edited else []
+        )
+        return CheckResult("database", "FAIL", f"{ping}; {'; '.join(problems)}")
+    return CheckResult(
+        "database", "PASS", f"{ping}; schema at {migrations[-1].version:03d}, all applied"
+    )
+
+
+# --- counters and gaps ------------------------------------------------------------------------
+
+
+async def check_counters(ctx: _Context, store: Store) -> CheckResult:
+    ctx.states = await _db(store.counter_states())
+    ctx.states_read = True
+    bad = repair.mismatched(ctx.states)
+    if bad:
+        named = [
+            f"{_name(s.stream)}: counter "
+            f"{'missing' if s.counter is None else s.counter} != highest stored event "
+            f"{s.max_sequence}"
+            for s in bad
+        ]
+        return CheckResult(
+            "counters", "FAIL", f"{len(bad)} stream(s) out of step: {_listed(named)}"
+        )
+    if not ctx.states:
+        return CheckResult("counters", "PASS", "no streams yet")
+    return CheckResult(
+        "counters",
+        "PASS",
+        f"{len(ctx.states)} stream(s); every counter equals its highest stored event",
+    )
+
+
+async def check_gaps(ctx: _Context, store: Store) -> CheckResult:
+    gaps = await _db(store.sequence_gaps())
+    if gaps:
+        grouped = repair.group_gaps(gaps)
+        named = [f"{_name(s)} missing {repair.format_ranges(g)}" for s, g in grouped.items()]
+        return CheckResult("gaps", "FAIL", f"{len(grouped)} stream(s) with gaps: {_listed(named)}")
+    return CheckResult(
+        "gaps", "PASS", f"no missing sequence numbers in {len(ctx.states)} stream(s)"
+    )
+
+
+# --- agents -----------------------------------------------------------------------------------
+
+
+def _active(key: AgentKey, now: datetime) -> bool:
+    return (
+        key.status == "active"
+        and (key.valid_from is None or key.valid_from <= now)
+        and (key.valid_to is None or key.valid_to > now)
+    )
+
+
+async def _last_seen(
+    store: Store, state: CounterState, agents: set[uuid.UUID], cutoff: datetime
+) -> dict[uuid.UUID, datetime]:
+    """Newest ``sequenced_at`` per agent among the stream's events from its head back to
+    ``cutoff`` (at most SCAN_CAP events); agents absent from that window are left out."""
+    seen: dict[uuid.UUID, datetime] = {}
+    high, scanned = state.max_sequence, 0
+    while high >= 1 and scanned < SCAN_CAP and len(seen) < len(agents):
+        low = max(1, high - SCAN_PAGE + 1)
+        page = await _db(store.read_range(state.stream, low, high))
+        scanned += high - low + 1
+        for event in reversed(page):
+            if event.sequenced_at < cutoff:
+                return seen
+            agent = event.envelope.source_agent_id
+            if agent in agents and agent not in seen:
+                seen[agent] = event.sequenced_at
+        high = low - 1
+    return seen
+
+
+async def check_agents(ctx: _Context, store: Store) -> CheckResult:
+    hours = ctx.options.recent_hours
+    streams = [s for s in ctx.states if s.event_count > 0]
+    if not streams:
+        return CheckResult("agents", "PASS", "no events stored yet")
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(hours=hours)
+    active: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for tenant in sorted({s.stream.tenant_id for s in streams}):
+        keys = await _db(store.list_agent_keys(tenant))
+        agents = {k.agent_id for k in keys if _active(k, now)}
+        if agents:
+            active[tenant] = agents
+    if not active:
+        return CheckResult(
+            "agents",
+            "FAIL",
+            "events are stored but no agent has an active signing key "
+            "(restore agent_signing_keys or register the agents' keys again)",
+        )
+    last: dict[tuple[uuid.UUID, uuid.UUID], datetime] = {}
+    for state in streams:
+        agents = active.get(state.stream.tenant_id, set())
+        if not agents:
+            continue
+        for agent, at in (await _last_seen(store, state, agents, cutoff)).items():
+            key = (state.stream.tenant_id, agent)
+            if key not in last or at > last[key]:
+                last[key] = at
+    every = sorted((t, a) for t, agents in active.items() for a in agents)
+    recent = [
+        f"{a} (tenant {t}) at {format_rfc3339(last[(t, a)])}" for t, a in every if (t, a) in last
+    ]
+    stale = [f"{a} (tenant {t})" for t, a in every if (t, a) not in last]
+    window = f"the last {hours:g} h"
+    if not recent:
+        return CheckResult(
+            "agents",
+            "FAIL",
+            f"no event from any of {len(every)} agent(s) with an active key in {window}: "
+            f"{_listed(stale)}",
+        )
+    detail = f"{len(recent)} of {len(every)} agent(s) sent events in {window}: {_listed(recent)}"
+    if stale:
+        detail += f"; quiet: {_listed(stale)}"
+    return CheckResult("agents", "PASS", detail)
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+async def _first_event(store: Store, state: CounterState) -> StoredEvent | None:
+    found = await _db(store.read_range(state.stream, 1, 1))
+    if found:
+        return found[0]
+    # The log starts after a gap: the gap query says where, without reading the events
+    # between (which may be many, or none).
+    gaps = await _db(store.sequence_gaps(state.stream))
+    if not gaps or gaps[0].first_missing != 1:
+        return None
+    first = gaps[0].last_missing + 1
+    found = await _db(store.read_range(state.stream, first, first))
+    return found[0] if found else None
+
+
+async def _api_event(client: httpx.AsyncClient, stream: StreamKey, sequence: int) -> str | None:
+    response = await client.get(
+        "/api/v1/ves/events",
+        params={
+            "tenant_id": str(stream.tenant_id),
+            "store_id": str(stream.store_id),
+            "from": sequence,
+            "limit": 1,
+        },
+    )
+    if response.status_code != 200:
+        raise _CheckFailed(f"GET /api/v1/ves/events answered {response.status_code}")
+    events: list[dict[str, Any]] = response.json().get("events", [])
+    return str(events[0]["event_id"]) if events else None
+
+
+async def check_history(ctx: _Context, store: Store) -> CheckResult:
+    streams = [s for s in ctx.states if s.event_count > 0]
+    if not streams:
+        return CheckResult("history", "PASS", "no events stored yet")
+    ends: list[tuple[StreamKey, StoredEvent, StoredEvent]] = []
+    broken: list[str] = []
+    for state in streams:
+        first = await _first_event(store, state)
+        tail = await _db(store.read_range(state.stream, state.max_sequence, state.max_sequence))
+        if first is None or not tail:
+            broken.append(f"{_name(state.stream)}: cannot read its first or last event")
+            continue
+        ends.append((state.stream, first, tail[0]))
+    if broken:
+        return CheckResult("history", "FAIL", _listed(broken))
+    detail = f"first and last event of {len(ends)} stream(s) read from the store"
+    opts = ctx.options
+    if opts.api_key is None:
+        return CheckResult("history", "PASS", detail + "; API not checked (no --api-key)")
+    if not ctx.health_ok:
+        return CheckResult("history", "PASS", detail + "; API not checked (health failed)")
+    headers = {"Authorization": f"ApiKey {opts.api_key}"}
+    mismatched: list[str] = []
+    checked = ends[:API_STREAM_CAP]
+    try:
+        async with httpx.AsyncClient(
+            base_url=opts.url.rstrip("/"), headers=headers, timeout=NETWORK_TIMEOUT_S
+        ) as client:
+            for stream, first, last in checked:
+                for event in (first, last):
+                    got = await _api_event(client, stream, event.sequence_number)
+                    if got != str(event.envelope.event_id):
+                        mismatched.append(
+                            f"{_name(stream)} sequence {event.sequence_number}: API gave "
+                            f"{got or 'nothing'}, store holds {event.envelope.event_id}"
+                        )
+    except httpx.HTTPError as exc:
+        return CheckResult("history", "FAIL", f"API read failed: {type(exc).__name__} {exc}")
+    if mismatched:
+        return CheckResult("history", "FAIL", _listed(mismatched))
+    return CheckResult(
+        "history", "PASS", detail + f" and the same {2 * len(checked)} event(s) through the API"
+    )
+
+
+# --- commitment dry run -----------------------------------------------------------------------
+
+
+def _leaves(stream: StreamKey, events: Sequence[StoredEvent]) -> list[bytes]:
+    return [
+        hashing.leaf_hash(
+            stream.tenant_id,
+            stream.store_id,
+            e.sequence_number,
+            e.event_signing_hash,
+            e.envelope.agent_signature,
+        )
+        for e in events
+    ]
+
+
+def _contiguous(events: Sequence[StoredEvent], start: int) -> list[StoredEvent]:
+    run: list[StoredEvent] = []
+    for event in events:
+        if event.sequence_number != start + len(run):
+            break
+        run.append(event)
+    return run
+
+
+async def _dry_run(store: Store, state: CounterState) -> tuple[bool, str]:
+    stream = state.stream
+    rows = await _db(store.list_commitments(stream))
+    last = rows[-1] if rows else None
+    start = last.sequence_end + 1 if last is not None else 1
+    if start <= state.max_sequence:
+        end = min(state.max_sequence, start + COMMIT_CAP - 1)
+        events = _contiguous(await _db(store.read_range(stream, start, end)), start)
+        if not events:
+            return False, (
+                f"{_name(stream)}: sequence {start} is missing, so nothing can be committed "
+                "until it is restored"
+            )
+        prev = last.new_state_root if last is not None else hashing.ZERO_HASH
+        made = merkle.commit(
+            stream.tenant_id, stream.store_id, start, _leaves(stream, events), prev
+        )
+        return True, (
+            f"{_name(stream)}: would commit {made.sequence_start}..{made.sequence_end} "
+            f"({made.leaf_count} leaves, root {_short(made.merkle_root)}, "
+            f"state root {_short(made.new_state_root)})"
+        )
+    if last is None:  # counter rows without events never reach here (max_sequence 0)
+        return True, f"{_name(stream)}: nothing to commit"
+    events = await _db(store.read_range(stream, last.sequence_start, last.sequence_end))
+    if len(_contiguous(events, last.sequence_start)) != last.leaf_count:
+        return False, (
+            f"{_name(stream)}: events of commitment {last.sequence_start}..{last.sequence_end} "
+            "are missing"
+        )
+    again = merkle.commit(
+        stream.tenant_id,
+        stream.store_id,
+        last.sequence_start,
+        _leaves(stream, events),
+        last.prev_state_root,
+    )
+    same = (again.merkle_root, again.new_state_root) == (last.merkle_root, last.new_state_root)
+    where = f"{_name(stream)}: all committed; commitment {last.sequence_start}..{last.sequence_end}"
+    return same, f"{where} {'recomputes to the same roots' if same else 'does NOT recompute'}"
+
+
+async def check_commitment(ctx: _Context, store: Store) -> CheckResult:
+    streams = [s for s in ctx.states if s.event_count > 0]
+    if not streams:
+        return CheckResult("commitment", "PASS", "no events stored yet; nothing to commit")
+    good: list[str] = []
+    bad: list[str] = []
+    for state in streams:
+        try:
+            ok, line = await _dry_run(store, state)
+        except VesError as exc:
+            ok, line = False, f"{_name(state.stream)}: {exc}"
+        (good if ok else bad).append(line)
+    if bad:
+        return CheckResult("commitment", "FAIL", _listed(bad))
+    return CheckResult("commitment", "PASS", "dry run, nothing written: " + _listed(good))
+
+
+# --- anchoring --------------------------------------------------------------------------------
+
+
+async def check_anchoring(ctx: _Context) -> CheckResult:
+    url = ctx.options.l2_rpc_url
+    if not url:
+        return CheckResult("anchoring", "SKIP", "not configured (L2_RPC_URL is not set)")
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    try:
+        async with httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client:
+            response = await client.post(url, json=body)
+        result = response.json().get("result") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        return CheckResult("anchoring", "FAIL", f"{_where(url)}: {type(exc).__name__} {exc}")
+    if not isinstance(result, str) or not result.startswith("0x"):
+        return CheckResult(
+            "anchoring",
+            "FAIL",
+            f"{_where(url)}: eth_chainId gave no chain id (HTTP {response.status_code})",
+        )
+    try:
+        chain = int(result, 16)
+    except ValueError:
+        return CheckResult("anchoring", "FAIL", f"{_where(url)}: bad chain id {result!r}")
+    expected = ctx.options.l2_chain_id
+    if expected and expected.strip() != str(chain):
+        return CheckResult(
+            "anchoring", "FAIL", f"{_where(url)}: chain id {chain}, L2_CHAIN_ID says {expected}"
+        )
+    return CheckResult("anchoring", "PASS", f"{_where(url)}: eth_chainId {chain}")
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+STORE_CHECKS = (
+    ("counters", check_counters),
+    ("gaps", check_gaps),
+    ("agents", check_agents),
+    ("history", check_history),
+    ("commitment", check_commitment),
+)
+
+
+async def run_checks(options: DoctorOptions) -> list[CheckResult]:
+    ctx = _Context(options)
+    results = [await check_health(ctx), await check_database(ctx)]
+    store = ctx.store
+    try:
+        for name, check in STORE_CHECKS:
+            if store is None:
+                results.append(CheckResult(name, "SKIP", "database not usable (see database)"))
+                continue
+            if name != "counters" and not ctx.states_read:
+                results.append(CheckResult(name, "SKIP", "stream list unavailable (see counters)"))
+                continue
+            try:
+                results.append(await check(ctx, store))
+            except _CheckFailed as exc:
+                results.append(CheckResult(name, "FAIL", str(exc)))
+    finally:
+        if store is not None:
+            await store.close()
+    results.append(await check_anchoring(ctx))
+    return results
+
+
+def options_from_env(**given: Any) -> DoctorOptions:
+    """Options with the anchoring settings taken from the environment, as the service
+    itself reads them."""
+    return DoctorOptions(
+        l2_rpc_url=os.environ.get("L2_RPC_URL") or None,
+        l2_chain_id=os.environ.get("L2_CHAIN_ID") or None,
+        **given,
+    )

@@ -1,0 +1,136 @@
+"""Fixtures for the recovery toolkit: a populated database on SQLite and on PostgreSQL,
+reachable both through the store (for setup) and by URL (for the CLI child process)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from stateset_sequencer.store.base import Store, StreamKey
+from stateset_sequencer.ves import signing
+from tests import kit, pg
+
+SEQUENCER_PK = signing.Signer(kit.SEQUENCER_SEED).public_key.hex()
+STREAM_2 = StreamKey(kit.TENANT, uuid.UUID("00000000-0000-0000-0000-0000000000b2"))
+
+
+@dataclass
+class Db:
+    store: Store
+    url: str
+    dialect: str
+
+    async def sql(self, statement: str, *args: Any) -> list[Any]:
+        """Raw SQL behind the store's back (corruption drills). ``$n`` placeholders; UUIDs
+        become text on SQLite."""
+        if self.dialect == "sqlite":
+            text = statement
+            for n in range(len(args), 0, -1):
+                text = text.replace(f"${n}", f"?{n}")
+            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            try:
+                rows = conn.execute(
+                    text, [str(a) if isinstance(a, uuid.UUID) else a for a in args]
+                ).fetchall()
+                conn.commit()
+                return rows
+            finally:
+                conn.close()
+        conn_pg = await asyncpg.connect(self.url)
+        try:
+            return list(await conn_pg.fetch(statement, *args))
+        finally:
+            await conn_pg.close()
+
+
+async def open_db(dialect: str, tmp_path: Path, name: str = "r") -> AsyncIterator[Db]:
+    if dialect == "sqlite":
+        from stateset_sequencer.store.sqlite import SqliteStore
+
+        path = tmp_path / f"{name}.db"
+        store: Store = await SqliteStore.open(path)
+        await store.migrate()
+        try:
+            yield Db(store, f"sqlite:///{path}", "sqlite")
+        finally:
+            await store.close()
+    else:
+        from stateset_sequencer.store.postgres import PostgresStore
+
+        async with pg.scratch_database() as dsn:
+            store = await PostgresStore.open(dsn, max_connections=4)
+            await store.migrate()
+            try:
+                yield Db(store, dsn, "postgres")
+            finally:
+                await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
+    async for opened in open_db(request.param, tmp_path):
+        yield opened
+
+
+async def populate(
+    store: Store,
+    count: int,
+    *,
+    stream: StreamKey = kit.STREAM,
+    encrypted: Sequence[int] = (),
+    batch: int = 50,
+) -> None:
+    """``count`` events (indexes in ``encrypted`` are VES-ENC-1 encrypted), sequenced by
+    the real ingest pipeline, in batches."""
+    if await store.get_agent_key(stream.tenant_id, kit.AGENT_ID, 1) is None:
+        await kit.register(store, tenant_id=stream.tenant_id)
+    seq = kit.sequencer(store)
+    try:
+        events = [
+            kit.event(
+                i,
+                stream=stream,
+                recipients=[(1, kit.X25519_PUBLIC)] if i in encrypted else None,
+            )
+            for i in range(count)
+        ]
+        for start in range(0, count, batch):
+            result = await seq.ingest(kit.AGENT_ID, events[start : start + batch])
+            assert result.events_rejected == 0, result.rejections
+    finally:
+        seq.close()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stateset_sequencer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def stream_args(stream: StreamKey = kit.STREAM) -> list[str]:
+    return ["--tenant-id", str(stream.tenant_id), "--store-id", str(stream.store_id)]
+
+
+def verify_cli(db: Db, *extra: str) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "verify-events",
+        *stream_args(),
+        "--database-url",
+        db.url,
+        "--sequencer-public-key",
+        SEQUENCER_PK,
+        *extra,
+    )

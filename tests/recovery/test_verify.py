@@ -1,0 +1,229 @@
+"""verify-events, check-gaps and repair-counters: a clean stream passes, and each
+corruption drill is found at the exact sequence number, on both backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stateset_sequencer.store.base import CommitmentRow
+from stateset_sequencer.ves import hashing, merkle, signing
+from tests import kit
+from tests.recovery.conftest import Db, cli, populate, stream_args, verify_cli
+
+
+def report_of(path: Path) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(path.read_text())
+    return body
+
+
+async def commit_first(db: Db, count: int) -> None:
+    """Store a real commitment over events 1..count, as the commitment engine would."""
+    events = await db.store.read_range(kit.STREAM, 1, count)
+    leaves = [
+        hashing.leaf_hash(
+            kit.TENANT,
+            kit.STORE_ID,
+            e.sequence_number,
+            e.event_signing_hash,
+            e.envelope.agent_signature,
+        )
+        for e in events
+    ]
+    c = merkle.commit(kit.TENANT, kit.STORE_ID, 1, leaves)
+    await db.store.put_commitment(
+        CommitmentRow(
+            batch_id=uuid.uuid4(),
+            tenant_id=kit.TENANT,
+            store_id=kit.STORE_ID,
+            ves_version=1,
+            tree_depth=c.tree_depth,
+            leaf_count=c.leaf_count,
+            padded_leaf_count=c.padded_leaf_count,
+            merkle_root=c.merkle_root,
+            prev_state_root=c.prev_state_root,
+            new_state_root=c.new_state_root,
+            sequence_start=c.sequence_start,
+            sequence_end=c.sequence_end,
+            committed_at=datetime.now(UTC),
+        )
+    )
+
+
+async def test_a_clean_stream_verifies(db: Db, tmp_path: Path) -> None:
+    await populate(db.store, 40, encrypted=(5, 17))
+    await commit_first(db, 16)
+    report = tmp_path / "report.json"
+    result = verify_cli(db, "--report", str(report), "--deep")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "40 events checked" in result.stdout
+    body = report_of(report)
+    assert body["ok"] is True and body["events_checked"] == 40 and body["finding_count"] == 0
+    assert body["checks"]["commitments"].startswith("1 commitments chained; 1 Merkle roots")
+    assert body["checks"]["anchors"].startswith("NOT CONFIGURED")
+    assert body["checks"]["receipt"] == "hashes checked; signatures checked"
+    clean = cli("check-gaps", *stream_args(), "--database-url", db.url)
+    assert clean.returncode == 0 and clean.stdout.startswith("ok:")
+
+
+async def flip_payload(db: Db) -> int:
+    if db.dialect == "sqlite":
+        await db.sql(
+            "UPDATE ves_events SET payload = replace(payload, '12.5', '12.6') "
+            "WHERE sequence_number = 7"
+        )
+    else:
+        await db.sql(
+            "UPDATE ves_events SET payload = replace(payload::text, '12.5', '12.6')::json "
+            "WHERE sequence_number = 7"
+        )
+    return 7
+
+
+async def delete_row(db: Db) -> int:
+    await db.sql("DELETE FROM ves_sequencer_receipts WHERE sequence_number = 4")
+    await db.sql("DELETE FROM ves_events WHERE sequence_number = 4")
+    return 4
+
+
+async def swap_signatures(db: Db) -> int:
+    rows = await db.sql(
+        "SELECT sequence_number, agent_signature FROM ves_events "
+        "WHERE sequence_number IN (3, 9) ORDER BY sequence_number"
+    )
+    (_, sig3), (_, sig9) = rows
+    await db.sql(
+        "UPDATE ves_events SET agent_signature = $1 WHERE sequence_number = 3", bytes(sig9)
+    )
+    await db.sql(
+        "UPDATE ves_events SET agent_signature = $1 WHERE sequence_number = 9", bytes(sig3)
+    )
+    return 3
+
+
+async def alter_receipt(db: Db) -> int:
+    await db.sql(
+        "UPDATE ves_sequencer_receipts SET receipt_hash = $1 WHERE sequence_number = 5",
+        os.urandom(32),
+    )
+    return 5
+
+
+async def resign_receipt_with_other_key(db: Db) -> int:
+    # The hash is right but the signature is not the sequencer's.
+    rows = await db.sql("SELECT receipt_hash FROM ves_sequencer_receipts WHERE sequence_number = 8")
+    forged = signing.Signer(bytes([1]) * 32).sign(bytes(rows[0][0]))
+    await db.sql(
+        "UPDATE ves_sequencer_receipts SET sequencer_signature = $1 WHERE sequence_number = 8",
+        forged,
+    )
+    return 8
+
+
+DRILLS: dict[str, tuple[Callable[[Db], Awaitable[int]], str]] = {
+    "payload_byte": (flip_payload, "envelope.invalid_payload_hash"),
+    "deleted_row": (delete_row, "sequence.gap"),
+    "swapped_signatures": (swap_signatures, "agent_signature.invalid_signature"),
+    "altered_receipt": (alter_receipt, "receipt.receipt_hash_mismatch"),
+    "forged_receipt_signature": (
+        resign_receipt_with_other_key,
+        "receipt.receipt_signature_invalid",
+    ),
+}
+
+
+@pytest.mark.parametrize("drill", sorted(DRILLS))
+async def test_corruption_is_found_at_the_exact_sequence(
+    db: Db, tmp_path: Path, drill: str
+) -> None:
+    await populate(db.store, 12)
+    corrupt, code = DRILLS[drill]
+    bad = await corrupt(db)
+    report = tmp_path / "report.json"
+    result = verify_cli(db, "--report", str(report))
+    assert result.returncode == 1, result.stdout
+    assert f"first bad sequence {bad}:" in result.stderr and "Traceback" not in result.stderr
+    body = report_of(report)
+    assert body["ok"] is False
+    assert body["first_finding"]["sequence"] == bad
+    assert f"{body['first_finding']['check']}.{body['first_finding']['code']}" == code
+    assert body["streams"][0]["first_bad_sequence"] == bad
+    if drill == "swapped_signatures":
+        assert sorted(f["sequence"] for f in body["findings"]) == [3, 9]
+
+
+async def test_counter_behind_is_found_then_repaired_with_an_audit_row(db: Db) -> None:
+    await populate(db.store, 12)
+    await db.sql("UPDATE sequence_counters SET current_sequence = 6")
+    found = verify_cli(db)
+    assert found.returncode == 1 and "first bad sequence 7:" in found.stderr
+    assert "sequence.counter_behind" in found.stderr
+    gaps = cli("check-gaps", "--database-url", db.url)
+    assert gaps.returncode == 1 and "counter 6 != highest stored event 12" in gaps.stdout
+
+    dry = cli("repair-counters", *stream_args(), "--database-url", db.url)
+    assert dry.returncode == 0 and "would:" in dry.stdout and "nothing changed" in dry.stdout
+    assert await db.store.head(kit.STREAM) == 6
+    assert await db.store.list_audit(action="repair_counter") == []
+
+    applied = cli("repair-counters", "--apply", "--database-url", db.url)
+    assert applied.returncode == 0, applied.stderr
+    assert "counter is now 12" in applied.stdout
+    assert await db.store.head(kit.STREAM) == 12
+    [audit] = await db.store.list_audit(action="repair_counter")
+    assert audit.details["old_counter"] == 6 and audit.details["new_counter"] == 12
+    assert audit.tenant_id == kit.TENANT and audit.actor.startswith("sequencer-cli:")
+    assert verify_cli(db).returncode == 0
+    # The repaired stream takes new events again.
+    seq = kit.sequencer(db.store)
+    try:
+        result = await seq.ingest(kit.AGENT_ID, [kit.event(99)])
+    finally:
+        seq.close()
+    assert result.sequence_start == 13
+
+
+async def test_a_counter_ahead_is_not_lowered_without_allow_lower(db: Db) -> None:
+    await populate(db.store, 10)
+    await db.sql("UPDATE sequence_counters SET current_sequence = 15")
+    found = verify_cli(db)
+    assert found.returncode == 1 and "first bad sequence 11:" in found.stderr
+    refused = cli("repair-counters", "--apply", "--database-url", db.url)
+    assert refused.returncode == 1 and "REFUSED" in refused.stdout
+    assert "re-issue sequence numbers 11..15" in refused.stdout
+    assert await db.store.head(kit.STREAM) == 15
+    assert await db.store.list_audit(action="repair_counter") == []
+    lowered = cli("repair-counters", "--apply", "--allow-lower", "--database-url", db.url)
+    assert lowered.returncode == 0 and await db.store.head(kit.STREAM) == 10
+
+
+async def test_check_gaps_lists_the_exact_missing_numbers(db: Db) -> None:
+    await populate(db.store, 12)
+    for n in (1, 4, 8, 9):
+        await db.sql(f"DELETE FROM ves_sequencer_receipts WHERE sequence_number = {n}")
+        await db.sql(f"DELETE FROM ves_events WHERE sequence_number = {n}")
+    result = cli("check-gaps", *stream_args(), "--database-url", db.url)
+    assert result.returncode == 1
+    assert "missing 1, 4, 8-9" in result.stdout
+    as_json = cli("check-gaps", "--json", "--database-url", db.url)
+    [entry] = json.loads(as_json.stdout)
+    assert entry["missing"] == [[1, 1], [4, 4], [8, 9]] and entry["counter_mismatch"] is False
+    gaps = await db.store.sequence_gaps(kit.STREAM)
+    assert [(g.first_missing, g.last_missing) for g in gaps] == [(1, 1), (4, 4), (8, 9)]
+
+
+async def test_a_wrong_merkle_root_is_found_at_the_commitment_start(db: Db) -> None:
+    await populate(db.store, 10)
+    await commit_first(db, 8)
+    await db.sql("UPDATE ves_commitments SET merkle_root = $1", os.urandom(32))
+    result = verify_cli(db)
+    assert result.returncode == 1
+    # A tampered root breaks both the recomputed root and the recorded state root.
+    assert "first bad sequence 1: commitments." in result.stderr
