@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     REQUEST_TIMEOUT_SECS: float = Field(default=30.0, gt=0)
     MAX_BODY_SIZE_BYTES: int = Field(default=10 * 1024 * 1024, ge=1)
     SCHEMA_VALIDATION_MODE: str = "enforce"
+    SCHEMA_CACHE_TTL_SECS: float = Field(default=5.0, ge=0)
     LOG_LEVEL: str = "info"
     LOG_FORMAT: str = "json"  # json | console
 

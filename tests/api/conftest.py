@@ -99,6 +99,7 @@ def settings_for(database_url: str | None, data_dir: Path, **overrides: Any) -> 
         "VES_SEQUENCER_ID": str(uuid.UUID(int=7)),
         "CACHE_AGENT_KEY_TTL_SECS": 0,
         "API_KEY_CACHE_TTL_SECS": 0,
+        "SCHEMA_CACHE_TTL_SECS": 0,
         "LOG_LEVEL": "warning",
         "SEQUENCER_ENV": "test",
     }

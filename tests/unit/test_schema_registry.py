@@ -613,3 +613,21 @@ async def test_deep_nesting_does_not_slip_past_enforcement(
     deep = event(1).model_copy(update={"payload": nested(5000)})
     result = await check_events(registry, mode, [deep])
     assert result.accepted == [] and [r.event_id for r in result.rejections] == [deep.event_id]
+
+
+async def test_latest_lookup_is_cached_and_dropped_on_change(store: SqliteStore) -> None:
+    clock = [0.0]
+    cached = SchemaRegistry(store, latest_ttl_seconds=5.0, monotonic=lambda: clock[0])
+    other = SchemaRegistry(store)  # another process, in effect: its changes are not seen
+    assert await cached.latest(TENANT, "order.created") is None
+    first = await other.register(TENANT, "order.created", {"type": "object"})
+    assert await cached.latest(TENANT, "order.created") is None  # still the cached miss
+    clock[0] = 5.1
+    assert await cached.latest(TENANT, "order.created") == first  # expired: looked up again
+    second = await cached.register(TENANT, "order.created", {"type": "object"})
+    assert await cached.latest(TENANT, "order.created") == second  # own change: at once
+    deprecated = await cached.set_status(second.id, "deprecated")
+    assert deprecated is not None
+    assert await cached.latest(TENANT, "order.created") == first
+    assert await cached.delete(first.id)
+    assert await cached.latest(TENANT, "order.created") is None

@@ -17,6 +17,7 @@ import enum
 import itertools
 import json
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -154,12 +155,25 @@ class SchemaRegistry:
     and least-recently-used entries are dropped first.
     """
 
-    def __init__(self, store: Store, *, cache_size: int = DEFAULT_VALIDATOR_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cache_size: int = DEFAULT_VALIDATOR_CACHE_SIZE,
+        latest_ttl_seconds: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         self._store = store
         self._cache_size = cache_size
         self._validators: OrderedDict[uuid.UUID, Validator] = OrderedDict()
+        # Every ingest batch asks for the latest active schema of its event types; a short
+        # TTL saves that query. Changes through this registry drop the entry at once;
+        # changes made by another process are seen within ``latest_ttl_seconds``.
+        self._latest_ttl = latest_ttl_seconds
+        self._monotonic = monotonic
+        self._latest: dict[tuple[uuid.UUID, str], tuple[float, SchemaRecord | None]] = {}
 
     async def register(
         self,
@@ -203,7 +217,7 @@ class SchemaRegistry:
             )
         _check_schema(schema_json)
         _probe(schema_json)
-        return await self._store.put_schema(
+        record = await self._store.put_schema(
             tenant_id,
             event_type,
             text,
@@ -211,6 +225,8 @@ class SchemaRegistry:
             description=description,
             created_by=created_by,
         )
+        self._forget(tenant_id, event_type)
+        return record
 
     async def get(self, schema_id: uuid.UUID) -> SchemaRecord | None:
         return await self._store.get_schema(schema_id)
@@ -233,18 +249,37 @@ class SchemaRegistry:
         """The latest ``active`` version, the one ingest validates against."""
         if not _storable_event_type(event_type):
             return None
-        return await self._store.latest_active_schema(tenant_id, event_type)
+        key = (tenant_id, event_type)
+        now = self._monotonic()
+        hit = self._latest.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self._store.latest_active_schema(tenant_id, event_type)
+        if self._latest_ttl > 0:
+            if len(self._latest) > 10_000:  # bound memory under many event types
+                self._latest.clear()
+            self._latest[key] = (now + self._latest_ttl, found)
+        return found
+
+    def _forget(self, tenant_id: uuid.UUID, event_type: str) -> None:
+        self._latest.pop((tenant_id, event_type), None)
 
     async def set_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
         if status not in SCHEMA_STATUSES:
             raise SchemaInputError(
                 "INVALID_STATUS", f"status must be one of {', '.join(SCHEMA_STATUSES)}"
             )
-        return await self._store.set_schema_status(schema_id, status)
+        record = await self._store.set_schema_status(schema_id, status)
+        if record is not None:
+            self._forget(record.tenant_id, record.event_type)
+        return record
 
     async def delete(self, schema_id: uuid.UUID) -> bool:
+        record = await self._store.get_schema(schema_id)
         deleted = await self._store.delete_schema(schema_id)
         self._validators.pop(schema_id, None)
+        if record is not None:
+            self._forget(record.tenant_id, record.event_type)
         return deleted
 
     async def validate_payload(

@@ -174,7 +174,7 @@ async def _prepare(
         configured_key=settings.VES_SEQUENCER_SIGNING_KEY,
         key_dir=key_dir,
     )
-    registry = SchemaRegistry(store)
+    registry = SchemaRegistry(store, latest_ttl_seconds=settings.SCHEMA_CACHE_TTL_SECS)
 
     sequencer = Sequencer(
         store,
