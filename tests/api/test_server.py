@@ -6,6 +6,7 @@ with no configuration at all does (what ``make run`` does).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -115,3 +116,21 @@ def test_bad_configuration_fails_fast_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "ALLOW_AUTH_DISABLED" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+def test_logs_are_json_lines_naming_request_tenant_and_store(tmp_path: Path) -> None:
+    env = {"BOOTSTRAP_ADMIN_API_KEY": ADMIN_KEY, "SEQUENCER_ENV": "test", "LOG_LEVEL": "info"}
+    with server(tmp_path, env) as (url, out):
+        response = httpx.get(
+            f"{url}/api/v1/ves/head",
+            params={"tenant_id": str(kit.TENANT), "store_id": str(kit.STORE_ID)},
+            headers={"X-API-Key": ADMIN_KEY, "x-request-id": "trace-42"},
+            timeout=5,
+        )
+        assert response.status_code == 200
+    lines = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    assert lines and all("timestamp" in line and "level" in line for line in lines)
+    (access,) = [line for line in lines if line.get("request_id") == "trace-42"]
+    assert access["route"] == "/api/v1/ves/head" and access["status"] == 200
+    assert (access["tenant_id"], access["store_id"]) == (str(kit.TENANT), str(kit.STORE_ID))
+    assert ADMIN_KEY not in out.read_text()

@@ -51,6 +51,8 @@ CRITICAL_TABLES = (
     "api_keys",
     "ves_command_dedupe",
     "entity_versions",
+    "event_schemas",
+    "audit_log",
 )
 _PG_TIMEOUT_S = 30.0
 
