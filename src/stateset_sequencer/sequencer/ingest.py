@@ -42,6 +42,7 @@ from .keys import KeyCache, key_problem
 
 DEFAULT_MAX_EVENTS_PER_BATCH = 1000
 DEFAULT_MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
+INLINE_CHECK_MAX = 4  # events; ~50 µs each, less than two thread hand-offs
 
 
 # --- results ------------------------------------------------------------------------------
@@ -633,7 +634,10 @@ class Sequencer:
         fn: Callable[[Sequence[Any]], list[Any]],
         items: Sequence[Any],
     ) -> list[Any]:
-        """Run ``fn`` over chunks of ``items`` in the thread pool, keeping order."""
+        """Run ``fn`` over chunks of ``items`` in the thread pool, keeping order. A few
+        events are cheaper to check on the loop than to hand to a thread and back."""
+        if len(items) <= INLINE_CHECK_MAX:
+            return fn(items)
         chunk = max(64, -(-len(items) // self._workers))
         parts = [items[i : i + chunk] for i in range(0, len(items), chunk)]
         done = await asyncio.gather(*(loop.run_in_executor(self._pool, fn, part) for part in parts))
