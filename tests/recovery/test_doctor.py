@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -139,9 +140,11 @@ async def test_quiet_agents_fail_only_agents(live: tuple[Db, str, str]) -> None:
     code, checks = run_doctor(db, url, "--api-key", key)
     assert code == 1
     assert failing(checks) == ["agents"]
-    assert "no event from any of 1 agent(s) with an active key in the last 24 h" in (
-        checks["agents"]["detail"]
+    assert (
+        "no event from any of 1 agent(s) with an active key in the last 24 h"
+        in (checks["agents"]["detail"])
     )
+    assert "newest stored event at" in checks["agents"]["detail"]
     assert run_doctor(db, url, "--api-key", key, "--recent-hours", "48")[0] == 0
 
 
@@ -183,12 +186,10 @@ def test_an_unreachable_database_fails_once_and_skips_the_rest(tmp_path: Path) -
 
 
 class _Rpc(BaseHTTPRequestHandler):
-    answer: Any = {"jsonrpc": "2.0", "id": 1, "result": "0x2105"}
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["content-length"])))
         assert request["method"] == "eth_chainId"
-        body = json.dumps(self.answer).encode()
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": "0x2105"}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -212,14 +213,28 @@ def rpc() -> Iterator[str]:
 
 
 async def test_anchoring_asks_the_rpc_for_its_chain_id(rpc: str) -> None:
-    ctx = doctor._Context(doctor.DoctorOptions(l2_rpc_url=rpc))
+    ctx = doctor.Context(doctor.DoctorOptions(l2_rpc_url=rpc))
     passed = await doctor.check_anchoring(ctx)
     assert passed.status == "PASS" and passed.detail.endswith("eth_chainId 8453")
     assert "secret-key" not in passed.detail
-    wrong = doctor._Context(doctor.DoctorOptions(l2_rpc_url=rpc, l2_chain_id="1"))
+    wrong = doctor.Context(doctor.DoctorOptions(l2_rpc_url=rpc, l2_chain_id="1"))
     assert (await doctor.check_anchoring(wrong)).status == "FAIL"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    failed = await doctor.check_anchoring(doctor._Context(doctor.DoctorOptions(l2_rpc_url=closed)))
+    failed = await doctor.check_anchoring(doctor.Context(doctor.DoctorOptions(l2_rpc_url=closed)))
     assert failed.status == "FAIL" and "ConnectError" in failed.detail
+
+
+async def test_a_service_that_never_answers_fails_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doctor, "NETWORK_TIMEOUT_S", 0.5)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()  # the kernel completes the handshake; nobody ever reads or answers
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        started = time.monotonic()
+        result = await doctor.check_health(doctor.Context(doctor.DoctorOptions(url=url)))
+        assert time.monotonic() - started < 3
+    assert result.status == "FAIL" and "unreachable" in result.detail

@@ -12,9 +12,12 @@ only when nothing FAILs. The checks and what they mean:
                 ``--recent-hours`` (server time, ``sequenced_at``), or no events exist yet.
                 One live agent is enough to pass: agents are bursty and a quiet agent is
                 not a fault, but no traffic at all after a recovery means agents cannot
-                reach the service or their keys are gone. The detail lists every agent's
-                last event (found by scanning each stream back from its head through the
-                window, at most ``SCAN_CAP`` events per stream).
+                reach the service or their keys are gone. The detail names the agents
+                seen in the window with their last event time (found by scanning each
+                stream back from its head to the window's start, at most ``SCAN_CAP``
+                events per stream) and the quiet ones; a FAIL also gives the newest
+                stored event's time. Agents are looked up in the tenants that have
+                streams: an agent can only have events there.
 ``history``     the first and last stored event of each stream read back from the store,
                 and, with an API key and a live service, through ``/api/v1/ves/events``
                 (the same event ids), for up to ``API_STREAM_CAP`` streams.
@@ -26,9 +29,12 @@ only when nothing FAILs. The checks and what they mean:
 ``anchoring``   SKIP unless ``L2_RPC_URL`` is set; then ``eth_chainId`` must answer (and
                 match ``L2_CHAIN_ID`` when that is set).
 
-One broken thing gives one FAIL: checks that depend on another (every store check on
-``database``, the API half of ``history`` on ``health``) step aside instead of failing a
-second time. Every network call (HTTP, JSON-RPC, each database call) is bounded by
+One broken thing gives one FAIL where that is true to the facts: checks that depend on
+another (every store check on ``database``, the API half of ``history`` on ``health``)
+step aside instead of failing a second time. (A gap at a stream's first uncommitted
+number fails ``commitment`` too, because then nothing can be committed.)
+
+Every network call (HTTP, JSON-RPC, each database call) is bounded by
 ``NETWORK_TIMEOUT_S``.
 """
 
@@ -87,7 +93,7 @@ class DoctorOptions:
 
 
 @dataclass(slots=True)
-class _Context:
+class Context:
     """What earlier checks learned, for the ones after them."""
 
     options: DoctorOptions
@@ -125,20 +131,27 @@ def _short(digest: bytes) -> str:
 
 def _where(url: str) -> str:
     """scheme://host[:port] only: RPC URLs often carry an API key in the path or query."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a malformed port: name the setting, not its (secret) value
+        return "L2_RPC_URL"
 
 
 # --- health -----------------------------------------------------------------------------------
 
 
-async def check_health(ctx: _Context) -> CheckResult:
+async def check_health(ctx: Context) -> CheckResult:
     url = ctx.options.url.rstrip("/") + "/health"
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client:
+        # httpx's timeout is per phase (connect, read, …); the outer one bounds the call.
+        async with (
+            asyncio.timeout(NETWORK_TIMEOUT_S),
+            httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client,
+        ):
             response = await client.get(url)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, TimeoutError) as exc:
         return CheckResult("health", "FAIL", f"{url} unreachable: {type(exc).__name__} {exc}")
     ms = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
@@ -150,7 +163,7 @@ async def check_health(ctx: _Context) -> CheckResult:
 # --- database ---------------------------------------------------------------------------------
 
 
-async def check_database(ctx: _Context) -> CheckResult:
+async def check_database(ctx: Context) -> CheckResult:
     opts = ctx.options
     try:
         dialect, target = describe(opts.database_url, opts.data_dir)
@@ -184,7 +197,7 @@ async def check_database(ctx: _Context) -> CheckResult:
 # --- counters and gaps ------------------------------------------------------------------------
 
 
-async def check_counters(ctx: _Context, store: Store) -> CheckResult:
+async def check_counters(ctx: Context, store: Store) -> CheckResult:
     ctx.states = await _db(store.counter_states())
     ctx.states_read = True
     bad = repair.mismatched(ctx.states)
@@ -207,7 +220,7 @@ async def check_counters(ctx: _Context, store: Store) -> CheckResult:
     )
 
 
-async def check_gaps(ctx: _Context, store: Store) -> CheckResult:
+async def check_gaps(ctx: Context, store: Store) -> CheckResult:
     gaps = await _db(store.sequence_gaps())
     if gaps:
         grouped = repair.group_gaps(gaps)
@@ -250,7 +263,7 @@ async def _last_seen(
     return seen
 
 
-async def check_agents(ctx: _Context, store: Store) -> CheckResult:
+async def check_agents(ctx: Context, store: Store) -> CheckResult:
     hours = ctx.options.recent_hours
     streams = [s for s in ctx.states if s.event_count > 0]
     if not streams:
@@ -286,11 +299,16 @@ async def check_agents(ctx: _Context, store: Store) -> CheckResult:
     stale = [f"{a} (tenant {t})" for t, a in every if (t, a) not in last]
     window = f"the last {hours:g} h"
     if not recent:
+        heads = [
+            await _db(store.read_range(s.stream, s.max_sequence, s.max_sequence)) for s in streams
+        ]
+        newest = max((h[0].sequenced_at for h in heads if h), default=None)
+        note = f"; newest stored event at {format_rfc3339(newest)}" if newest else ""
         return CheckResult(
             "agents",
             "FAIL",
             f"no event from any of {len(every)} agent(s) with an active key in {window}: "
-            f"{_listed(stale)}",
+            f"{_listed(stale)}{note}",
         )
     detail = f"{len(recent)} of {len(every)} agent(s) sent events in {window}: {_listed(recent)}"
     if stale:
@@ -316,22 +334,24 @@ async def _first_event(store: Store, state: CounterState) -> StoredEvent | None:
 
 
 async def _api_event(client: httpx.AsyncClient, stream: StreamKey, sequence: int) -> str | None:
-    response = await client.get(
-        "/api/v1/ves/events",
-        params={
-            "tenant_id": str(stream.tenant_id),
-            "store_id": str(stream.store_id),
-            "from": sequence,
-            "limit": 1,
-        },
-    )
+    params: dict[str, str | int] = {
+        "tenant_id": str(stream.tenant_id),
+        "store_id": str(stream.store_id),
+        "from": sequence,
+        "limit": 1,
+    }
+    try:
+        async with asyncio.timeout(NETWORK_TIMEOUT_S):
+            response = await client.get("/api/v1/ves/events", params=params)
+    except TimeoutError:
+        raise _CheckFailed(f"API read timed out after {NETWORK_TIMEOUT_S:g} s") from None
     if response.status_code != 200:
         raise _CheckFailed(f"GET /api/v1/ves/events answered {response.status_code}")
     events: list[dict[str, Any]] = response.json().get("events", [])
     return str(events[0]["event_id"]) if events else None
 
 
-async def check_history(ctx: _Context, store: Store) -> CheckResult:
+async def check_history(ctx: Context, store: Store) -> CheckResult:
     streams = [s for s in ctx.states if s.event_count > 0]
     if not streams:
         return CheckResult("history", "PASS", "no events stored yet")
@@ -443,7 +463,7 @@ async def _dry_run(store: Store, state: CounterState) -> tuple[bool, str]:
     return same, f"{where} {'recomputes to the same roots' if same else 'does NOT recompute'}"
 
 
-async def check_commitment(ctx: _Context, store: Store) -> CheckResult:
+async def check_commitment(ctx: Context, store: Store) -> CheckResult:
     streams = [s for s in ctx.states if s.event_count > 0]
     if not streams:
         return CheckResult("commitment", "PASS", "no events stored yet; nothing to commit")
@@ -463,16 +483,19 @@ async def check_commitment(ctx: _Context, store: Store) -> CheckResult:
 # --- anchoring --------------------------------------------------------------------------------
 
 
-async def check_anchoring(ctx: _Context) -> CheckResult:
+async def check_anchoring(ctx: Context) -> CheckResult:
     url = ctx.options.l2_rpc_url
     if not url:
         return CheckResult("anchoring", "SKIP", "not configured (L2_RPC_URL is not set)")
     body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     try:
-        async with httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client:
+        async with (
+            asyncio.timeout(NETWORK_TIMEOUT_S),
+            httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client,
+        ):
             response = await client.post(url, json=body)
         result = response.json().get("result") if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+    except (httpx.HTTPError, TimeoutError, ValueError, AttributeError) as exc:
         return CheckResult("anchoring", "FAIL", f"{_where(url)}: {type(exc).__name__} {exc}")
     if not isinstance(result, str) or not result.startswith("0x"):
         return CheckResult(
@@ -504,7 +527,7 @@ STORE_CHECKS = (
 
 
 async def run_checks(options: DoctorOptions) -> list[CheckResult]:
-    ctx = _Context(options)
+    ctx = Context(options)
     results = [await check_health(ctx), await check_database(ctx)]
     store = ctx.store
     try:

@@ -92,6 +92,7 @@ def export_record(event: StoredEvent, receipt: Receipt | None) -> dict[str, Any]
 @contextmanager
 def atomic_file(target: Path) -> Iterator[IO[bytes]]:
     """A file that appears under ``target`` only once it is complete and on disk."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
