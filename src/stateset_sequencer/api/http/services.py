@@ -13,10 +13,12 @@ from pathlib import Path
 import structlog
 
 from ... import __version__
+from ...clikit import redact
 from ...config import Settings
 from ...sequencer import identity
 from ...sequencer.auth import (
     API_KEY_PREFIX,
+    NIL,
     Authenticator,
     FixedWindowLimiter,
     JwtSettings,
@@ -154,7 +156,7 @@ async def _prepare(
         if not active and not settings.JWT_SECRET:
             # The reference refuses to start here; a fresh embedded install should just
             # work, so mint an admin key, keep only its hash and show it this once.
-            created_key = mint_api_key(bootstrap_record("x").tenant_id)
+            created_key = mint_api_key(NIL)
             await store.put_api_key(bootstrap_record(created_key))
             await store.append_audit(
                 AuditEntry(
@@ -219,8 +221,6 @@ async def _prepare(
 
 
 def _announce(services: Services, dialect: str, target: str, key_dir: Path | None) -> None:
-    from ...clikit import redact
-
     log.info(
         "sequencer ready to serve",
         database=dialect,
