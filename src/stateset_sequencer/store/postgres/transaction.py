@@ -67,15 +67,24 @@ _SET_HEAD_SQL = (
     "UPDATE sequence_counters SET current_sequence = $3, updated_at = NOW() "
     "WHERE tenant_id = $1 AND store_id = $2"
 )
-_TAKEN_COMMANDS_SQL = (
-    "SELECT command_id, event_id FROM ves_command_dedupe "
-    "WHERE tenant_id = $1 AND store_id = $2 AND command_id = ANY($3::uuid[])"
-)
+# One index probe per key, whatever plan statistics once suggested (see convert.py).
+_TAKEN_COMMANDS_SQL = """
+SELECT q.c AS command_id, d.event_id
+FROM unnest($3::uuid[]) AS q(c)
+CROSS JOIN LATERAL (
+    SELECT event_id FROM ves_command_dedupe
+    WHERE tenant_id = $1 AND store_id = $2 AND command_id = q.c
+    LIMIT 1
+) AS d
+"""
 _ENTITY_VERSIONS_SQL = """
-SELECT v.entity_type, v.entity_id, v.version
-FROM entity_versions v
-JOIN unnest($3::text[], $4::text[]) AS q(t, i) ON v.entity_type = q.t AND v.entity_id = q.i
-WHERE v.tenant_id = $1 AND v.store_id = $2
+SELECT q.t AS entity_type, q.i AS entity_id, v.version
+FROM unnest($3::text[], $4::text[]) AS q(t, i)
+CROSS JOIN LATERAL (
+    SELECT version FROM entity_versions
+    WHERE tenant_id = $1 AND store_id = $2 AND entity_type = q.t AND entity_id = q.i
+    LIMIT 1
+) AS v
 """
 
 
