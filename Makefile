@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit run bench-core bench-ingest bench-http clean
+.PHONY: install test lint typecheck unit run bench-core bench-ingest bench-http bench-recovery clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -43,3 +43,6 @@ bench-ingest: $(STAMP)
 
 bench-http: $(STAMP)
 	PYTHONPATH=. $(BIN)/python bench/bench_http.py $(BENCH_ARGS)
+
+bench-recovery: $(STAMP)
+	PYTHONPATH=. $(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)

@@ -1,0 +1,233 @@
+"""The recovery toolkit at scale on PostgreSQL (``make bench-recovery``).
+
+Sequences ``--events`` events over ``--streams`` streams (1 in 50 encrypted) through the
+real ingest pipeline into a scratch database, then times each tool as an operator runs it
+(a ``python -m stateset_sequencer`` child process, start-up included):
+
+- ``export-events --all-streams``;
+- ``verify-events --all-streams`` and ``verify-events --all-streams --deep``;
+- ``bulk-ingest`` of the export into an empty, migrated database behind a real server
+  process on loopback (same sequencer identity, so receipts come out identical);
+- ``backup`` of the source, then ``restore`` into a fresh database, its verify pass
+  included (the restore time an operator waits for).
+
+Two floors are measured in the same run: the raw scan (one ``SELECT`` of every event
+column joined with its receipt, decoded by asyncpg, nothing else) and bare Ed25519
+verification (``ves.signing.verify`` on one core; every event needs two, agent and
+receipt, so the verify ceiling is ``rate * cores / 2``). Ratios are ours over the floor.
+The database server, the children and this script share the machine's cores, so absolute
+figures are lower bounds that move with the load (printed); nothing asserts on time.
+Every child has a timeout; the server and every scratch database are removed at the end,
+on failure too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+from tests import kit, pg
+from tests.serverproc import server
+
+from stateset_sequencer.store.base import StreamKey
+from stateset_sequencer.store.postgres import PostgresStore
+from stateset_sequencer.ves import signing
+
+ADMIN_KEY = "ss_00000000" + "benchrecoveryadminkey00000000000"
+CHILD_TIMEOUT_S = 1800.0
+SEQUENCER_PK = signing.Signer(kit.SEQUENCER_SEED).public_key.hex()
+_SCAN_SQL = (
+    "SELECT e.*, r.sequencer_id, r.sequenced_at AS r_at, r.receipt_hash, r.signature_alg, "
+    "r.sequencer_signature, r.sequencer_key_version FROM ves_events e "
+    "LEFT JOIN ves_sequencer_receipts r ON r.event_id = e.event_id"
+)
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def cli(*args: str) -> float:
+    """Run one sequencer-cli command; its wall time in seconds."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "stateset_sequencer", *args],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{args[0]} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return elapsed
+
+
+async def populate(dsn: str, events: int, streams: int) -> None:
+    store = await PostgresStore.open(dsn, max_connections=streams + 2)
+    try:
+        await store.migrate()
+        await kit.register(store)
+        per = events // streams
+        keys = [StreamKey(kit.TENANT, uuid.UUID(int=0xBE4C0000 + n)) for n in range(streams)]
+        signed = {
+            key: [
+                kit.event(
+                    i, stream=key, recipients=[(1, kit.X25519_PUBLIC)] if i % 50 == 7 else None
+                )
+                for i in range(per)
+            ]
+            for key in keys
+        }
+        seq = kit.sequencer(store)
+        try:
+
+            async def one(key: StreamKey) -> None:
+                for start in range(0, per, 1000):
+                    result = await seq.ingest(kit.AGENT_ID, signed[key][start : start + 1000])
+                    if result.events_rejected:
+                        raise SystemExit(f"setup rejected events: {result.rejections[:3]}")
+
+            await asyncio.gather(*(one(k) for k in keys))
+        finally:
+            seq.close()
+    finally:
+        await store.close()
+
+
+async def scan_floor(dsn: str) -> tuple[int, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        best = float("inf")
+        count = 0
+        for _ in range(2):  # the first pass also warms the cache the tools then read
+            started = time.perf_counter()
+            count = len(await conn.fetch(_SCAN_SQL))
+            best = min(best, time.perf_counter() - started)
+        return count, best
+    finally:
+        await conn.close()
+
+
+def verify_floor(seconds: float = 2.0) -> float:
+    signer = signing.Signer(kit.AGENT_SEED)
+    items = [(h, signer.sign(h)) for h in (os.urandom(32) for _ in range(500))]
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for message, signature in items:
+            signing.verify(signer.public_key, message, signature)
+        done += len(items)
+    return done / (time.perf_counter() - started)
+
+
+def register_agent(url: str) -> None:
+    response = httpx.post(
+        f"{url}/api/v1/agents/keys",
+        json={
+            "tenantId": str(kit.TENANT),
+            "agentId": str(kit.AGENT_ID),
+            "keyId": 1,
+            "publicKey": kit.AGENT.public_key.hex(),
+        },
+        headers={"X-API-Key": ADMIN_KEY},
+        timeout=30,
+    )
+    if response.status_code != 200:
+        raise SystemExit(f"registering the agent key failed: {response.text}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--streams", type=int, default=10)
+    args = parser.parse_args()
+    events, cores = args.events, os.cpu_count() or 1
+    print(f"bench-recovery: {events} events over {args.streams} streams, {cores} cores, {load()}")
+    databases: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
+
+    def database() -> str:
+        made = pg.create_database("benchrec")
+        databases.append(made.name)
+        return made.dsn
+
+    try:
+        source = database()
+        started = time.perf_counter()
+        asyncio.run(populate(source, events, args.streams))
+        print(f"setup (sign + ingest through the pipeline): {time.perf_counter() - started:.1f}s")
+
+        rows, scan = asyncio.run(scan_floor(source))
+        if rows != events:
+            raise SystemExit(f"expected {events} rows, scanned {rows}")
+        scan_rate = rows / scan
+        ed_rate = verify_floor()
+        ceiling = ed_rate * cores / 2
+        figures: list[tuple[str, float, float, str]] = []
+
+        export = work / "events.ndjson"
+        t = cli("export-events", "--all-streams", "--output", str(export), "--database-url", source)
+        figures.append(("export-events", t, events / t, f"{events / t / scan_rate:.2f} x scan"))
+        for extra in ([], ["--deep"]):
+            t = cli("verify-events", "--all-streams", "--database-url", source,
+                    "--sequencer-public-key", SEQUENCER_PK, *extra)  # fmt: skip
+            name = " ".join(["verify-events", *extra])
+            figures.append((name, t, events / t, f"{events / t / ceiling:.2f} x ed25519 ceiling"))
+
+        target = database()
+        cli("migrate", "--database-url", target)
+        env = {
+            "DATABASE_URL": target,
+            "BOOTSTRAP_ADMIN_API_KEY": ADMIN_KEY,
+            "VES_SEQUENCER_ID": str(uuid.UUID(int=7)),
+            "VES_SEQUENCER_SIGNING_KEY": kit.SEQUENCER_SEED.hex(),
+            "SEQUENCER_ENV": "test",
+        }
+        with server(work, env) as (url, _out):
+            register_agent(url)
+            t = cli("bulk-ingest", "--file", str(export), "--url", url, "--api-key", ADMIN_KEY,
+                    "--batch-size", "1000")  # fmt: skip
+        figures.append(
+            ("bulk-ingest (HTTP)", t, events / t, f"{events / t / scan_rate:.2f} x scan")
+        )
+
+        backup_dir = work / "backup"
+        t_backup = cli("backup", "--output", str(backup_dir), "--database-url", source)
+        figures.append(
+            ("backup", t_backup, events / t_backup, f"{events / t_backup / scan_rate:.2f} x scan")
+        )
+        fresh = database()
+        t = cli("restore", str(backup_dir), "--database-url", fresh,
+                "--sequencer-public-key", SEQUENCER_PK)  # fmt: skip
+        figures.append(
+            ("restore (+ verify)", t, events / t, f"{events / t / ceiling:.2f} x ed25519 ceiling")
+        )
+
+        print(f"floor: raw scan {scan_rate:,.0f} events/s ({scan:.2f}s for {rows} rows)")
+        print(
+            f"floor: bare Ed25519 verify {ed_rate:,.0f}/s on one core; "
+            f"ceiling for 2 per event on {cores} cores: {ceiling:,.0f} events/s"
+        )
+        print(f"{'tool':<30}{'seconds':>9}{'events/s':>11}  ratio")
+        for name, seconds, rate, ratio in figures:
+            print(f"{name:<30}{seconds:>9.1f}{rate:>11,.0f}  {ratio}")
+        print(f"(child processes, start-up included; {load()})")
+    finally:
+        for name in databases:
+            pg.drop_database(name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
