@@ -31,6 +31,8 @@ SERVER_START_S = 60.0
 SMALL_BENCH = {
     "make bench-core": " BENCH_ARGS='--events 200 --repeats 1'",
     "make bench-ingest": " BENCH_ARGS='--events 32 --batches 1 --backends sqlite'",
+    "make bench-http": " BENCH_ARGS='--events 100 --batch-events 200 --duration 1 --streams 2'",
+    "make bench-recovery": " BENCH_ARGS='--events 300 --streams 2'",
 }
 
 
