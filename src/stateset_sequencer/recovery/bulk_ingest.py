@@ -27,7 +27,14 @@ from ..store.rows import load_json
 from ..ves import envelope as ves_envelope
 from ..ves.errors import EnvelopeInvalid
 from ..ves.signing import Receipt
-from .export import ExportedEvent, ExportError, manifest_path, read_export
+from .export import (
+    ExportedEvent,
+    ExportError,
+    file_sha256,
+    manifest_path,
+    read_export,
+    read_manifest,
+)
 
 DEFAULT_BATCH = 500
 RETRIES = 3
@@ -112,7 +119,21 @@ def _plain_records(path: Path) -> Iterator[ExportedEvent]:
 
 
 def count_records(path: Path) -> int:
-    """Pass one: every record parses (and an export matches its manifest)."""
+    """Pass one, before anything is sent. An export need only match its manifest's
+    checksum (then every record is exactly as exported; pass two still checks each one);
+    a plain file has no checksum, so every record is parsed and checked now."""
+    if manifest_path(path).exists():
+        manifest = read_manifest(path)
+        try:
+            digest, size = file_sha256(path)
+        except OSError as exc:
+            raise ExportError(f"{path}: cannot read ({exc})") from None
+        if digest != manifest.get("file_sha256") or size != manifest.get("file_bytes"):
+            raise ExportError(
+                f"{path}: does not match its manifest ({size} bytes, sha256 {digest[:16]}…): "
+                "truncated or altered"
+            )
+        return int(manifest.get("event_count", 0))
     return sum(1 for _ in records(path))
 
 
@@ -154,23 +175,23 @@ async def bulk_ingest(
         try:
             await client.use_sequencer_key()
             skip_to = await _resume_points(client, path) if resume else {}
-            batch: list[ExportedEvent] = []
-            for record in records(path):
-                key = (record.envelope.tenant_id, record.envelope.store_id)
-                # Outbox records carry no sequence number (0): never skipped.
-                if 0 < record.sequence_number <= skip_to.get(key, 0):
-                    report.skipped += 1
-                    if progress:
-                        progress(1)
-                    continue
-                if batch and (
-                    len(batch) >= batch_size or _batch_key(batch[0]) != _batch_key(record)
-                ):
-                    await _send(client, batch, report, progress)
-                    batch = []
-                batch.append(record)
-            if batch:
-                await _send(client, batch, report, progress)
+            batches = _batches(records(path), batch_size, skip_to, report, progress)
+            # The next batch is read and checked in a thread while the previous one is on
+            # the wire: the server's work and ours overlap, and batches still go one at a
+            # time, in file order, so every stream keeps its order.
+            sending: asyncio.Task[None] | None = None
+            try:
+                while True:
+                    batch = await asyncio.to_thread(next, batches, None)
+                    if sending is not None:
+                        await sending
+                        sending = None
+                    if batch is None:
+                        break
+                    sending = asyncio.create_task(_send(client, batch, report, progress))
+            finally:
+                if sending is not None and not sending.done():
+                    sending.cancel()
         except SequencerError as exc:
             reason = f" ({exc.reason})" if exc.reason else ""
             raise BulkIngestError(
@@ -179,9 +200,36 @@ async def bulk_ingest(
             ) from None
         except ReceiptMismatch as exc:
             raise BulkIngestError(f"a receipt does not match its event: {exc}", report) from None
+        except ExportError as exc:
+            raise BulkIngestError(f"bad record, stopped there: {exc}", report) from None
         except httpx.HTTPError as exc:
             raise BulkIngestError(f"cannot reach {url}: {type(exc).__name__}", report) from None
     return report
+
+
+def _batches(
+    items: Iterator[ExportedEvent],
+    batch_size: int,
+    skip_to: dict[tuple[uuid.UUID, uuid.UUID], int],
+    report: BulkReport,
+    progress: Progress | None,
+) -> Iterator[list[ExportedEvent]]:
+    """Consecutive records of one stream and agent, at most ``batch_size`` at a time."""
+    batch: list[ExportedEvent] = []
+    for record in items:
+        key = (record.envelope.tenant_id, record.envelope.store_id)
+        # Outbox records carry no sequence number (0): never skipped.
+        if 0 < record.sequence_number <= skip_to.get(key, 0):
+            report.skipped += 1
+            if progress:
+                progress(1)
+            continue
+        if batch and (len(batch) >= batch_size or _batch_key(batch[0]) != _batch_key(record)):
+            yield batch
+            batch = []
+        batch.append(record)
+    if batch:
+        yield batch
 
 
 def _batch_key(record: ExportedEvent) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
