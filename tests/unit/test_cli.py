@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -257,3 +258,52 @@ def test_migrate_bad_input(tmp_path: Path, args: tuple[str, ...], code: int, nee
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == code
     assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_api_keys_create_list_revoke_on_the_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert cli("migrate", "--database-url", url).returncode == 0
+    tenant = "00000000-0000-0000-0000-0000000000a1"
+
+    made = cli(
+        "api-keys", "create", "--tenant-id", tenant, "--write", "--out", str(tmp_path / "k"),
+        "--database-url", url,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    key = (tmp_path / "k").read_text().strip()
+    assert key.startswith("ss_00000000") and len(key) == 43 and made.stdout == ""
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+
+    listed = cli("api-keys", "list", "--json", "--database-url", url)
+    (row,) = json.loads(listed.stdout)["keys"]
+    assert row["tenantId"] == tenant and row["permissions"] == "read_write" and row["active"]
+    assert key not in listed.stdout  # only a hash prefix is ever shown
+    prefix = hashlib.sha256(key.encode()).hexdigest()[:12]
+    assert row["keyHashPrefix"].startswith(prefix)
+
+    revoked = cli("api-keys", "revoke", prefix, "--database-url", url)
+    assert revoked.returncode == 0 and prefix in revoked.stdout
+    again = cli("api-keys", "revoke", prefix, "--database-url", url)
+    assert again.returncode == 2 and "ALREADY_REVOKED" in again.stderr
+    listed = cli("api-keys", "list", "--json", "--database-url", url)
+    assert json.loads(listed.stdout)["keys"][0]["active"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("api-keys", "create"), 2, "--tenant-id is required"),
+        (("api-keys", "create", "--tenant-id", "nope"), 2, "not a UUID"),
+        (("api-keys", "revoke", "abc"), 2, "INVALID_KEY_PREFIX"),
+        (("api-keys", "revoke", "0123456789abcdef"), 1, "KEY_NOT_FOUND"),
+        (("api-keys", "create", "--admin", "--rate-limit", "0"), 2, "rate-limit"),
+    ],
+)
+def test_api_keys_bad_input(tmp_path: Path, args: tuple[str, ...], code: int, needle: str) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert cli("migrate", "--database-url", url).returncode == 0
+    result = cli(*args, "--database-url", url)
+    assert result.returncode == code, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    listed = cli("api-keys", "list", "--json", "--database-url", url)
+    assert json.loads(listed.stdout)["count"] == 0
