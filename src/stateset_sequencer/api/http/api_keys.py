@@ -14,6 +14,7 @@ from ...sequencer.api_keys import KeyRequestError, KeySpec
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin
 from .deps import Auth, ServicesDep, actor, admin_ip_guard, bind_stream
 from .errors import AgentError, responses
+from .services import Services
 
 admin_router = APIRouter(
     prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_guard)]
@@ -106,6 +107,46 @@ def _created(plaintext: str, record: Any) -> dict[str, Any]:
     }
 
 
+async def _mint(
+    request: Request, services: Services, ctx: AuthContext, spec: KeySpec
+) -> dict[str, Any]:
+    who, kind = actor(ctx)
+    try:
+        plaintext, record = await api_keys.create_key(
+            services.store, spec, actor=who, actor_type=kind, request_id=_request_id(request)
+        )
+    except KeyRequestError as exc:
+        raise _agent_error(exc) from None
+    return _created(plaintext, record)
+
+
+async def _revoke(
+    request: Request,
+    services: Services,
+    ctx: AuthContext,
+    prefix: str,
+    agent_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """Revoke one key the caller can see: its tenant's (every tenant's for the bootstrap
+    admin), within its stores, and the agent's own when ``agent_id`` is given."""
+    who, kind = actor(ctx)
+    try:
+        record = await api_keys.revoke_key(
+            services.store,
+            prefix,
+            tenant_id=None if ctx.is_bootstrap else ctx.tenant_id,
+            within_stores=() if ctx.is_bootstrap else ctx.store_ids,
+            agent_id=agent_id,
+            actor=who,
+            actor_type=kind,
+            request_id=_request_id(request),
+        )
+    except KeyRequestError as exc:
+        raise _agent_error(exc) from None
+    services.authenticator.forget(record.key_hash)
+    return {"success": True, "keyHashPrefix": record.key_hash[:16], "message": "API key revoked"}
+
+
 # --- admin --------------------------------------------------------------------------------
 
 
@@ -125,7 +166,6 @@ async def admin_create_key(
     ):
         raise AgentError(403, "STORE_SCOPE_WIDENED", "cannot grant stores beyond your own")
     bind_stream(request, body.tenantId, None)
-    who, kind = actor(ctx)
     spec = KeySpec(
         tenant_id=body.tenantId,
         store_ids=tuple(body.storeIds),
@@ -135,13 +175,7 @@ async def admin_create_key(
         agent_id=body.agentId,
         rate_limit=body.rateLimit,
     )
-    try:
-        plaintext, record = await api_keys.create_key(
-            services.store, spec, actor=who, actor_type=kind, request_id=_request_id(request)
-        )
-    except KeyRequestError as exc:
-        raise _agent_error(exc) from None
-    return _created(plaintext, record)
+    return await _mint(request, services, ctx, spec)
 
 
 @admin_router.get("/api-keys", response_model=KeyList, responses=responses())
@@ -174,21 +208,7 @@ async def admin_revoke_key(
         ensure_admin(ctx)
     except AuthError as exc:
         raise _forbidden(exc) from None
-    who, kind = actor(ctx)
-    try:
-        record = await api_keys.revoke_key(
-            services.store,
-            key_hash_prefix,
-            tenant_id=None if ctx.is_bootstrap else ctx.tenant_id,
-            within_stores=() if ctx.is_bootstrap else ctx.store_ids,
-            actor=who,
-            actor_type=kind,
-            request_id=_request_id(request),
-        )
-    except KeyRequestError as exc:
-        raise _agent_error(exc) from None
-    services.authenticator.forget(record.key_hash)
-    return {"success": True, "keyHashPrefix": record.key_hash[:16], "message": "API key revoked"}
+    return await _revoke(request, services, ctx, key_hash_prefix)
 
 
 # --- agent self-service -------------------------------------------------------------------
@@ -256,7 +276,6 @@ async def agent_create_key(
             and body.rateLimit > ctx.rate_limit
         ):
             raise AgentError(403, "RATE_LIMIT_WIDENED", "cannot exceed your own rate limit")
-    who, kind = actor(ctx)
     spec = KeySpec(
         tenant_id=tenant,
         store_ids=stores,
@@ -266,13 +285,7 @@ async def agent_create_key(
         agent_id=agent_id,
         rate_limit=body.rateLimit if body.rateLimit is not None else ctx.rate_limit,
     )
-    try:
-        plaintext, record = await api_keys.create_key(
-            services.store, spec, actor=who, actor_type=kind, request_id=_request_id(request)
-        )
-    except KeyRequestError as exc:
-        raise _agent_error(exc) from None
-    return _created(plaintext, record)
+    return await _mint(request, services, ctx, spec)
 
 
 @agents_router.get("/{agent_id}/api-keys", response_model=KeyList, responses=responses())
@@ -289,18 +302,4 @@ async def agent_revoke_key(
     request: Request, agent_id: uuid.UUID, key_prefix: str, services: ServicesDep, ctx: Auth
 ) -> dict[str, Any]:
     _self_or_admin(ctx, agent_id)
-    who, kind = actor(ctx)
-    try:
-        record = await api_keys.revoke_key(
-            services.store,
-            key_prefix,
-            tenant_id=None if ctx.is_bootstrap else ctx.tenant_id,
-            agent_id=agent_id,
-            actor=who,
-            actor_type=kind,
-            request_id=_request_id(request),
-        )
-    except KeyRequestError as exc:
-        raise _agent_error(exc) from None
-    services.authenticator.forget(record.key_hash)
-    return {"success": True, "keyHashPrefix": record.key_hash[:16], "message": "API key revoked"}
+    return await _revoke(request, services, ctx, key_prefix, agent_id=agent_id)

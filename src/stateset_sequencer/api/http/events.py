@@ -9,12 +9,13 @@ since this service has one event path.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
-from ...sequencer.auth import AuthError, ensure_read
+from ...sequencer.auth import AuthContext, AuthError, ensure_read
 from ...store.base import StoredEvent, StreamKey
 from ...ves.codec import format_rfc3339
 from ...ves.envelope import MAX_ENTITY_ID_BYTES, MAX_ENTITY_TYPE_BYTES
@@ -106,7 +107,9 @@ def legacy_item(event: StoredEvent) -> dict[str, Any]:
     return {"envelope": envelope, "sequenced_at": format_rfc3339(event.sequenced_at)}
 
 
-def _read(ctx: Any, request: Request, tenant_id: uuid.UUID, store_id: uuid.UUID) -> StreamKey:
+def _read(
+    ctx: AuthContext, request: Request, tenant_id: uuid.UUID, store_id: uuid.UUID
+) -> StreamKey:
     bind_stream(request, tenant_id, store_id)
     try:
         ensure_read(ctx, tenant_id, store_id)
@@ -140,6 +143,31 @@ async def _read_entity(
         return [], 0
     events, total = await services.store.read_entity(stream, entity_type, entity_id, offset, limit)
     return list(events), total
+
+
+async def _entity_page(
+    request: Request,
+    services: Services,
+    ctx: AuthContext,
+    ids: tuple[uuid.UUID, uuid.UUID],
+    entity: tuple[str, str],
+    offset: int,
+    limit: int,
+    item: Callable[[StoredEvent], dict[str, Any]],
+) -> dict[str, Any]:
+    """One page of an entity's history, in the shape both entity routes answer."""
+    entity_type, entity_id = entity
+    _check_bytes(entity_type, entity_id)
+    stream = _read(ctx, request, *ids)
+    events, total = await _read_entity(services, stream, entity_type, entity_id, offset, limit)
+    return {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "events": [item(e) for e in events],
+        "count": len(events),
+        "total": total,
+        "has_more": offset + len(events) < total,
+    }
 
 
 # --- VES reads ----------------------------------------------------------------------------
@@ -207,17 +235,16 @@ async def ves_entity_history(
 ) -> dict[str, Any]:
     """An entity's events in sequence order. ``entity_id`` may hold any characters,
     slashes included; it is only ever a bound query parameter."""
-    _check_bytes(entity_type, entity_id)
-    stream = _read(ctx, request, tenant_id, store_id)
-    events, total = await _read_entity(services, stream, entity_type, entity_id, from_, limit)
-    return {
-        "entity_type": entity_type,
-        "entity_id": entity_id,
-        "events": [ves_item(e) for e in events],
-        "count": len(events),
-        "total": total,
-        "has_more": from_ + len(events) < total,
-    }
+    return await _entity_page(
+        request,
+        services,
+        ctx,
+        (tenant_id, store_id),
+        (entity_type, entity_id),
+        from_,
+        limit,
+        ves_item,
+    )
 
 
 class SequencerInfo(BaseModel):
@@ -284,15 +311,14 @@ async def entity_history(
     limit: Annotated[int, Query(ge=0, le=U63)] = MAX_ENTITY_PAGE,
 ) -> dict[str, Any]:
     """As the reference: ``limit`` 0 means 100, and larger values are capped at 100."""
-    _check_bytes(entity_type, entity_id)
-    stream = _read(ctx, request, tenant_id, store_id)
     page = MAX_ENTITY_PAGE if limit == 0 else min(limit, MAX_ENTITY_PAGE)
-    events, total = await _read_entity(services, stream, entity_type, entity_id, from_, page)
-    return {
-        "entity_type": entity_type,
-        "entity_id": entity_id,
-        "events": [legacy_item(e) for e in events],
-        "count": len(events),
-        "total": total,
-        "has_more": from_ + len(events) < total,
-    }
+    return await _entity_page(
+        request,
+        services,
+        ctx,
+        (tenant_id, store_id),
+        (entity_type, entity_id),
+        from_,
+        page,
+        legacy_item,
+    )
