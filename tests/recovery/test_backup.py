@@ -36,6 +36,7 @@ async def test_backup_verify_restore_round_trip(db: Db, tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dialect"] == db.dialect
+    assert out.stat().st_mode & 0o777 == 0o700  # the whole database is in there
     contents = manifest["contents"]
     assert contents["tables"]["ves_events"] == 35
     assert contents["tables"]["ves_sequencer_receipts"] == 35

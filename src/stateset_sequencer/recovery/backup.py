@@ -271,6 +271,9 @@ async def create_backup(
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if created:
+            # The whole database is in here, key hashes and audit trail included.
+            out_dir.chmod(0o700)
         if dialect == "sqlite":
             tool, contents = await _backup_sqlite(Path(target), out_dir / SQLITE_FILE, progress)
             files = {SQLITE_FILE: file_digest(out_dir / SQLITE_FILE)}
