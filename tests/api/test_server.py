@@ -95,6 +95,8 @@ def test_first_start_with_no_configuration(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert (data / "sequencer.db").exists()
     assert (data / "sequencer.key").stat().st_mode & 0o777 == 0o600
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert (data / "sequencer.db").stat().st_mode & 0o777 == 0o600
     assert keys[0] not in (data / "sequencer.db").read_bytes().decode("latin-1")
 
     with server(tmp_path, env) as (url, out):

@@ -9,6 +9,7 @@ writer, so a read never observes a stream transaction that has not committed.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 import uuid
@@ -111,12 +112,20 @@ class SqliteStore(Store):
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
+        new_file = not path.exists()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if new_file:
+                # SQLite gives its -wal and -shm files the database file's mode, so an
+                # owner-only file created empty keeps the whole log owner-only.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+        except FileExistsError:
+            pass  # another process created it between our check and ours
         except OSError as exc:
-            raise OperationalError(f"cannot create {path.parent}: {exc}") from exc
-        # The writer opens first: it creates the file and switches it to WAL, which the
-        # reader then relies on to read alongside the writer.
+            raise OperationalError(f"cannot create {path}: {exc}") from exc
+        # The writer opens first: it switches the file to WAL, which the reader then relies
+        # on to read alongside the writer.
         writer = await Worker.start("sqlite-writer", path, read_only=False)
         try:
             reader = await Worker.start("sqlite-reader", path, read_only=True)
