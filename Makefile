@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit run bench-core bench-ingest bench-http bench-recovery clean
+.PHONY: install debian-deps test lint typecheck unit run bench-core bench-ingest bench-http bench-recovery clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Debian packages the tests and the recovery commands call (PostgreSQL, its client tools,
+# openssl); installs only what is missing.
+debian-deps:
+	@bash scripts/debian-deps.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -22,7 +27,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/stateset_sequencer
 
-unit: $(STAMP)
+unit: $(STAMP) debian-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -38,11 +43,11 @@ bench-core: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-bench-ingest: $(STAMP)
+bench-ingest: $(STAMP) debian-deps
 	PYTHONPATH=. $(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)
 
-bench-http: $(STAMP)
+bench-http: $(STAMP) debian-deps
 	PYTHONPATH=. $(BIN)/python bench/bench_http.py $(BENCH_ARGS)
 
-bench-recovery: $(STAMP)
+bench-recovery: $(STAMP) debian-deps
 	PYTHONPATH=. $(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)
