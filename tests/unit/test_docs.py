@@ -51,7 +51,7 @@ def bash_commands(markdown: Path) -> list[str]:
 def workdir(tmp_path: Path) -> Path:
     for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy2(ROOT / name, tmp_path / name)  # copy2 keeps mtimes: no reinstall
-    for name in (".venv", "docs", "src", "bench", "tests", "README.md"):
+    for name in (".venv", "docs", "src", "bench", "tests", "scripts", "README.md"):
         (tmp_path / name).symlink_to(ROOT / name)
     return tmp_path
 
