@@ -36,6 +36,7 @@ from ..store.postgres import maintenance as pg_maintenance
 from ..store.sqlite import maintenance as sqlite_maintenance
 from ..ves.codec import format_rfc3339
 from .export import atomic_file
+from .manifest import load_manifest
 
 BACKUP_FORMAT = "stateset-sequencer-backup"
 FORMAT_VERSION = 1
@@ -226,16 +227,9 @@ def file_digest(path: Path) -> dict[str, Any]:
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BackupError(f"{path}: no manifest (not a backup directory?)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BackupError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BACKUP_FORMAT:
-        raise BackupError(f"{path}: not a {BACKUP_FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BackupError(f"{path}: format_version {manifest.get('format_version')!r} is not 1")
+    manifest = load_manifest(
+        path, BACKUP_FORMAT, FORMAT_VERSION, BackupError, "no manifest (not a backup directory?)"
+    )
     if manifest.get("dialect") not in ("sqlite", "postgres"):
         raise BackupError(f"{path}: unknown dialect {manifest.get('dialect')!r}")
     return manifest

@@ -33,6 +33,7 @@ from ..ves import envelope as ves_envelope
 from ..ves.codec import format_rfc3339
 from ..ves.errors import EnvelopeInvalid, VesError
 from ..ves.signing import Receipt
+from .manifest import load_manifest
 
 EXPORT_FORMAT = "stateset-sequencer-export"
 FORMAT_VERSION = 1
@@ -183,18 +184,13 @@ class ExportedEvent:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    mpath = manifest_path(path)
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{mpath}: no manifest beside the export") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ExportError(f"{mpath}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-        raise ExportError(f"{mpath}: not a {EXPORT_FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ExportError(f"{mpath}: format_version {manifest.get('format_version')!r} is not 1")
-    return manifest
+    return load_manifest(
+        manifest_path(path),
+        EXPORT_FORMAT,
+        FORMAT_VERSION,
+        ExportError,
+        "no manifest beside the export",
+    )
 
 
 def file_sha256(path: Path) -> tuple[str, int]:

@@ -54,6 +54,46 @@ def bundle_text(env: VesEventEnvelope) -> str | None:
     return None if env.agent_signature_bundle is None else dump_json(env.agent_signature_bundle)
 
 
+# The ves_events columns that rebuild an envelope, named as envelope_from_columns takes them,
+# and the ves_sequencer_receipts columns: one list for both adapters.
+ENVELOPE_COLUMNS = (
+    "event_id",
+    "command_id",
+    "ves_version",
+    "tenant_id",
+    "store_id",
+    "source_agent_id",
+    "agent_key_id",
+    "entity_type",
+    "entity_id",
+    "event_type",
+    "created_at_str",
+    "payload_kind",
+    "payload",
+    "payload_encrypted",
+    "payload_plain_hash",
+    "payload_cipher_hash",
+    "agent_signature",
+    "agent_signature_scheme",
+    "agent_signature_bundle",
+    "base_version",
+)
+RECEIPT_COLUMNS = (
+    "event_id",
+    "tenant_id",
+    "store_id",
+    "sequencer_id",
+    "sequence_number",
+    "sequenced_at",
+    "receipt_hash",
+    "signature_alg",
+    "sequencer_signature",
+    "sequencer_key_version",
+)
+# Receipt columns in a join with ves_events carry this prefix.
+RECEIPT_PREFIX = "r_"
+
+
 def envelope_from_columns(
     *,
     event_id: uuid.UUID | str,

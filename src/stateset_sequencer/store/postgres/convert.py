@@ -7,49 +7,21 @@ from asyncpg import Record
 from ...ves.codec import format_rfc3339
 from ...ves.signing import Receipt
 from ..base import AgentKey, ApiKeyRecord, AuditEntry, CommitmentRow, Existing, StoredEvent
-from ..rows import envelope_from_columns, load_json
+from ..rows import (
+    ENVELOPE_COLUMNS,
+    RECEIPT_COLUMNS,
+    RECEIPT_PREFIX,
+    envelope_from_columns,
+    load_json,
+)
 
 Row = Record
 
-EVENT_COLUMNS = (
-    "event_id",
-    "command_id",
-    "ves_version",
-    "tenant_id",
-    "store_id",
-    "source_agent_id",
-    "agent_key_id",
-    "entity_type",
-    "entity_id",
-    "event_type",
-    "created_at_str",
-    "sequenced_at",
-    "payload_kind",
-    "payload",
-    "payload_encrypted",
-    "payload_plain_hash",
-    "payload_cipher_hash",
-    "event_signing_hash",
-    "agent_signature",
-    "agent_signature_scheme",
-    "agent_signature_bundle",
-    "sequence_number",
-    "base_version",
-)
-RECEIPT_COLUMNS = (
-    "event_id",
-    "sequencer_id",
-    "sequence_number",
-    "sequenced_at",
-    "receipt_hash",
-    "signature_alg",
-    "sequencer_signature",
-    "sequencer_key_version",
-)
+EVENT_COLUMNS = (*ENVELOPE_COLUMNS, "sequenced_at", "event_signing_hash", "sequence_number")
 
 EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 # Receipt columns under an ``r_`` prefix so that one joined row carries both records.
-RECEIPT_SELECT = ", ".join(f"r.{c} AS r_{c}" for c in RECEIPT_COLUMNS)
+RECEIPT_SELECT = ", ".join(f"r.{c} AS {RECEIPT_PREFIX}{c}" for c in RECEIPT_COLUMNS)
 # Lookups by a list of keys go through LATERAL subqueries with LIMIT 1, which PostgreSQL
 # never flattens: the plan is one index probe per key whatever the statistics said when
 # the statement was first prepared. (A plain join against the array was cached as a hash

@@ -36,7 +36,7 @@ from ..base import (
     StreamSummary,
     StreamTransaction,
 )
-from ..rows import dump_json
+from ..rows import RECEIPT_COLUMNS, dump_json
 from . import convert, maintenance, migrate, schemas
 from .errors import describe, mapped
 from .transaction import (
@@ -69,7 +69,7 @@ _ENTITY_PAGE_SQL = (
     f"{_EVENTS_FROM} WHERE {_ENTITY_WHERE} ORDER BY e.sequence_number OFFSET $5 LIMIT $6"
 )
 _RECEIPT_SQL = (
-    f"SELECT {', '.join(convert.RECEIPT_COLUMNS)} "  # noqa: S608
+    f"SELECT {', '.join(RECEIPT_COLUMNS)} "  # noqa: S608
     "FROM ves_sequencer_receipts WHERE event_id = $1"
 )
 _HEAD_SQL = "SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2"

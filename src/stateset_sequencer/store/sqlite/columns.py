@@ -15,6 +15,9 @@ from ...ves.codec import format_rfc3339, parse_rfc3339
 from ...ves.signing import Receipt
 from ..base import AgentKey, ApiKeyRecord, AuditEntry, CommitmentRow, NewEvent, StoredEvent
 from ..rows import (
+    ENVELOPE_COLUMNS,
+    RECEIPT_COLUMNS,
+    RECEIPT_PREFIX,
     bundle_text,
     dump_json,
     encrypted_text,
@@ -25,29 +28,6 @@ from ..rows import (
     time_to_text,
 )
 
-# The ves_events columns that rebuild the envelope, named as envelope_from_columns wants.
-ENVELOPE_COLUMNS = (
-    "event_id",
-    "command_id",
-    "ves_version",
-    "tenant_id",
-    "store_id",
-    "source_agent_id",
-    "agent_key_id",
-    "entity_type",
-    "entity_id",
-    "event_type",
-    "created_at_str",
-    "payload_kind",
-    "payload",
-    "payload_encrypted",
-    "payload_plain_hash",
-    "payload_cipher_hash",
-    "agent_signature",
-    "agent_signature_scheme",
-    "agent_signature_bundle",
-    "base_version",
-)
 EVENT_COLUMNS = (
     *ENVELOPE_COLUMNS,
     "created_at",
@@ -55,21 +35,6 @@ EVENT_COLUMNS = (
     "sequenced_at",
     "event_signing_hash",
 )
-RECEIPT_COLUMNS = (
-    "event_id",
-    "tenant_id",
-    "store_id",
-    "sequencer_id",
-    "sequence_number",
-    "sequenced_at",
-    "receipt_hash",
-    "signature_alg",
-    "sequencer_signature",
-    "sequencer_key_version",
-)
-# Receipt columns in a join with ves_events carry this prefix.
-RECEIPT_PREFIX = "r_"
-
 EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 EVENT_WITH_RECEIPT_SELECT = EVENT_SELECT + "".join(
     f", r.{c} AS {RECEIPT_PREFIX}{c}" for c in RECEIPT_COLUMNS

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from ...ves.signing import Receipt
 from ..base import ConcurrentWriteError, Existing, NewEvent, StoredEvent, StreamKey
-from ..rows import time_to_text
+from ..rows import RECEIPT_COLUMNS, RECEIPT_PREFIX, time_to_text
 from . import columns as col
 from .worker import savepoint, snapshot
 
@@ -23,8 +23,8 @@ _EVENT_INSERT = (
     f"VALUES ({col.placeholders(len(col.EVENT_COLUMNS))})"
 )
 _RECEIPT_INSERT = (
-    f"INSERT INTO ves_sequencer_receipts ({', '.join(col.RECEIPT_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({col.placeholders(len(col.RECEIPT_COLUMNS))})"
+    f"INSERT INTO ves_sequencer_receipts ({', '.join(RECEIPT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({col.placeholders(len(RECEIPT_COLUMNS))})"
 )
 _EVENT_FROM = f"SELECT {col.EVENT_SELECT} FROM ves_events e"  # noqa: S608 - fixed names
 _EVENT_WITH_RECEIPT_FROM = (
@@ -165,7 +165,7 @@ def existing(conn: sqlite3.Connection, event_ids: Sequence[uuid.UUID]) -> dict[u
         ).fetchall()
         for row in rows:
             event = col.stored_event(row)
-            found[event.envelope.event_id] = Existing(event, col.receipt(row, col.RECEIPT_PREFIX))
+            found[event.envelope.event_id] = Existing(event, col.receipt(row, RECEIPT_PREFIX))
     return found
 
 
@@ -196,7 +196,7 @@ def get_event(conn: sqlite3.Connection, event_id: uuid.UUID) -> StoredEvent | No
 
 def get_receipt(conn: sqlite3.Connection, event_id: uuid.UUID) -> Receipt | None:
     row = conn.execute(
-        f"SELECT {', '.join(col.RECEIPT_COLUMNS)} FROM ves_sequencer_receipts "  # noqa: S608
+        f"SELECT {', '.join(RECEIPT_COLUMNS)} FROM ves_sequencer_receipts "  # noqa: S608
         "WHERE event_id = ?",
         (str(event_id),),
     ).fetchone()

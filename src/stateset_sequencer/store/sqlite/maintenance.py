@@ -30,7 +30,13 @@ from ..base import (
     StreamKey,
     StreamSummary,
 )
-from ..rows import envelope_from_columns, time_from_text, time_to_text
+from ..rows import (
+    ENVELOPE_COLUMNS,
+    RECEIPT_PREFIX,
+    envelope_from_columns,
+    time_from_text,
+    time_to_text,
+)
 from . import columns as col
 from .worker import immediate, snapshot
 
@@ -129,7 +135,7 @@ class _Times:
 
 # col.stored_event and col.receipt with the page's time cache; the fields are the same.
 def _stored_event(row: sqlite3.Row, times: _Times) -> StoredEvent:
-    envelope = envelope_from_columns(**{c: row[c] for c in col.ENVELOPE_COLUMNS})
+    envelope = envelope_from_columns(**{c: row[c] for c in ENVELOPE_COLUMNS})
     return StoredEvent(
         envelope=envelope,
         sequence_number=row["sequence_number"],
@@ -139,7 +145,7 @@ def _stored_event(row: sqlite3.Row, times: _Times) -> StoredEvent:
 
 
 def _receipt(row: sqlite3.Row, times: _Times) -> Receipt | None:
-    p = col.RECEIPT_PREFIX
+    p = RECEIPT_PREFIX
     if row[f"{p}event_id"] is None:
         return None
     signature = row[f"{p}sequencer_signature"]
