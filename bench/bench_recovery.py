@@ -35,12 +35,9 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-import httpx
-from tests import kit, pg
+from tests import kit, loadkit, pg
 from tests.serverproc import server
 
-from stateset_sequencer.store.base import StreamKey
-from stateset_sequencer.store.postgres import PostgresStore
 from stateset_sequencer.ves import signing
 
 ADMIN_KEY = "ss_00000000" + "benchrecoveryadminkey00000000000"
@@ -75,35 +72,7 @@ def cli(*args: str) -> float:
 
 
 async def populate(dsn: str, events: int, streams: int) -> None:
-    store = await PostgresStore.open(dsn, max_connections=streams + 2)
-    try:
-        await store.migrate()
-        await kit.register(store)
-        per = events // streams
-        keys = [StreamKey(kit.TENANT, uuid.UUID(int=0xBE4C0000 + n)) for n in range(streams)]
-        signed = {
-            key: [
-                kit.event(
-                    i, stream=key, recipients=[(1, kit.X25519_PUBLIC)] if i % 50 == 7 else None
-                )
-                for i in range(per)
-            ]
-            for key in keys
-        }
-        seq = kit.sequencer(store)
-        try:
-
-            async def one(key: StreamKey) -> None:
-                for start in range(0, per, 1000):
-                    result = await seq.ingest(kit.AGENT_ID, signed[key][start : start + 1000])
-                    if result.events_rejected:
-                        raise SystemExit(f"setup rejected events: {result.rejections[:3]}")
-
-            await asyncio.gather(*(one(k) for k in keys))
-        finally:
-            seq.close()
-    finally:
-        await store.close()
+    await loadkit.populate(dsn, loadkit.streams(streams, 0xBE4C0000), events // streams)
 
 
 async def scan_floor(dsn: str) -> tuple[int, float]:
@@ -129,22 +98,6 @@ def verify_floor(seconds: float = 2.0) -> float:
             signing.verify(signer.public_key, message, signature)
         done += len(items)
     return done / (time.perf_counter() - started)
-
-
-def register_agent(url: str) -> None:
-    response = httpx.post(
-        f"{url}/api/v1/agents/keys",
-        json={
-            "tenantId": str(kit.TENANT),
-            "agentId": str(kit.AGENT_ID),
-            "keyId": 1,
-            "publicKey": kit.AGENT.public_key.hex(),
-        },
-        headers={"X-API-Key": ADMIN_KEY},
-        timeout=30,
-    )
-    if response.status_code != 200:
-        raise SystemExit(f"registering the agent key failed: {response.text}")
 
 
 def main() -> None:
@@ -195,7 +148,7 @@ def main() -> None:
             "SEQUENCER_ENV": "test",
         }
         with server(work, env) as (url, _out):
-            register_agent(url)
+            loadkit.register_agent(url, ADMIN_KEY)
             t = cli("bulk-ingest", "--file", str(export), "--url", url, "--api-key", ADMIN_KEY,
                     "--batch-size", "1000")  # fmt: skip
         figures.append(

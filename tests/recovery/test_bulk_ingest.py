@@ -15,7 +15,7 @@ import pytest
 
 from stateset_sequencer.recovery.export import read_export
 from stateset_sequencer.store.base import StreamKey
-from tests import kit
+from tests import kit, loadkit
 from tests.recovery.conftest import STREAM_2, Db, cli, populate
 from tests.serverproc import server
 
@@ -34,18 +34,7 @@ def target(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     }
     with server(tmp_path, env) as (url, _out):
         for tenant in {kit.TENANT, STREAM_2.tenant_id}:
-            response = httpx.post(
-                f"{url}/api/v1/agents/keys",
-                json={
-                    "tenantId": str(tenant),
-                    "agentId": str(kit.AGENT_ID),
-                    "keyId": 1,
-                    "publicKey": kit.AGENT.public_key.hex(),
-                },
-                headers={"X-API-Key": ADMIN_KEY},
-                timeout=10,
-            )
-            assert response.status_code == 200, response.text
+            loadkit.register_agent(url, ADMIN_KEY, tenant)
         yield url, tmp_path
 
 

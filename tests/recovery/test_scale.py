@@ -24,22 +24,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from stateset_sequencer.recovery import verify
 from stateset_sequencer.recovery.export import read_export
 from stateset_sequencer.store.base import StreamKey
-from stateset_sequencer.store.postgres import PostgresStore
-from stateset_sequencer.ves.envelope import VesEventEnvelope
-from tests import kit, pg
+from tests import kit, loadkit, pg
 from tests.recovery.conftest import SEQUENCER_PK, Db, populate
 from tests.serverproc import server
 
 EVENTS = 100_000
 STREAMS = 10
 ENCRYPT_EVERY = 50
-INGEST_BATCH = 1000
 ADMIN_KEY = "ss_00000000" + "scaletestadminkey000000000000000"
 # Generous bounds for a loaded 2-core machine: a hung child fails the test rather than
 # the whole run; they are not performance expectations.
@@ -52,18 +48,7 @@ def _load() -> str:
 
 
 def _streams() -> list[StreamKey]:
-    return [StreamKey(kit.TENANT, uuid.UUID(int=0x5CA1E000 + n)) for n in range(STREAMS)]
-
-
-def _events(stream: StreamKey, count: int) -> list[VesEventEnvelope]:
-    return [
-        kit.event(
-            i,
-            stream=stream,
-            recipients=[(1, kit.X25519_PUBLIC)] if i % ENCRYPT_EVERY == 7 else None,
-        )
-        for i in range(count)
-    ]
+    return loadkit.streams(STREAMS, 0x5CA1E000)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,42 +72,7 @@ def _phase(name: str, timings: dict[str, float]) -> Iterator[None]:
 
 
 async def _populate(dsn: str) -> None:
-    store = await PostgresStore.open(dsn, max_connections=STREAMS + 2)
-    try:
-        await store.migrate()
-        await kit.register(store)
-        per = EVENTS // STREAMS
-        signed = {stream: _events(stream, per) for stream in _streams()}
-        seq = kit.sequencer(store)
-        try:
-            # Streams are independent: ingesting them concurrently overlaps the commits'
-            # round trips, as concurrent clients would.
-            async def one(stream: StreamKey) -> None:
-                events = signed[stream]
-                for start in range(0, per, INGEST_BATCH):
-                    result = await seq.ingest(kit.AGENT_ID, events[start : start + INGEST_BATCH])
-                    assert result.events_rejected == 0, result.rejections
-
-            await asyncio.gather(*(one(s) for s in signed))
-        finally:
-            seq.close()
-    finally:
-        await store.close()
-
-
-def _register_agent(url: str) -> None:
-    response = httpx.post(
-        f"{url}/api/v1/agents/keys",
-        json={
-            "tenantId": str(kit.TENANT),
-            "agentId": str(kit.AGENT_ID),
-            "keyId": 1,
-            "publicKey": kit.AGENT.public_key.hex(),
-        },
-        headers={"X-API-Key": ADMIN_KEY},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
+    await loadkit.populate(dsn, _streams(), EVENTS // STREAMS, encrypt_every=ENCRYPT_EVERY)
 
 
 def _compare(before: Path, after: Path) -> int:
@@ -171,7 +121,7 @@ def test_export_drop_reingest_verify_at_scale(tmp_path: Path) -> None:
             "SEQUENCER_ENV": "test",
         }
         with server(tmp_path, env) as (url, _out):
-            _register_agent(url)
+            loadkit.register_agent(url, ADMIN_KEY)
             with _phase("bulk-ingest (HTTP)", timings):
                 ingested = _run("bulk-ingest", "--file", str(export), "--url", url,
                                 "--api-key", ADMIN_KEY, "--batch-size", "1000")  # fmt: skip
