@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,42 @@ def test_api_keys_bad_input(tmp_path: Path, args: tuple[str, ...], code: int, ne
     assert needle in result.stderr and "Traceback" not in result.stderr
     listed = cli("api-keys", "list", "--json", "--database-url", url)
     assert json.loads(listed.stdout)["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("register-key", "--tenant-id", "x", "--agent-id", str(uuid.uuid4()),
+          "--public-key", "00" * 32), 2, "badly formed"),
+        (("register-key", "--tenant-id", str(uuid.uuid4()), "--agent-id", str(uuid.uuid4()),
+          "--public-key", "abcd"), 2, "32"),
+        (("send", "--event", "missing.json"), 2, "missing.json"),
+        (("send", "--event", "garbage.json"), 2, "neither JSON nor NDJSON"),
+        (("send", "--event", "array.json"), 2, "item 0 is not a VES envelope"),
+        (("send", "--event", "empty.json"), 2, "no events"),
+    ],
+)  # fmt: skip
+def test_agent_commands_refuse_bad_input(
+    tmp_path: Path, args: tuple[str, ...], code: int, needle: str
+) -> None:
+    (tmp_path / "garbage.json").write_text("{not json\n")
+    (tmp_path / "array.json").write_text('[{"ves_version": false}]')
+    (tmp_path / "empty.json").write_text("[]")
+    result = cli(*args, "--url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_send_to_an_unreachable_sequencer_fails_in_one_line(
+    tmp_path: Path, golden: dict[str, Any]
+) -> None:
+    key = tmp_path / "agent"
+    assert cli("keygen", "--out", str(key)).returncode == 0
+    signed = cli("sign", "--key", str(key / "agent.key"), "--event",
+                 str(write_unsigned(tmp_path / "u.json", golden)))  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    (tmp_path / "signed.json").write_text(signed.stdout)
+    # Port 9 (discard) on loopback: nothing listens there in the test environment.
+    result = cli("send", "--event", str(tmp_path / "signed.json"), "--url", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
