@@ -24,8 +24,8 @@ from tests import kit, pg
 from stateset_sequencer.sequencer.ingest import Sequencer
 from stateset_sequencer.store.base import Store, StreamKey
 from stateset_sequencer.store.factory import open_store
-from stateset_sequencer.store.rows import payload_text
 from stateset_sequencer.ves.envelope import VesEventEnvelope
+from stateset_sequencer.ves.jsontext import payload_text
 
 WRITERS = 16
 

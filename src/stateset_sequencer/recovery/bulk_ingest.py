@@ -23,9 +23,9 @@ import httpx
 from pydantic import ValidationError
 
 from ..client import ReceiptMismatch, SequencerClient, SequencerError
-from ..store.rows import load_json
 from ..ves import envelope as ves_envelope
 from ..ves.errors import EnvelopeInvalid
+from ..ves.jsontext import load_json
 from ..ves.signing import Receipt
 from .export import (
     ExportedEvent,

@@ -28,10 +28,10 @@ from typing import IO, Any, Literal
 from pydantic import ValidationError
 
 from ..store.base import Store, StoredEvent, StreamKey
-from ..store.rows import dump_json, load_json
 from ..ves import envelope as ves_envelope
 from ..ves.codec import format_rfc3339
 from ..ves.errors import EnvelopeInvalid, VesError
+from ..ves.jsontext import dump_json, load_json
 from ..ves.signing import Receipt
 from .manifest import load_manifest
 

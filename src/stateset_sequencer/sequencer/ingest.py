@@ -33,10 +33,10 @@ from functools import partial
 from typing import Any
 
 from ..store.base import ConcurrentWriteError, Existing, NewEvent, Store, StoredEvent, StreamKey
-from ..store.rows import dump_json
 from ..ves import envelope as ves_envelope
 from ..ves.envelope import VesEventEnvelope
 from ..ves.errors import EnvelopeInvalid, VesError
+from ..ves.jsontext import payload_size
 from ..ves.signing import Receipt, ReceiptSigner, verify
 from .keys import KeyCache, key_problem
 
@@ -178,13 +178,6 @@ def check_fields(env: VesEventEnvelope) -> None:
             "MISSING_PAYLOAD",
             f"event {env.event_id}: payload_encrypted is required for kind 1",
         )
-
-
-def payload_size(env: VesEventEnvelope) -> int:
-    """Compact JSON bytes of ``payload`` or ``payload_encrypted``, as the reference counts."""
-    if env.payload_encrypted is not None:
-        return len(dump_json(env.payload_encrypted.model_dump(mode="json")).encode("utf-8"))
-    return len(dump_json(env.payload).encode("utf-8"))
 
 
 # --- step 2: known event ids --------------------------------------------------------------

@@ -36,8 +36,8 @@ from ..store.base import (
     Store,
     StoreError,
 )
-from ..store.rows import load_json
 from ..ves.envelope import MAX_EVENT_TYPE_BYTES, PAYLOAD_KIND_ENCRYPTED, VesEventEnvelope
+from ..ves.jsontext import load_json
 from .ingest import Rejection
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin, ensure_read, ensure_write
 from ...sequencer.schemas import SchemaInputError, SchemaUnusable
 from ...store.base import SchemaRecord
-from ...store.rows import load_json
 from ...ves.codec import format_rfc3339
 from ...ves.envelope import MAX_EVENT_TYPE_BYTES
+from ...ves.jsontext import load_json
 from .deps import Auth, ServicesDep, actor, bind_stream
 from .errors import ApiError, responses
 

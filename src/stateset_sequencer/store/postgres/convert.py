@@ -5,6 +5,7 @@ from __future__ import annotations
 from asyncpg import Record
 
 from ...ves.codec import format_rfc3339
+from ...ves.jsontext import load_json
 from ...ves.signing import Receipt
 from ..base import AgentKey, ApiKeyRecord, AuditEntry, CommitmentRow, Existing, StoredEvent
 from ..rows import (
@@ -12,7 +13,6 @@ from ..rows import (
     RECEIPT_COLUMNS,
     RECEIPT_PREFIX,
     envelope_from_columns,
-    load_json,
 )
 
 Row = Record

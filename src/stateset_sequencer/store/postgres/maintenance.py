@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from ...ves.codec import format_rfc3339, u64
+from ...ves.jsontext import dump_json
 from ...ves.signing import Receipt
 from ..base import (
     AuditEntry,
@@ -28,7 +29,6 @@ from ..base import (
     StreamKey,
     StreamSummary,
 )
-from ..rows import dump_json
 
 # The assembly of summaries and the table-name rule are dialect-free; one copy serves both.
 from ..sqlite.maintenance import OCCUPIED_TABLES, checked_table, summaries

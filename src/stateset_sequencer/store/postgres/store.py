@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from ...ves.jsontext import dump_json
 from ...ves.signing import Receipt
 from ..base import (
     AgentKey,
@@ -36,7 +37,7 @@ from ..base import (
     StreamSummary,
     StreamTransaction,
 )
-from ..rows import RECEIPT_COLUMNS, dump_json
+from ..rows import RECEIPT_COLUMNS
 from . import convert, maintenance, migrate, schemas
 from .errors import describe, mapped
 from .transaction import (

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from ...ves.codec import parse_rfc3339
+from ...ves.jsontext import bundle_text, encrypted_text, payload_text
 from ..base import Existing, NewEvent, StreamKey, StreamTransaction
-from ..rows import bundle_text, encrypted_text, payload_text
 from . import convert
 from .errors import mapped
 

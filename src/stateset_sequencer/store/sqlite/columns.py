@@ -12,18 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from ...ves.codec import format_rfc3339, parse_rfc3339
+from ...ves.jsontext import bundle_text, dump_json, encrypted_text, load_json, payload_text
 from ...ves.signing import Receipt
 from ..base import AgentKey, ApiKeyRecord, AuditEntry, CommitmentRow, NewEvent, StoredEvent
 from ..rows import (
     ENVELOPE_COLUMNS,
     RECEIPT_COLUMNS,
     RECEIPT_PREFIX,
-    bundle_text,
-    dump_json,
-    encrypted_text,
     envelope_from_columns,
-    load_json,
-    payload_text,
     time_from_text,
     time_to_text,
 )

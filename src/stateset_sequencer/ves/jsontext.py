@@ -1,0 +1,58 @@
+"""Exact JSON text: the codec that stores, exports and the payload-size rule share.
+
+Payloads are kept as the JSON text of the value as received, not canonicalised: canonical
+JSON rounds big integers through doubles, and an exact replay must compare equal to what
+was stored. The size limit on a payload is counted over this same text, so the rule and
+the stored bytes can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+from .envelope import VesEventEnvelope
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text of a value; integers beyond 64 bits go through the stdlib."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+# orjson quietly reads integers beyond 64 bits as floats; such texts take the stdlib path,
+# which keeps every integer exact (a run of 19+ digits is the cheap sign of one).
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def load_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    if _LONG_DIGITS.search(text):
+        return json.loads(text)
+    return orjson.loads(text)
+
+
+def payload_text(env: VesEventEnvelope) -> str | None:
+    return None if env.payload is None else dump_json(env.payload)
+
+
+def encrypted_text(env: VesEventEnvelope) -> str | None:
+    if env.payload_encrypted is None:
+        return None
+    return dump_json(env.payload_encrypted.model_dump(mode="json"))
+
+
+def bundle_text(env: VesEventEnvelope) -> str | None:
+    return None if env.agent_signature_bundle is None else dump_json(env.agent_signature_bundle)
+
+
+def payload_size(env: VesEventEnvelope) -> int:
+    """Compact JSON bytes of ``payload`` or ``payload_encrypted``, as the reference counts."""
+    text = encrypted_text(env) if env.payload_encrypted is not None else payload_text(env)
+    return len((text if text is not None else "null").encode("utf-8"))
