@@ -180,6 +180,16 @@ class SchemaRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a caller may need to know about a backend, answered by its adapter so that no
+    code outside ``store/`` compares backend names."""
+
+    name: str  # "sqlite" or "postgresql", as /health/detailed reports it
+    text_holds_nul: bool  # PostgreSQL text cannot hold U+0000; SQLite's can
+    embedded: bool  # lives in the local data directory, beside the receipt key
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """Connections of the store's pool (SQLite: its writer and reader threads)."""
 
@@ -267,6 +277,7 @@ class Store(ABC):
     """The storage contract. Every method is safe to call concurrently."""
 
     dialect: str
+    capabilities: Capabilities
 
     # --- lifecycle and migrations ---------------------------------------------------------
 

@@ -22,6 +22,7 @@ from ..base import (
     AgentKey,
     ApiKeyRecord,
     AuditEntry,
+    Capabilities,
     CommitmentRow,
     CounterState,
     Existing,
@@ -138,6 +139,7 @@ class PostgresStore(Store):
     the primary because a lagging replica would still accept a just-revoked key."""
 
     dialect = "postgres"
+    capabilities = Capabilities(name="postgresql", text_holds_nul=False, embedded=False)
 
     def __init__(self, pool: Pool, reader: Pool | None = None) -> None:
         self._pool = pool

@@ -25,6 +25,7 @@ from ..base import (
     AgentKey,
     ApiKeyRecord,
     AuditEntry,
+    Capabilities,
     CommitmentRow,
     CounterState,
     Existing,
@@ -100,6 +101,7 @@ class SqliteStreamTransaction(StreamTransaction):
 
 class SqliteStore(Store):
     dialect = "sqlite"
+    capabilities = Capabilities(name="sqlite", text_holds_nul=True, embedded=True)
 
     def __init__(self, path: Path, writer: Worker, reader: Worker) -> None:
         self.path = path
