@@ -1,5 +1,10 @@
 """VES-ENC-1 encryption: RFC 9180 known answers, the golden vector, errors, structure checks
-and round-trip / tamper properties."""
+and round-trip / tamper properties.
+
+``ves.encryption`` seals and opens with ``cryptography``'s HPKE, which picks its own ephemeral
+keys. Known answers that fix one are sealed by ``hpke_reference`` instead, and the tests
+here check that the library opens what the reference seals and the other way round.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +27,7 @@ from hypothesis import strategies as st
 from stateset_sequencer.ves import encryption as enc
 from stateset_sequencer.ves import errors, hashing, jcs
 from stateset_sequencer.ves.codec import U32_MAX, b64url_decode, b64url_encode
+from tests.unit import hpke_reference as ref
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 ENC1: dict[str, Any] = json.loads((VECTORS / "ves_enc_1_test_vectors.json").read_text("utf-8"))
@@ -55,13 +64,25 @@ def _fixed(*chunks: bytes) -> Callable[[int], bytes]:
     return draw
 
 
+def _seal_with(*ikms: bytes) -> enc.HpkeSeal:
+    """The reference's seal, with ephemeral keys derived from ``ikms`` in order (the library
+    cannot be given one)."""
+    queue = list(ikms)
+
+    def seal(public_key: bytes, info: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+        return ref.seal_base(public_key, info, b"", plaintext, ikm_e=queue.pop(0))
+
+    return seal
+
+
 @functools.cache
 def _golden() -> enc.EncryptedPayload:
     return enc.encrypt_payload(
         FULL["payload"],
         **CTX,
         recipients=[(1, R1_PK)],
-        randomness=_fixed(SALT, DEK, NONCE, IKM_42),
+        randomness=_fixed(SALT, DEK, NONCE),
+        hpke_seal=_seal_with(IKM_42),
     )
 
 
@@ -113,7 +134,13 @@ A1_AAD0 = bytes.fromhex("436f756e742d30")
 A1_CT0 = bytes.fromhex(
     "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a96d8770ac83d07bea87e13c512a"
 )
-A1_SUITE = enc.SUITE_X25519_SHA256_AES128GCM
+A1_SUITE = ref.AES_128_GCM
+A1_LIBRARY = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
+
+# The golden file's one DEK wrap: a known answer for the suite VES actually uses.
+G_ENC = b64url_decode(GOLDEN["full:recipient[0]"]["enc_b64u"])
+G_CT = b64url_decode(GOLDEN["full:recipient[0]"]["ct_b64u"])
+G_INFO = _unhex(GOLDEN["full:payload_aad (Rust: no ves_version)"])
 
 
 @pytest.mark.parametrize(
@@ -122,18 +149,18 @@ A1_SUITE = enc.SUITE_X25519_SHA256_AES128GCM
     ids=["ephemeral", "recipient"],
 )
 def test_rfc9180_derive_key_pair(ikm: bytes, sk: bytes, pk: bytes) -> None:
-    assert enc.derive_key_pair(ikm) == (sk, pk)
+    assert ref.derive_key_pair(ikm) == (sk, pk)
 
 
 def test_rfc9180_encap_and_decap() -> None:
-    shared, enc_ = enc.encap(A1_PK_RM, A1_IKM_E)
+    shared, enc_ = ref.encap(A1_PK_RM, A1_IKM_E)
     assert enc_ == A1_PK_EM
     assert shared == A1_SHARED
-    assert enc.decap(enc_, A1_SK_RM) == A1_SHARED
+    assert ref.decap(enc_, A1_SK_RM) == A1_SHARED
 
 
 def test_rfc9180_key_schedule() -> None:
-    ctx = enc.key_schedule_base(A1_SHARED, A1_INFO, A1_SUITE)
+    ctx = ref.key_schedule_base(A1_SHARED, A1_INFO, A1_SUITE)
     assert ctx.key_schedule_context == A1_KS_CONTEXT
     assert ctx.secret == A1_SECRET
     assert ctx.key == A1_KEY
@@ -143,50 +170,114 @@ def test_rfc9180_key_schedule() -> None:
 
 
 def test_rfc9180_seal_and_open_sequence_0() -> None:
-    enc_, ct = enc.hpke_seal_base(A1_PK_RM, A1_INFO, A1_AAD0, A1_PT, ikm_e=A1_IKM_E, suite=A1_SUITE)
+    enc_, ct = ref.seal_base(A1_PK_RM, A1_INFO, A1_AAD0, A1_PT, ikm_e=A1_IKM_E, aead=A1_SUITE)
     assert enc_ == A1_PK_EM
     assert ct == A1_CT0
-    assert enc.hpke_open_base(enc_, A1_SK_RM, A1_INFO, A1_AAD0, ct, suite=A1_SUITE) == A1_PT
+    assert ref.open_base(enc_, A1_SK_RM, A1_INFO, A1_AAD0, ct, aead=A1_SUITE) == A1_PT
+
+
+def test_rfc9180_library_opens_sequence_0() -> None:
+    # Every A.1.1 encryption has a non-empty aad, which the public API (since it dropped its
+    # aad argument) cannot pass, so the library opens the RFC's bytes through its private
+    # _decrypt_with_aad. The public API has to refuse them: it binds an empty aad.
+    sk = X25519PrivateKey.from_private_bytes(A1_SK_RM)
+    sealed = A1_PK_EM + A1_CT0
+    opened = rust_openssl.hpke._decrypt_with_aad(A1_LIBRARY, sealed, sk, info=A1_INFO, aad=A1_AAD0)
+    assert opened == A1_PT
+    with pytest.raises(InvalidTag):
+        A1_LIBRARY.decrypt(sealed, sk, info=A1_INFO)
+
+
+def test_rfc9180_keys_interoperate_with_library() -> None:
+    sk = X25519PrivateKey.from_private_bytes(A1_SK_RM)
+    enc_, ct = ref.seal_base(A1_PK_RM, A1_INFO, b"", A1_PT, ikm_e=A1_IKM_E, aead=A1_SUITE)
+    assert enc_ == A1_PK_EM
+    assert A1_LIBRARY.decrypt(enc_ + ct, sk, info=A1_INFO) == A1_PT
+    sealed = A1_LIBRARY.encrypt(A1_PT, sk.public_key(), info=A1_INFO)
+    assert ref.open_base(sealed[:32], A1_SK_RM, A1_INFO, b"", sealed[32:], aead=A1_SUITE) == A1_PT
+
+
+def test_library_opens_golden_wrap() -> None:
+    assert enc.hpke_open_base(G_ENC, R1_SK, G_INFO, G_CT) == DEK
+
+
+def _flip_last(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
 
 
 @pytest.mark.parametrize(
-    ("enc_", "info", "aad", "ct"),
+    ("enc_", "sk", "info", "ct"),
     [
-        (A1_PK_EM, A1_INFO, b"Count-1", A1_CT0),
-        (A1_PK_EM, b"other info", A1_AAD0, A1_CT0),
-        (A1_PK_EM, A1_INFO, A1_AAD0, A1_CT0[:-1] + bytes([A1_CT0[-1] ^ 1])),
-        (A1_PK_EM, A1_INFO, A1_AAD0, b""),
-        (A1_PK_RM, A1_INFO, A1_AAD0, A1_CT0),
-        (bytes(32), A1_INFO, A1_AAD0, A1_CT0),  # small-order enc: all-zero DH (§7.1.4)
-        (A1_PK_EM[:31], A1_INFO, A1_AAD0, A1_CT0),
+        (G_ENC, R1_SK, G_INFO, ref.seal_base(R1_PK, G_INFO, b"x", DEK, ikm_e=IKM_42)[1]),
+        (G_ENC, R1_SK, b"other info", G_CT),
+        (G_ENC, R1_SK, G_INFO, _flip_last(G_CT)),
+        (G_ENC, R1_SK, G_INFO, b""),
+        (R1_PK, R1_SK, G_INFO, G_CT),
+        (bytes(32), R1_SK, G_INFO, G_CT),  # small-order enc: all-zero DH (§7.1.4)
+        (G_ENC[:31], R1_SK, G_INFO, G_CT),
+        # enc ‖ ct is the golden wrap byte for byte, but split in the wrong place.
+        (G_ENC[:31], R1_SK, G_INFO, G_ENC[31:] + G_CT),
+        (G_ENC + G_CT[:1], R1_SK, G_INFO, G_CT[1:]),
+        (G_ENC, R2_SK, G_INFO, G_CT),
+        (A1_PK_EM, A1_SK_RM, A1_INFO, A1_CT0),  # an AES-128-GCM message
     ],
-    ids=["aad", "info", "ct", "empty-ct", "enc", "zero-enc", "short-enc"],
+    ids=[
+        "aad",
+        "info",
+        "ct",
+        "empty-ct",
+        "enc",
+        "zero-enc",
+        "short-enc",
+        "short-enc-same-bytes",
+        "long-enc-same-bytes",
+        "wrong-key",
+        "other-suite",
+    ],
 )
-def test_rfc9180_open_failures_are_decryption_failed(
-    enc_: bytes, info: bytes, aad: bytes, ct: bytes
+def test_open_failures_are_decryption_failed(
+    enc_: bytes, sk: bytes, info: bytes, ct: bytes
 ) -> None:
-    with pytest.raises(errors.DecryptionFailed):
-        enc.hpke_open_base(enc_, A1_SK_RM, info, aad, ct, suite=A1_SUITE)
+    with pytest.raises(errors.DecryptionFailed) as failure:
+        enc.hpke_open_base(enc_, sk, info, ct)
+    assert str(failure.value).startswith("HPKE ")  # ours, not the library's
 
 
-def test_hpke_key_and_ikm_checks() -> None:
+@pytest.mark.parametrize(
+    "point",
+    [
+        "00" * 32,
+        "01" + "00" * 31,
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ],
+    ids=["0", "1", "order-8", "order-8b", "p-1"],
+)
+def test_small_order_recipient_key_is_bad_key(point: str) -> None:
+    with pytest.raises(errors.BadKey) as failure:
+        enc.hpke_seal_base(bytes.fromhex(point), G_INFO, DEK)
+    assert str(failure.value) == "recipient public key is of small order"
+
+
+def test_hpke_key_checks() -> None:
     with pytest.raises(errors.BadKey):
-        enc.encap(bytes(32), A1_IKM_E)  # small-order recipient key
+        enc.hpke_seal_base(R1_PK[:31], G_INFO, DEK)
     with pytest.raises(errors.BadKey):
-        enc.encap(A1_PK_RM[:31], A1_IKM_E)
+        enc.hpke_open_base(G_ENC, R1_SK + b"\x00", G_INFO, G_CT)
     with pytest.raises(errors.BadKey):
-        enc.decap(A1_PK_EM, A1_SK_RM + b"\x00")
-    with pytest.raises(errors.BadLength):
-        enc.derive_key_pair(b"\x00" * 31)
+        enc.hpke_open_base(G_ENC, R1_SK.hex(), G_INFO, G_CT)  # type: ignore[arg-type]
 
 
-def test_aes256_suite_round_trip() -> None:
-    enc_, ct = enc.hpke_seal_base(R1_PK, b"info", b"", DEK, ikm_e=IKM_42)
+def test_library_round_trip_and_reference_interop() -> None:
+    enc_, ct = enc.hpke_seal_base(R1_PK, b"info", DEK)
     assert len(enc_) == 32
     assert len(ct) == 48
-    assert enc.hpke_open_base(enc_, R1_SK, b"info", b"", ct) == DEK
-    with pytest.raises(errors.DecryptionFailed):
-        enc.hpke_open_base(enc_, R1_SK, b"info", b"", ct, suite=A1_SUITE)
+    assert enc.hpke_open_base(enc_, R1_SK, b"info", ct) == DEK
+    assert ref.open_base(enc_, R1_SK, b"info", b"", ct) == DEK
+    with pytest.raises(InvalidTag):
+        ref.open_base(enc_, R1_SK, b"info", b"", ct, aead=A1_SUITE)
+    assert enc.hpke_seal_base(R1_PK, b"info", DEK)[0] != enc_  # a fresh ephemeral key
 
 
 # --- golden full encryption (VES_PROTOCOL §5.5) -------------------------------------------
@@ -229,7 +320,7 @@ def test_golden_plaintext_and_ephemeral() -> None:
     )
     assert plaintext == bytes.fromhex(GOLDEN["full:plaintext_hex"])
     assert plaintext[16:].decode() == FULL["intermediate_values"]["canonical_json"]
-    assert b64url_encode(enc.derive_key_pair(IKM_42)[1]) == wire["recipients"][0]["enc_b64u"]
+    assert b64url_encode(ref.derive_key_pair(IKM_42)[1]) == wire["recipients"][0]["enc_b64u"]
 
 
 def test_golden_event_signing_hash_kind_1() -> None:
@@ -267,9 +358,40 @@ def test_golden_decrypts_for_recipient_1() -> None:
 def test_golden_accepts_uuid_objects() -> None:
     ctx = {**CTX, **{k: uuid.UUID(CTX[k]) for k in ("tenant_id", "store_id", "event_id")}}
     again = enc.encrypt_payload(
-        FULL["payload"], **ctx, recipients=[(1, R1_PK)], randomness=_fixed(SALT, DEK, NONCE, IKM_42)
+        FULL["payload"],
+        **ctx,
+        recipients=[(1, R1_PK)],
+        randomness=_fixed(SALT, DEK, NONCE),
+        hpke_seal=_seal_with(IKM_42),
     )
     assert again == _golden()
+
+
+def test_golden_with_the_library_seal() -> None:
+    """Everything but the wrap is fixed by ``randomness`` alone, and the library's wrap
+    decrypts like the golden one; the default seal draws nothing from ``randomness``."""
+    out = enc.encrypt_payload(
+        FULL["payload"], **CTX, recipients=[(1, R1_PK)], randomness=_fixed(SALT, DEK, NONCE)
+    )
+    golden = _golden()
+    assert out.payload_plain_hash == golden.payload_plain_hash
+    assert out.payload_aad == golden.payload_aad
+    wire, golden_wire = out.payload_encrypted, golden.payload_encrypted
+    assert {k: v for k, v in wire.items() if k != "recipients"} == {
+        k: v for k, v in golden_wire.items() if k != "recipients"
+    }
+    assert wire["recipients"] != golden_wire["recipients"]
+    (entry,) = wire["recipients"]
+    enc_, ct = b64url_decode(entry["enc_b64u"]), b64url_decode(entry["ct_b64u"])
+    assert ref.open_base(enc_, R1_SK, G_INFO, b"", ct) == DEK
+    assert out.payload_cipher_hash == hashing.payload_cipher_hash(
+        nonce=NONCE,
+        aad=out.payload_aad,
+        ciphertext=b64url_decode(wire["ciphertext_b64u"]),
+        tag=b64url_decode(wire["tag_b64u"]),
+        recipients_hash=hashing.recipients_hash([(1, enc_, ct)]),
+    )
+    assert _decrypt_golden(wire) == FULL["payload"]
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -338,7 +460,7 @@ def _seal_raw(plaintext: bytes, plain_hash: bytes) -> dict[str, Any]:
     """A sender that seals arbitrary ``salt ‖ body`` bytes under an AAD of its choosing."""
     aad = _aad(plain_hash)
     ct, tag = enc.aes_gcm_seal(DEK, NONCE, plaintext, aad)
-    e, wrapped = enc.hpke_seal_base(R1_PK, aad, b"", DEK, ikm_e=IKM_42)
+    e, wrapped = ref.seal_base(R1_PK, aad, b"", DEK, ikm_e=IKM_42)
     wire = _golden_wire()
     wire["ciphertext_b64u"], wire["tag_b64u"] = b64url_encode(ct), b64url_encode(tag)
     wire["recipients"] = [
@@ -450,6 +572,13 @@ def test_encrypt_input_checks() -> None:
         enc.encrypt_payload(
             FULL["payload"], **CTX, recipients=[(1, R1_PK)], randomness=lambda n: bytes(n - 1)
         )
+    for bad_seal in (
+        lambda pk, info, pt: (b"", b""),
+        lambda pk, info, pt: (bytes(32), bytes(47)),
+        lambda pk, info, pt: (bytes(33), bytes(48)),
+    ):
+        with pytest.raises(errors.BadLength):
+            enc.encrypt_payload(FULL["payload"], **CTX, recipients=[(1, R1_PK)], hpke_seal=bad_seal)
     with pytest.raises(errors.NonCanonical):
         enc.encrypt_payload(float("nan"), **CTX, recipients=[(1, R1_PK)])
     with pytest.raises(errors.BadUuid):
@@ -677,6 +806,37 @@ def test_round_trip_for_every_recipient(payload: Any, recipients: list[tuple[int
         )
         assert jcs.canonicalize(decrypted) == jcs.canonicalize(payload)
         assert decrypted == jcs.loads(jcs.canonicalize(payload))
+
+
+def _distinct_keys(keys: list[bytes]) -> bool:
+    # Two secrets that differ only in bits X25519 clamps away are the same key.
+    return len({_x25519_public(sk) for sk in keys}) == len(keys)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    plaintext=st.binary(max_size=80),
+    info=st.binary(max_size=80),
+    keys=st.lists(_SECRET_KEYS, min_size=1, max_size=4).filter(_distinct_keys),
+    ikm=st.binary(min_size=32, max_size=32),
+)
+def test_hpke_round_trip_through_library(
+    plaintext: bytes, info: bytes, keys: list[bytes], ikm: bytes
+) -> None:
+    for sk in keys:
+        pk = _x25519_public(sk)
+        enc_, ct = enc.hpke_seal_base(pk, info, plaintext)
+        assert len(enc_) == 32 and len(ct) == len(plaintext) + 16
+        assert enc.hpke_open_base(enc_, sk, info, ct) == plaintext
+        assert ref.open_base(enc_, sk, info, b"", ct) == plaintext
+        ref_enc, ref_ct = ref.seal_base(pk, info, b"", plaintext, ikm_e=ikm)
+        assert enc.hpke_open_base(ref_enc, sk, info, ref_ct) == plaintext
+        for other in keys:
+            if other != sk:
+                with pytest.raises(errors.DecryptionFailed):
+                    enc.hpke_open_base(enc_, other, info, ct)
+        with pytest.raises(errors.DecryptionFailed):
+            enc.hpke_open_base(enc_, sk, info + b"\x00", ct)
 
 
 _BLOB_FIELDS = ("nonce_b64u", "ciphertext_b64u", "tag_b64u")

@@ -6,10 +6,11 @@ its event through ``payload_aad`` (which has no ``ves_version`` and no ``payload
 the Rust reference does it, VES_PROTOCOL §13), and the whole ciphertext is summarised by
 ``payload_cipher_hash``, the only payload hash the sequencer can check for such events.
 
-HPKE is built here from ``cryptography`` primitives rather than taken from a package so that
-every step can be checked against the RFC's published intermediate values: suite
-DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM, with the AEAD left as a parameter so
-the tests can run the same code on RFC 9180 Appendix A.1 (which uses AES-128-GCM).
+HPKE is ``cryptography``'s own (suite DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 /
+AES-256-GCM), so this module holds no key schedule to get wrong. The library picks each
+ephemeral key itself; the known answers that fix one (RFC 9180 Appendix A.1, the golden
+file) are reproduced by a deterministic seal that lives with the tests, injected through
+``hpke_seal`` and checked to interoperate with the library both ways.
 
 Nothing here does I/O or reads a clock; randomness is injectable so that known answers can
 be reproduced.
@@ -21,15 +22,13 @@ import hmac
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hmac import HMAC
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from . import hashing, jcs
 from .codec import U32_MAX, b64url_decode, b64url_encode, parse_uuid
@@ -50,26 +49,17 @@ __all__ = [
     "ACCEPTED_ENC_VERSIONS",
     "ACCEPTED_HPKE_KEMS",
     "ACCEPTED_HPKE_MODES",
-    "SUITE_X25519_SHA256_AES128GCM",
-    "SUITE_X25519_SHA256_AES256GCM",
     "EncryptedParts",
     "EncryptedPayload",
-    "HpkeContext",
-    "HpkeSuite",
+    "HpkeSeal",
     "RandomSource",
     "aes_gcm_open",
     "aes_gcm_seal",
     "cipher_hash_of",
-    "decap",
     "decrypt_payload",
-    "derive_key_pair",
-    "encap",
     "encrypt_payload",
     "hpke_open_base",
     "hpke_seal_base",
-    "key_schedule_base",
-    "labeled_expand",
-    "labeled_extract",
     "parse_encrypted",
 ]
 
@@ -89,106 +79,26 @@ SALT_LEN: Final = 16
 DEK_LEN: Final = 32
 NONCE_LEN: Final = 12
 TAG_LEN: Final = 16
+X25519_KEY_LEN: Final = 32
 ENC_LEN: Final = 32  # Nenc of DHKEM(X25519, HKDF-SHA256)
 WRAPPED_DEK_LEN: Final = DEK_LEN + TAG_LEN
 
 _REASON: Final = "schema_validation: payload_encrypted"
 
-# --- HPKE constants (RFC 9180 §4, §5, §7.1) ----------------------------------------------
-
-KEM_ID_X25519_HKDF_SHA256: Final = 0x0020
-KDF_ID_HKDF_SHA256: Final = 0x0001
-AEAD_ID_AES_128_GCM: Final = 0x0001
-AEAD_ID_AES_256_GCM: Final = 0x0002
-
-_HPKE_V1: Final = b"HPKE-v1"
-_MODE_BASE: Final = b"\x00"
-_N_SECRET: Final = 32  # Nsecret, RFC 9180 §7.1 table 2
-_N_SK: Final = 32  # Nsk
-_N_PK: Final = 32  # Npk
-_N_H: Final = 32  # Nh of HKDF-SHA256, RFC 9180 §7.2 table 3
-_N_N: Final = 12  # Nn of both AES-GCM AEADs, RFC 9180 §7.3 table 5
-_KEM_SUITE_ID: Final = b"KEM" + KEM_ID_X25519_HKDF_SHA256.to_bytes(2, "big")
-
 RandomSource = Callable[[int], bytes]
 """Returns that many random bytes; ``os.urandom`` unless a test injects a fixed source."""
 
+HpkeSeal = Callable[[bytes, bytes, bytes], tuple[bytes, bytes]]
+"""``(recipient public key, info, plaintext) -> (enc, ct)``: one base-mode HPKE seal.
 
-@dataclass(frozen=True, slots=True)
-class HpkeSuite:
-    """An HPKE ciphersuite with DHKEM(X25519, HKDF-SHA256) and HKDF-SHA256 fixed.
+Always :func:`hpke_seal_base` in production. A test that needs known answers injects a
+deterministic seal, because the library draws each ephemeral key itself and cannot be told
+which one to use.
+"""
 
-    Only the AEAD varies: VES uses AES-256-GCM, while RFC 9180 Appendix A.1 publishes its
-    X25519 vectors for AES-128-GCM. Both are AES-GCM, so only the id and key length differ.
-    """
+# --- HPKE (RFC 9180) ---------------------------------------------------------------------
 
-    aead_id: int
-    key_len: int
-
-    @property
-    def suite_id(self) -> bytes:
-        """``"HPKE" ‖ I2OSP(kem_id, 2) ‖ I2OSP(kdf_id, 2) ‖ I2OSP(aead_id, 2)`` (§5.1)."""
-        return (
-            b"HPKE"
-            + KEM_ID_X25519_HKDF_SHA256.to_bytes(2, "big")
-            + KDF_ID_HKDF_SHA256.to_bytes(2, "big")
-            + self.aead_id.to_bytes(2, "big")
-        )
-
-
-SUITE_X25519_SHA256_AES256GCM: Final = HpkeSuite(aead_id=AEAD_ID_AES_256_GCM, key_len=32)
-SUITE_X25519_SHA256_AES128GCM: Final = HpkeSuite(aead_id=AEAD_ID_AES_128_GCM, key_len=16)
-
-
-@dataclass(frozen=True, slots=True)
-class HpkeContext:
-    """Output of the base-mode KeySchedule (RFC 9180 §5.1); secrets are kept out of repr."""
-
-    key_schedule_context: bytes
-    secret: bytes = field(repr=False)
-    key: bytes = field(repr=False)
-    base_nonce: bytes = field(repr=False)
-    exporter_secret: bytes = field(repr=False)
-
-
-# --- HPKE building blocks ----------------------------------------------------------------
-
-
-def labeled_extract(suite_id: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
-    """RFC 9180 §4 LabeledExtract: HKDF-Extract (RFC 5869 §2.2) over a labelled IKM.
-
-    An empty salt means ``Nh`` zero bytes, exactly as RFC 5869 specifies; HMAC pads its key
-    with zeros anyway, but spelling it out keeps the construction visible.
-    """
-    mac = HMAC(salt or bytes(_N_H), hashes.SHA256())
-    mac.update(_HPKE_V1 + suite_id + label + ikm)
-    return mac.finalize()
-
-
-def labeled_expand(suite_id: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
-    """RFC 9180 §4 LabeledExpand: HKDF-Expand with ``I2OSP(L, 2) ‖ "HPKE-v1" ‖ suite_id``
-    prefixed to the label, so every derived value is bound to its length and suite."""
-    labeled_info = length.to_bytes(2, "big") + _HPKE_V1 + suite_id + label + info
-    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=labeled_info).derive(prk)
-
-
-def _public_of(sk: bytes) -> bytes:
-    """SerializePublicKey(pk(sk)) for X25519 (RFC 9180 §7.1.1): the raw u-coordinate."""
-    return X25519PrivateKey.from_private_bytes(sk).public_key().public_bytes_raw()
-
-
-def _dh(sk: bytes, pk: bytes) -> bytes | None:
-    """X25519 (RFC 7748 §5); ``None`` when the output is all zeros.
-
-    RFC 9180 §7.1.4 requires that case to abort: it means ``pk`` is of small order and the
-    "shared" secret is known to everyone. ``cryptography`` signals it with ``ValueError``.
-    """
-    try:
-        return X25519PrivateKey.from_private_bytes(sk).exchange(
-            X25519PublicKey.from_public_bytes(pk)
-        )
-    except ValueError:
-        return None
+_HPKE: Final = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 
 def _check_key(name: str, value: bytes, length: int) -> bytes:
@@ -198,109 +108,41 @@ def _check_key(name: str, value: bytes, length: int) -> bytes:
     return bytes(value)
 
 
-def derive_key_pair(ikm: bytes) -> tuple[bytes, bytes]:
-    """RFC 9180 §7.1.3 DeriveKeyPair for X25519: ``(sk, pk)`` from input keying material.
+def hpke_seal_base(pk_r: bytes, info: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+    """RFC 9180 §6.1 single-shot SealBase with an empty aad: ``(enc, ct)``.
 
-    The reference's hpke crate makes every ephemeral key this way from 32 random bytes, so
-    deriving it here (rather than generating a key directly) is what lets a fixed ``ikm``
-    reproduce its ``enc`` byte for byte. The secret is not clamped: X25519 clamps on use.
+    The library offers no aad and needs none here: VES binds each DEK wrap to its event by
+    passing ``payload_aad`` as ``info``, as the reference's encrypt.rs does.
     """
-    if not isinstance(ikm, bytes | bytearray) or len(ikm) < _N_SK:
-        raise BadLength(f"DeriveKeyPair needs at least {_N_SK} bytes of ikm")
-    dkp_prk = labeled_extract(_KEM_SUITE_ID, b"", b"dkp_prk", bytes(ikm))
-    sk = labeled_expand(_KEM_SUITE_ID, dkp_prk, b"sk", b"", _N_SK)
-    return sk, _public_of(sk)
+    public_key = X25519PublicKey.from_public_bytes(
+        _check_key("recipient public key", pk_r, X25519_KEY_LEN)
+    )
+    try:
+        sealed = _HPKE.encrypt(plaintext, public_key, info=info)
+    except ValueError:
+        # An all-zero DH output (RFC 9180 §7.1.4) is the only way a well-formed key can
+        # fail: the key is of small order and the "shared" secret would be public.
+        raise BadKey("recipient public key is of small order") from None
+    return sealed[:ENC_LEN], sealed[ENC_LEN:]
 
 
-def _extract_and_expand(dh: bytes, kem_context: bytes) -> bytes:
-    """RFC 9180 §4.1 ExtractAndExpand: the KEM shared secret, bound to ``enc ‖ pkR``."""
-    eae_prk = labeled_extract(_KEM_SUITE_ID, b"", b"eae_prk", dh)
-    return labeled_expand(_KEM_SUITE_ID, eae_prk, b"shared_secret", kem_context, _N_SECRET)
+def hpke_open_base(enc: bytes, sk_r: bytes, info: bytes, ciphertext: bytes) -> bytes:
+    """RFC 9180 §6.1 single-shot OpenBase with an empty aad.
 
-
-def encap(pk_r: bytes, ikm_e: bytes) -> tuple[bytes, bytes]:
-    """RFC 9180 §4.1 DHKEM Encap with the ephemeral key from ``DeriveKeyPair(ikm_e)``.
-
-    Returns ``(shared_secret, enc)``. A small-order recipient key raises :class:`BadKey`.
+    A malformed ``sk_r`` is the caller's and raises :class:`BadKey`. Everything else comes
+    from the sender, so a bad, short or small-order ``enc`` is :class:`DecryptionFailed`
+    just like a bad tag.
     """
-    pk_r = _check_key("recipient public key", pk_r, _N_PK)
-    sk_e, pk_e = derive_key_pair(ikm_e)
-    dh = _dh(sk_e, pk_r)
-    if dh is None:
-        raise BadKey("recipient public key is of small order")
-    return _extract_and_expand(dh, pk_e + pk_r), pk_e
-
-
-def decap(enc: bytes, sk_r: bytes) -> bytes:
-    """RFC 9180 §4.1 DHKEM Decap: the shared secret for ``enc`` under ``sk_r``.
-
-    A malformed or small-order ``enc`` comes from the sender, so it is reported as
-    :class:`DecryptionFailed`; a malformed ``sk_r`` is the caller's and raises :class:`BadKey`.
-    """
-    sk_r = _check_key("recipient private key", sk_r, _N_SK)
+    private_key = X25519PrivateKey.from_private_bytes(
+        _check_key("recipient private key", sk_r, X25519_KEY_LEN)
+    )
+    # The library takes enc ‖ ct as one string, so a short enc would silently move the
+    # split point instead of being reported.
     if not isinstance(enc, bytes | bytearray) or len(enc) != ENC_LEN:
         raise DecryptionFailed(f"HPKE enc must be {ENC_LEN} bytes")
-    dh = _dh(sk_r, bytes(enc))
-    if dh is None:
-        raise DecryptionFailed("HPKE enc is of small order")
-    return _extract_and_expand(dh, bytes(enc) + _public_of(sk_r))
-
-
-def key_schedule_base(
-    shared_secret: bytes, info: bytes, suite: HpkeSuite = SUITE_X25519_SHA256_AES256GCM
-) -> HpkeContext:
-    """RFC 9180 §5.1 KeySchedule for mode_base: empty ``psk`` and ``psk_id``.
-
-    ``info`` enters only through its hash in the context, which is why VES can pass the
-    32-byte ``payload_aad`` as ``info`` and thereby bind each DEK wrap to its event.
-    """
-    sid = suite.suite_id
-    psk_id_hash = labeled_extract(sid, b"", b"psk_id_hash", b"")
-    info_hash = labeled_extract(sid, b"", b"info_hash", info)
-    context = _MODE_BASE + psk_id_hash + info_hash
-    secret = labeled_extract(sid, shared_secret, b"secret", b"")
-    return HpkeContext(
-        key_schedule_context=context,
-        secret=secret,
-        key=labeled_expand(sid, secret, b"key", context, suite.key_len),
-        base_nonce=labeled_expand(sid, secret, b"base_nonce", context, _N_N),
-        exporter_secret=labeled_expand(sid, secret, b"exp", context, _N_H),
-    )
-
-
-def hpke_seal_base(
-    pk_r: bytes,
-    info: bytes,
-    aad: bytes,
-    plaintext: bytes,
-    *,
-    ikm_e: bytes,
-    suite: HpkeSuite = SUITE_X25519_SHA256_AES256GCM,
-) -> tuple[bytes, bytes]:
-    """RFC 9180 §6.1 single-shot SealBase: ``(enc, ct)``.
-
-    Only sequence number 0 is ever used, so the nonce is ``base_nonce`` itself (§5.2
-    ComputeNonce XORs in ``I2OSP(0, Nn)``, which changes nothing).
-    """
-    shared_secret, enc = encap(pk_r, ikm_e)
-    ctx = key_schedule_base(shared_secret, info, suite)
-    return enc, AESGCM(ctx.key).encrypt(ctx.base_nonce, plaintext, aad)
-
-
-def hpke_open_base(
-    enc: bytes,
-    sk_r: bytes,
-    info: bytes,
-    aad: bytes,
-    ciphertext: bytes,
-    *,
-    suite: HpkeSuite = SUITE_X25519_SHA256_AES256GCM,
-) -> bytes:
-    """RFC 9180 §6.1 single-shot OpenBase at sequence 0; any failure is DecryptionFailed."""
-    ctx = key_schedule_base(decap(enc, sk_r), info, suite)
     try:
-        return AESGCM(ctx.key).decrypt(ctx.base_nonce, ciphertext, aad)
-    except InvalidTag:
+        return _HPKE.decrypt(bytes(enc) + ciphertext, private_key, info=info)
+    except (InvalidTag, ValueError):
         raise DecryptionFailed("HPKE open failed: wrong key, info or ciphertext") from None
 
 
@@ -541,6 +383,17 @@ def _draw(randomness: RandomSource, length: int) -> bytes:
     return bytes(raw)
 
 
+def _wrap(seal: HpkeSeal, public_key: bytes, info: bytes, dek: bytes) -> tuple[bytes, bytes]:
+    """A seal that a test injects is held to the wire's lengths, as :func:`_draw` holds a
+    randomness source to its sizes, so that no malformed recipient entry can be emitted."""
+    enc, ct = seal(public_key, info, dek)
+    if len(enc) != ENC_LEN or len(ct) != WRAPPED_DEK_LEN:
+        raise BadLength(
+            f"HPKE seal must return a {ENC_LEN}-byte enc and a {WRAPPED_DEK_LEN}-byte ct"
+        )
+    return bytes(enc), bytes(ct)
+
+
 def _check_recipients(recipients: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     """Refuse what the sequencer would refuse, before any randomness is spent."""
     if not recipients:
@@ -553,7 +406,9 @@ def _check_recipients(recipients: Sequence[tuple[int, bytes]]) -> list[tuple[int
         if kid in seen:
             raise _reject("recipients", f"duplicate recipient_kid {kid}")
         seen.add(kid)
-        checked.append((kid, _check_key(f"public key of recipient {kid}", public_key, _N_PK)))
+        checked.append(
+            (kid, _check_key(f"public key of recipient {kid}", public_key, X25519_KEY_LEN))
+        )
     return checked
 
 
@@ -571,12 +426,13 @@ def encrypt_payload(
     created_at: str,
     recipients: Sequence[tuple[int, bytes]],
     randomness: RandomSource = os.urandom,
+    hpke_seal: HpkeSeal = hpke_seal_base,
 ) -> EncryptedPayload:
     """Encrypt a JSON payload for ``recipients`` (``(kid, X25519 public key)``), §5.1.
 
-    ``randomness`` is called for the salt (16), DEK (32) and nonce (12), then for one
-    32-byte HPKE ephemeral ikm per recipient in the order given; only a test should replace
-    it. ``created_at`` must be the exact string that will be signed.
+    ``randomness`` is called for the salt (16), DEK (32) and nonce (12), and ``hpke_seal``
+    once per recipient in the order given, with ``info = payload_aad``; only a test should
+    replace either. ``created_at`` must be the exact string that will be signed.
     """
     checked = _check_recipients(recipients)
     canonical = jcs.canonicalize(payload)
@@ -601,10 +457,7 @@ def encrypt_payload(
 
     # info = payload_aad and aad = "" (what encrypt.rs does, not what the VEC spec says).
     wrapped = sorted(
-        (
-            (kid, *hpke_seal_base(pk, aad, b"", dek, ikm_e=_draw(randomness, _N_SK)))
-            for kid, pk in checked
-        ),
+        ((kid, *_wrap(hpke_seal, pk, aad, dek)) for kid, pk in checked),
         key=lambda entry: entry[0],
     )
     recipients_hash = hashing.recipients_hash(wrapped)
@@ -667,7 +520,7 @@ def decrypt_payload(
         HPKE_KEM_X25519,
     ):
         raise DecryptionFailed("only enc_version 1 with base-mode X25519 HPKE can be opened")
-    sk_r = _check_key("recipient private key", recipient_private_key, _N_SK)
+    sk_r = _check_key("recipient private key", recipient_private_key, X25519_KEY_LEN)
     entry = next((r for r in parts.recipients if r[0] == recipient_kid), None)
     if entry is None:
         raise RecipientNotFound(f"no recipient entry for kid {recipient_kid!r}")
@@ -685,7 +538,7 @@ def decrypt_payload(
         created_at=created_at,
         payload_plain_hash=payload_plain_hash,
     )
-    dek = hpke_open_base(enc, sk_r, aad, b"", wrapped_dek)
+    dek = hpke_open_base(enc, sk_r, aad, wrapped_dek)
     if len(dek) != DEK_LEN:
         raise DecryptionFailed(f"unwrapped DEK must be {DEK_LEN} bytes")
     plaintext = aes_gcm_open(dek, parts.nonce, parts.ciphertext, parts.tag, aad)
