@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -13,10 +14,21 @@ from typing import Any
 
 import pytest
 
-from stateset_sequencer.store.base import CommitmentRow
+from stateset_sequencer.recovery import verify
+from stateset_sequencer.recovery.streams import stream_top
+from stateset_sequencer.sequencer.commitments import event_leaf
+from stateset_sequencer.store.records import CommitmentRow, CounterState, StoredEvent
 from stateset_sequencer.ves import hashing, merkle, signing
 from tests import kit
-from tests.recovery.conftest import Db, cli, populate, stream_args, verify_cli
+from tests.recovery.conftest import (
+    SEQUENCER_PK,
+    Db,
+    cli,
+    open_db,
+    populate,
+    stream_args,
+    verify_cli,
+)
 
 
 def report_of(path: Path) -> dict[str, Any]:
@@ -27,17 +39,7 @@ def report_of(path: Path) -> dict[str, Any]:
 async def commit_first(db: Db, count: int) -> None:
     """Store a real commitment over events 1..count, as the commitment engine would."""
     events = await db.store.read_range(kit.STREAM, 1, count)
-    leaves = [
-        hashing.leaf_hash(
-            kit.TENANT,
-            kit.STORE_ID,
-            e.sequence_number,
-            e.event_signing_hash,
-            e.envelope.agent_signature,
-        )
-        for e in events
-    ]
-    c = merkle.commit(kit.TENANT, kit.STORE_ID, 1, leaves)
+    c = merkle.commit(kit.TENANT, kit.STORE_ID, 1, [event_leaf(e) for e in events])
     await db.store.put_commitment(
         CommitmentRow(
             batch_id=uuid.uuid4(),
@@ -227,3 +229,113 @@ async def test_a_wrong_merkle_root_is_found_at_the_commitment_start(db: Db) -> N
     assert result.returncode == 1
     # A tampered root breaks both the recomputed root and the recorded state root.
     assert "first bad sequence 1: commitments." in result.stderr
+
+
+async def verify_here(db: Db, **options: Any) -> verify.Report:
+    """verify-events on the stream, in this process (findings as objects)."""
+    states = await db.store.counter_states(kit.STREAM)
+    checks = verify.default_checks(
+        db.store, sequencer_public_key=bytes.fromhex(SEQUENCER_PK), deep=False
+    )
+    runner = verify.Verifier(db.store, checks, **options)
+    return await runner.run([verify.plan_run(s, None, None) for s in states])
+
+
+def test_the_leaf_is_the_protocols() -> None:
+    """``event_leaf`` is VES_PROTOCOL §6.1's leaf over the stored columns."""
+    env = kit.event(3)
+    stored = StoredEvent(env, 5, datetime.now(UTC), env.signing_hash())
+    assert event_leaf(stored) == hashing.leaf_hash(
+        kit.TENANT, kit.STORE_ID, 5, env.signing_hash(), env.agent_signature
+    )
+    assert event_leaf(stored, bytes(32)) == hashing.leaf_hash(
+        kit.TENANT, kit.STORE_ID, 5, bytes(32), env.agent_signature
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "code"),
+    [
+        # The verifier used to skip these two; ves.merkle.chain_faults checks them.
+        ("padded_leaf_count", 32, "commitments.commitment_padded_count"),
+        ("tree_depth", 7, "commitments.commitment_tree_depth"),
+    ],
+)
+async def test_wrong_padding_counts_are_found(db: Db, column: str, value: int, code: str) -> None:
+    await populate(db.store, 10)
+    await commit_first(db, 8)
+    await db.sql(f"UPDATE ves_commitments SET {column} = {value}")
+    report = await verify_here(db)
+    assert [(f.sequence, f"{f.check}.{f.code}") for f in report.findings] == [(1, code)]
+    assert report.checks["commitments"].startswith("1 commitments chained; 1 Merkle roots")
+
+
+async def test_a_commitment_chain_must_start_at_1(db: Db) -> None:
+    """The protocol lets a first commitment start anywhere; this sequencer starts every
+    stream at 1, so its verifier reports one that does not."""
+    await populate(db.store, 10)
+    events = await db.store.read_range(kit.STREAM, 3, 6)
+    c = merkle.commit(kit.TENANT, kit.STORE_ID, 3, [event_leaf(e) for e in events])
+    assert merkle.chain_faults([c]) == []
+    await db.store.put_commitment(
+        CommitmentRow(
+            uuid.uuid4(), kit.TENANT, kit.STORE_ID, 1, c.tree_depth, c.leaf_count,
+            c.padded_leaf_count, c.merkle_root, c.prev_state_root, c.new_state_root,
+            c.sequence_start, c.sequence_end, datetime.now(UTC),
+        )
+    )  # fmt: skip
+    report = await verify_here(db)
+    [finding] = report.findings
+    assert (finding.sequence, finding.code) == (3, "commitment_gap")
+    assert finding.message == "commitment 3..6: does not start at 1"
+
+
+def test_the_range_runs_to_the_top_of_the_stream() -> None:
+    behind = CounterState(kit.STREAM, counter=6, max_sequence=12, event_count=12)
+    ahead = CounterState(kit.STREAM, counter=15, max_sequence=10, event_count=10)
+    assert stream_top(behind) == 12 and stream_top(ahead) == 15
+    run = verify.plan_run(behind, None, None)
+    assert (run.start, run.end, run.whole) == (1, 12, True)
+    assert verify.plan_run(ahead, 3, None).whole is False
+    assert verify.plan_run(ahead, None, 4).end == 4
+
+
+class _WhereHooksRun(verify.Check):
+    """Records the thread each hook runs on, and the order pages are examined in."""
+
+    name = "where"
+
+    def __init__(self) -> None:
+        self.threads: dict[str, set[int]] = {}
+        self.examined: list[int] = []
+
+    def _here(self, hook: str) -> None:
+        self.threads.setdefault(hook, set()).add(threading.get_ident())
+
+    async def prepare(self, chunk: verify.Chunk) -> None:
+        self._here("prepare")
+
+    def examine(self, chunk: verify.Chunk) -> verify.Examined:
+        self._here("examine")
+        self.examined.append(chunk.records[0][0].sequence_number)
+        return verify.Examined()
+
+    def absorb(self, chunk: verify.Chunk, examined: verify.Examined) -> list[verify.Finding]:
+        self._here("absorb")
+        return []
+
+
+async def test_every_hook_runs_on_the_event_loop_in_sequence_order(tmp_path: Path) -> None:
+    """What the Check docstring says: only signature verification leaves the loop, even
+    with the worker pool and several pages in flight."""
+    async for db in open_db("sqlite", tmp_path):
+        await populate(db.store, 30)
+        where = _WhereHooksRun()
+        checks = [*verify.default_checks(db.store, sequencer_public_key=None, deep=False), where]
+        runner = verify.Verifier(db.store, checks, workers=2, chunk_size=4, processes=True)
+        states = await db.store.counter_states(kit.STREAM)
+        report = await runner.run([verify.plan_run(s, None, None) for s in states])
+        assert report.total == 0 and report.events == 30
+        loop_thread = threading.get_ident()
+        assert where.threads == {hook: {loop_thread} for hook in ("prepare", "examine", "absorb")}
+        assert where.examined == list(range(1, 31, 4))

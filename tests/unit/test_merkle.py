@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -135,10 +136,17 @@ def test_proof_faults() -> None:
         merkle.commit(T, S, 0, leaves)
 
 
-def test_verify_chain_catches_each_fault(golden: dict[str, Any]) -> None:
+def _golden_chain(golden: dict[str, Any]) -> tuple[merkle.Commitment, merkle.Commitment]:
     leaves = _golden_leaves(golden)
     first = merkle.commit(T, S, 1, leaves[:3])
-    second = merkle.commit(T, S, 4, leaves[3:], first.new_state_root)
+    return first, merkle.commit(T, S, 4, leaves[3:], first.new_state_root)
+
+
+K = merkle.ChainFaultKind
+
+
+def test_verify_chain_catches_each_fault(golden: dict[str, Any]) -> None:
+    first, second = _golden_chain(golden)
     faults = [
         [first, replace(second, sequence_start=5, sequence_end=6)],
         [first, replace(second, leaf_count=3)],
@@ -149,6 +157,135 @@ def test_verify_chain_catches_each_fault(golden: dict[str, Any]) -> None:
         [replace(first, prev_state_root=second.new_state_root), second],
     ]
     for chain in faults:
+        assert merkle.chain_faults(chain)
         with pytest.raises(BadProof):
             merkle.verify_chain(chain)
     merkle.verify_chain([])
+    merkle.verify_chain([first, second])
+
+
+def test_chain_faults_names_every_fault_with_its_place(golden: dict[str, Any]) -> None:
+    first, second = _golden_chain(golden)
+    assert merkle.chain_faults([first, second]) == []
+    found = merkle.chain_faults(
+        [first, replace(second, sequence_start=5, sequence_end=6), replace(second, tree_depth=9)]
+    )
+    assert [(f.kind, f.index, f.sequence_start) for f in found] == [
+        (K.GAP, 1, 5),
+        (K.NEW_ROOT, 1, 5),
+        # The third is judged against the second as stored (5..6, its new root).
+        (K.GAP, 2, 4),
+        (K.TREE_DEPTH, 2, 4),
+        (K.PREV_ROOT, 2, 4),
+    ]
+    assert str(found[0]) == "commitment 5..6: does not start at 4"
+    with pytest.raises(BadProof, match=re.escape("commitment 5..6: does not start at 4")):
+        merkle.verify_chain([first, replace(second, sequence_start=5, sequence_end=6)])
+
+
+def test_padded_leaf_count_and_tree_depth_are_checked(golden: dict[str, Any]) -> None:
+    first, second = _golden_chain(golden)
+    padded = merkle.chain_faults([first, replace(second, padded_leaf_count=4)])
+    assert [(f.kind, f.index) for f in padded] == [(K.PADDED_COUNT, 1)]
+    assert str(padded[0]) == "commitment 4..5: padded_leaf_count 4, not 2 for 2 leaves"
+    depth = merkle.chain_faults([replace(first, tree_depth=1), second])
+    assert [(f.kind, f.index) for f in depth] == [(K.TREE_DEPTH, 0)]
+
+
+def test_a_first_commitment_may_start_anywhere_unless_told(golden: dict[str, Any]) -> None:
+    """VES_PROTOCOL §7.2: the first commitment of a stream may start anywhere, with a zero
+    previous root; this sequencer's verifier asks for 1 (``first_start``)."""
+    later = merkle.commit(T, S, 5, _golden_leaves(golden)[:2])
+    assert merkle.chain_faults([later]) == []
+    [gap] = merkle.chain_faults([later], first_start=1)
+    assert (gap.kind, gap.index, gap.message) == (K.GAP, 0, "does not start at 1")
+    assert [f.kind for f in merkle.chain_faults([replace(later, sequence_start=0)])] == [
+        K.GAP,
+        K.LEAF_COUNT,
+        K.NEW_ROOT,
+    ]
+
+
+def test_a_continuation_chains_onto_a_given_root(golden: dict[str, Any]) -> None:
+    first, second = _golden_chain(golden)
+    assert merkle.chain_faults([second], first_start=4, prev_state_root=first.new_state_root) == []
+    [broken] = merkle.chain_faults([second], first_start=4)
+    assert broken.kind is K.PREV_ROOT
+
+
+def _chain(n: int, sizes: list[int]) -> list[merkle.Commitment]:
+    chain: list[merkle.Commitment] = []
+    start, prev = 1, hashing.ZERO_HASH
+    for size in sizes[:n]:
+        leaves = [hashlib.sha256(f"{start + i}".encode()).digest() for i in range(size)]
+        chain.append(merkle.commit(T, S, start, leaves, prev))
+        start, prev = start + size, chain[-1].new_state_root
+    return chain
+
+
+SIZES = st.lists(st.integers(1, 9), min_size=1, max_size=12)
+FIELDS = (
+    "tenant_id",
+    "sequence_start",
+    "sequence_end",
+    "leaf_count",
+    "padded_leaf_count",
+    "tree_depth",
+    "merkle_root",
+    "prev_state_root",
+    "new_state_root",
+)
+
+
+@given(SIZES)
+def test_a_valid_chain_of_any_length_has_no_faults(sizes: list[int]) -> None:
+    chain = _chain(len(sizes), sizes)
+    assert merkle.chain_faults(chain, first_start=1) == []
+    merkle.verify_chain(chain, first_start=1)
+
+
+def _changed(c: merkle.Commitment, name: str, delta: int) -> merkle.Commitment:
+    value = getattr(c, name)
+    if isinstance(value, bytes):
+        return replace(c, **{name: bytes([value[0] ^ 1]) + value[1:]})
+    if isinstance(value, uuid.UUID):
+        return replace(c, **{name: uuid.UUID(int=value.int ^ 1)})
+    return replace(c, **{name: value + delta})
+
+
+@given(SIZES, st.data())
+def test_changing_any_one_field_gives_exactly_its_faults(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    chain = _chain(len(sizes), sizes)
+    index = data.draw(st.integers(0, len(chain) - 1))
+    name = data.draw(st.sampled_from(FIELDS))
+    delta = data.draw(st.sampled_from([-1, 1, 2, 7]))
+    c = chain[index]
+    bad = _changed(c, name, delta)
+    chain[index] = bad
+    here = {
+        "tenant_id": {K.NEW_ROOT},
+        "sequence_start": {K.GAP, K.LEAF_COUNT, K.NEW_ROOT},
+        "sequence_end": {K.LEAF_COUNT, K.NEW_ROOT},
+        "leaf_count": {K.LEAF_COUNT, K.NEW_ROOT},
+        "padded_leaf_count": {K.PADDED_COUNT},
+        "tree_depth": {K.TREE_DEPTH},
+        "merkle_root": {K.NEW_ROOT},
+        "prev_state_root": {K.PREV_ROOT, K.NEW_ROOT},
+        "new_state_root": {K.NEW_ROOT},
+    }[name]
+    if name == "leaf_count" and merkle.next_pow2(bad.leaf_count) != c.padded_leaf_count:
+        # Padding and depth follow from leaf_count: wrong for the new count when its
+        # power of two differs.
+        here = here | {K.PADDED_COUNT, K.TREE_DEPTH}
+    expected = {(kind, index) for kind in here}
+    if index + 1 < len(chain):
+        # The next commitment is judged against this one as stored.
+        if name == "sequence_end":
+            expected.add((K.GAP, index + 1))
+        if name == "new_state_root":
+            expected.add((K.PREV_ROOT, index + 1))
+    found = merkle.chain_faults(chain, first_start=1)
+    assert {(f.kind, f.index) for f in found} == expected
+    assert len(found) == len(expected)

@@ -12,7 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stateset_sequencer.ves import hashing, signing
-from stateset_sequencer.ves.errors import BadKey, BadLength, BadSignature
+from stateset_sequencer.ves.errors import (
+    BadKey,
+    BadLength,
+    BadSignature,
+    ReceiptHashMismatch,
+    ReceiptInvalid,
+    ReceiptSignatureInvalid,
+    VesError,
+)
 
 # Encodings of points of small order (the 8-torsion subgroup), which must never be keys.
 SMALL_ORDER_KEYS = [
@@ -193,13 +201,16 @@ def test_receipt_signed_and_verified(golden: dict[str, Any]) -> None:
         "event_signing_hash": bytes.fromhex(ev["_event_signing_hash"]),
     }
     signing.verify_receipt(receipt, sequencer_public_key=issuer.public_key, **kwargs)
-    with pytest.raises(BadSignature):
+    with pytest.raises(ReceiptSignatureInvalid, match="signature does not verify"):
         signing.verify_receipt(
             receipt, sequencer_public_key=signing.Signer(bytes(32)).public_key, **kwargs
         )
     bad = dict(kwargs, event_signing_hash=bytes(32))
-    with pytest.raises(BadSignature):
+    with pytest.raises(ReceiptHashMismatch):
         signing.verify_receipt(receipt, sequencer_public_key=issuer.public_key, **bad)
+    # The hash is checked first, and without a key only the hash.
+    with pytest.raises(ReceiptHashMismatch):
+        signing.verify_receipt(receipt, sequencer_public_key=None, **bad)
 
 
 def test_unsigned_receipt(golden: dict[str, Any]) -> None:
@@ -208,7 +219,7 @@ def test_unsigned_receipt(golden: dict[str, Any]) -> None:
     assert receipt.signature_alg == "none"
     assert receipt.to_wire()["sequencerSignature"] == ""
     assert signing.Receipt.from_wire(receipt.to_wire()) == receipt
-    with pytest.raises(BadSignature):
+    with pytest.raises(ReceiptSignatureInvalid, match="not Ed25519-signed"):
         signing.verify_receipt(
             receipt,
             tenant_id=uuid.UUID(ev["tenant_id"]),
@@ -266,3 +277,36 @@ def test_receipt_hash_ignores_sequencer_id_and_time() -> None:
         sequenced_at="y",
     )
     assert a.receipt_hash == b.receipt_hash == hashing.receipt_hash(t, t, t, 1, bytes(32))
+
+
+def test_receipt_errors_are_typed_and_stay_bad_signatures() -> None:
+    """Callers written before the two kinds were told apart catch ``BadSignature`` (or
+    any ``VesError``, as the client SDK does); new callers tell them apart by type."""
+    for kind in (ReceiptHashMismatch, ReceiptSignatureInvalid):
+        assert issubclass(kind, ReceiptInvalid)
+        assert issubclass(kind, BadSignature) and issubclass(kind, VesError)
+    assert not issubclass(ReceiptHashMismatch, ReceiptSignatureInvalid)
+    assert not issubclass(ReceiptSignatureInvalid, ReceiptHashMismatch)
+
+
+def test_verify_receipt_uses_the_signature_check_given(golden: dict[str, Any]) -> None:
+    receipt, (issuer, ev) = _golden_receipt(golden, bytes([5]) * 32)
+    kwargs: dict[str, Any] = {
+        "tenant_id": uuid.UUID(ev["tenant_id"]),
+        "store_id": uuid.UUID(ev["store_id"]),
+        "event_signing_hash": bytes.fromhex(ev["_event_signing_hash"]),
+        "sequencer_public_key": issuer.public_key,
+    }
+    calls: list[tuple[bytes, bytes, bytes]] = []
+
+    def accepting(key: bytes, digest: bytes, signature: bytes) -> None:
+        calls.append((key, digest, signature))
+
+    signing.verify_receipt(receipt, check_signature=accepting, **kwargs)
+    assert calls == [(issuer.public_key, receipt.receipt_hash, receipt.sequencer_signature)]
+
+    def refusing(key: bytes, digest: bytes, signature: bytes) -> None:
+        raise BadSignature("signature does not verify")
+
+    with pytest.raises(ReceiptSignatureInvalid, match="receipt signature does not verify"):
+        signing.verify_receipt(receipt, check_signature=refusing, **kwargs)

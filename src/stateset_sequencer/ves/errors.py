@@ -43,6 +43,21 @@ class BadSignature(VesError):
     """A signature is malformed or does not verify."""
 
 
+class ReceiptInvalid(BadSignature):
+    """A sequencer receipt does not answer the event it names. A ``BadSignature`` so that
+    callers written before the two kinds below were told apart keep catching it."""
+
+
+class ReceiptHashMismatch(ReceiptInvalid):
+    """The receipt hash does not recompute from the event, its stream and its sequence
+    number: the receipt is for other content (or another place in the log)."""
+
+
+class ReceiptSignatureInvalid(ReceiptInvalid):
+    """The receipt hash is right but is not signed, or not validly signed, by the
+    sequencer key it was checked against."""
+
+
 class NonCanonical(VesError):
     """A value cannot be put in RFC 8785 canonical form (NaN, lone surrogate, …)."""
 

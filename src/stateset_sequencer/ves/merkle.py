@@ -3,6 +3,10 @@
 
 Leaves are padded once, at the bottom, with ``PAD_LEAF`` up to the next power of two, so
 every level above is even. One leaf is its own root; zero leaves give the zero root.
+
+:func:`chain_faults` is the one statement of the chain rules: it lists every fault of a
+stream's commitments with a stable code (:class:`ChainFaultKind`); :func:`verify_chain`
+raises on the first. The verifier in ``recovery/verify`` reports them all.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 
 from . import hashing
-from .errors import BadLength, BadProof
+from .errors import BadLength, BadProof, VesError
 
 # The reference caps proof paths at 64 levels: more would mean over 2**64 leaves.
 MAX_PROOF_DEPTH = 64
@@ -175,23 +181,130 @@ def commit(
     )
 
 
-def verify_chain(commitments: Sequence[Commitment]) -> None:
-    """Check a stream's commitments in order: contiguous ranges, counts that fit the range,
-    each ``prev_state_root`` equal to the previous ``new_state_root`` (zeros first), and
-    every ``new_state_root`` recomputed. Raises :class:`BadProof` at the first fault."""
-    prev_root = hashing.ZERO_HASH
-    prev_end: int | None = None
-    for c in commitments:
-        where = f"commitment {c.sequence_start}..{c.sequence_end}"
-        if prev_end is not None and c.sequence_start != prev_end + 1:
-            raise BadProof(f"{where} does not start at {prev_end + 1}")
-        if c.leaf_count != c.sequence_end - c.sequence_start + 1 or c.leaf_count < 1:
-            raise BadProof(f"{where} has leaf_count {c.leaf_count}")
-        if c.padded_leaf_count != next_pow2(c.leaf_count):
-            raise BadProof(f"{where} has padded_leaf_count {c.padded_leaf_count}")
-        if c.prev_state_root != prev_root:
-            raise BadProof(f"{where} does not chain onto the previous state root")
-        expected = hashing.state_root(
+class ChainLink(Protocol):
+    """What the chain rules read of a commitment: :class:`Commitment` and the store's
+    commitment rows both fit, so ``ves`` needs no store type."""
+
+    @property
+    def tenant_id(self) -> uuid.UUID: ...
+    @property
+    def store_id(self) -> uuid.UUID: ...
+    @property
+    def sequence_start(self) -> int: ...
+    @property
+    def sequence_end(self) -> int: ...
+    @property
+    def leaf_count(self) -> int: ...
+    @property
+    def padded_leaf_count(self) -> int: ...
+    @property
+    def tree_depth(self) -> int: ...
+    @property
+    def merkle_root(self) -> bytes: ...
+    @property
+    def prev_state_root(self) -> bytes: ...
+    @property
+    def new_state_root(self) -> bytes: ...
+
+
+class ChainFaultKind(StrEnum):
+    """Stable codes of the chain faults (they appear in verify-events reports)."""
+
+    GAP = "commitment_gap"  # does not start right after the previous one (or at first_start)
+    LEAF_COUNT = "commitment_count"  # leaf_count is not the size of the range
+    PADDED_COUNT = "commitment_padded_count"  # padded_leaf_count != next_pow2(leaf_count)
+    TREE_DEPTH = "commitment_tree_depth"  # tree_depth != log2(next_pow2(leaf_count))
+    PREV_ROOT = "state_root_chain"  # prev_state_root is not the previous new_state_root
+    NEW_ROOT = "state_root_mismatch"  # new_state_root does not recompute from the fields
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFault:
+    """One broken rule at ``index`` in the list given, the commitment covering
+    ``sequence_start..sequence_end``."""
+
+    kind: ChainFaultKind
+    index: int
+    sequence_start: int
+    sequence_end: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"commitment {self.sequence_start}..{self.sequence_end}: {self.message}"
+
+
+def chain_faults(
+    commitments: Sequence[ChainLink],
+    *,
+    first_start: int | None = None,
+    prev_state_root: bytes = hashing.ZERO_HASH,
+) -> list[ChainFault]:
+    """Every fault of a stream's commitments taken in order, each rule checked on each
+    commitment (§6.1 counts, §7.2 range rule and state roots).
+
+    Each commitment is judged against the previous one *as stored*, so one altered field
+    gives faults at that commitment (and, for its range end or new state root, at the
+    next one's start or previous root), not at every commitment after it.
+
+    ``first_start``: where the first commitment must start. The protocol lets a stream's
+    first commitment start at any sequence number (None, the default); this sequencer's
+    engine always starts at 1, which its verifier asks for. ``prev_state_root``: the root
+    the first commitment chains onto, zeros for a stream's first commitment (pass the last
+    known root to check a continuation).
+    """
+    faults: list[ChainFault] = []
+    prev_root, expected_start = prev_state_root, first_start
+    for index, c in enumerate(commitments):
+        for kind, message in _link_faults(c, expected_start, prev_root):
+            faults.append(ChainFault(kind, index, c.sequence_start, c.sequence_end, message))
+        prev_root, expected_start = c.new_state_root, c.sequence_end + 1
+    return faults
+
+
+def _link_faults(
+    c: ChainLink, expected_start: int | None, prev_root: bytes
+) -> list[tuple[ChainFaultKind, str]]:
+    found: list[tuple[ChainFaultKind, str]] = []
+    if expected_start is not None and c.sequence_start != expected_start:
+        found.append((ChainFaultKind.GAP, f"does not start at {expected_start}"))
+    elif c.sequence_start < 1:
+        found.append((ChainFaultKind.GAP, "starts below 1 (sequence numbers start at 1)"))
+    if c.leaf_count < 1 or c.leaf_count != c.sequence_end - c.sequence_start + 1:
+        found.append(
+            (ChainFaultKind.LEAF_COUNT, f"leaf_count {c.leaf_count} does not fit the range")
+        )
+    # Both counts follow from leaf_count (§6.1), so a wrong leaf_count is not also
+    # reported as wrong padding unless the padding is wrong for it too.
+    padded = next_pow2(c.leaf_count)
+    depth = padded.bit_length() - 1
+    if c.padded_leaf_count != padded:
+        found.append(
+            (
+                ChainFaultKind.PADDED_COUNT,
+                f"padded_leaf_count {c.padded_leaf_count}, not {padded} for {c.leaf_count} leaves",
+            )
+        )
+    if c.tree_depth != depth:
+        found.append(
+            (
+                ChainFaultKind.TREE_DEPTH,
+                f"tree_depth {c.tree_depth}, not {depth} for {padded} leaves",
+            )
+        )
+    if c.prev_state_root != prev_root:
+        found.append(
+            (ChainFaultKind.PREV_ROOT, "prev_state_root is not the previous new_state_root")
+        )
+    if _state_root_of(c) != c.new_state_root:
+        found.append((ChainFaultKind.NEW_ROOT, "new_state_root does not recompute"))
+    return found
+
+
+def _state_root_of(c: ChainLink) -> bytes | None:
+    """The ``new_state_root`` that ``c``'s own fields give (§7.2); None when a field
+    cannot be encoded (a negative sequence number, say), which cannot match any root."""
+    try:
+        return hashing.state_root(
             stream=hashing.stream_id(c.tenant_id, c.store_id),
             prev_state_root=c.prev_state_root,
             merkle_root=c.merkle_root,
@@ -199,6 +312,17 @@ def verify_chain(commitments: Sequence[Commitment]) -> None:
             sequence_end=c.sequence_end,
             leaf_count=c.leaf_count,
         )
-        if expected != c.new_state_root:
-            raise BadProof(f"{where} has a wrong new_state_root")
-        prev_root, prev_end = c.new_state_root, c.sequence_end
+    except VesError:
+        return None
+
+
+def verify_chain(
+    commitments: Sequence[ChainLink],
+    *,
+    first_start: int | None = None,
+    prev_state_root: bytes = hashing.ZERO_HASH,
+) -> None:
+    """:func:`chain_faults`, raising :class:`BadProof` for the first fault found."""
+    faults = chain_faults(commitments, first_start=first_start, prev_state_root=prev_state_root)
+    if faults:
+        raise BadProof(str(faults[0]))

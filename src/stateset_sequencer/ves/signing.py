@@ -9,6 +9,7 @@ small-order keys, which this module refuses at registration already.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,15 @@ import nacl.signing
 
 from . import hashing
 from .codec import format_rfc3339, parse_hex, parse_key_text, parse_uuid, to_bare_hex
-from .errors import BadHex, BadKey, BadLength, BadSignature, VesError
+from .errors import (
+    BadHex,
+    BadKey,
+    BadLength,
+    BadSignature,
+    ReceiptHashMismatch,
+    ReceiptSignatureInvalid,
+    VesError,
+)
 
 # Order of the Ed25519 base point: a canonical signature's S is below it (RFC 8032 §5.1.7).
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
@@ -236,16 +245,29 @@ def verify_receipt(
     store_id: uuid.UUID,
     event_signing_hash: bytes,
     sequencer_public_key: bytes | None,
+    check_signature: Callable[[bytes, bytes, bytes], None] = verify,
 ) -> None:
     """Check a receipt's hash against the event it names and, when a sequencer key is
-    given, its signature. Raises :class:`BadSignature` on any mismatch."""
+    given, its signature.
+
+    Raises :class:`ReceiptHashMismatch` when the hash does not recompute, and
+    :class:`ReceiptSignatureInvalid` when the receipt is unsigned or its signature does not
+    verify; both are :class:`BadSignature`. ``check_signature`` is the Ed25519 check to use
+    (raising a :class:`VesError` when it fails); the verifier passes one that answers from
+    verdicts computed ahead in worker processes.
+    """
     expected = hashing.receipt_hash(
         tenant_id, store_id, receipt.event_id, receipt.sequence_number, event_signing_hash
     )
     if expected != receipt.receipt_hash:
-        raise BadSignature("receipt hash does not match the event and sequence number")
+        raise ReceiptHashMismatch("receipt hash does not match the event and sequence number")
     if sequencer_public_key is None:
         return
     if receipt.signature_alg != SIGNATURE_ALG_ED25519 or not receipt.sequencer_signature:
-        raise BadSignature(f"receipt is not Ed25519-signed (alg {receipt.signature_alg!r})")
-    verify(sequencer_public_key, receipt.receipt_hash, receipt.sequencer_signature)
+        raise ReceiptSignatureInvalid(
+            f"receipt is not Ed25519-signed (alg {receipt.signature_alg!r})"
+        )
+    try:
+        check_signature(sequencer_public_key, receipt.receipt_hash, receipt.sequencer_signature)
+    except VesError as exc:
+        raise ReceiptSignatureInvalid(f"receipt {exc}") from None

@@ -1,0 +1,116 @@
+"""Receipts: one per event, naming it, and its hash and signature verify."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from ...store.records import StoredEvent
+from ...ves.codec import parse_rfc3339
+from ...ves.errors import ReceiptHashMismatch, VesError
+from ...ves.signing import SIGNATURE_ALG_ED25519, Receipt, verify_receipt
+from .check import Check, Chunk, Examined, Finding, SignatureItem
+
+
+class ReceiptCheck(Check):
+    """A receipt is stored for every event, names it, carries its sequence number and
+    time, its hash recomputes, and its signature verifies under the sequencer's key.
+    Unsigned receipts (alg ``none``) and, without a sequencer key, signed ones are
+    counted in the status line rather than reported."""
+
+    name = "receipt"
+
+    def __init__(self, sequencer_public_key: bytes | None) -> None:
+        self._key = sequencer_public_key
+        self._unsigned = 0
+        self._signed_unchecked = 0
+
+    def signatures(self, chunk: Chunk) -> Iterable[SignatureItem]:
+        if self._key is None:
+            return
+        for _, receipt in chunk.records:
+            if receipt is not None and receipt.signature_alg == SIGNATURE_ALG_ED25519:
+                yield self._key, receipt.receipt_hash, receipt.sequencer_signature
+
+    def examine(self, chunk: Chunk) -> Examined:
+        out = Examined()
+        unsigned = signed_unchecked = 0
+        # One ingest batch shares one sequenced_at: parse each distinct text once.
+        times: dict[str, datetime] = {}
+        for (event, receipt), digest in zip(chunk.records, chunk.signing_hashes, strict=True):
+            problem = self._problem(chunk, event, receipt, digest, times)
+            if receipt is not None and problem is None:
+                if receipt.signature_alg != SIGNATURE_ALG_ED25519:
+                    unsigned += 1
+                elif self._key is None:
+                    signed_unchecked += 1
+            if problem is not None:
+                code, text = problem
+                out.findings.append(
+                    Finding(chunk.run.stream, event.sequence_number, self.name, code, text)
+                )
+        out.data = (unsigned, signed_unchecked)
+        return out
+
+    def _problem(
+        self,
+        chunk: Chunk,
+        event: StoredEvent,
+        receipt: Receipt | None,
+        digest: bytes | None,
+        times: dict[str, datetime],
+    ) -> tuple[str, str] | None:
+        if receipt is None:
+            return "receipt_missing", "no receipt stored for the event"
+        if receipt.event_id != event.envelope.event_id:
+            return "receipt_mismatch", f"receipt names event {receipt.event_id}"
+        if receipt.sequence_number != event.sequence_number:
+            return "receipt_mismatch", f"receipt carries sequence {receipt.sequence_number}"
+        try:
+            at = times.get(receipt.sequenced_at)
+            if at is None:
+                at = times[receipt.sequenced_at] = parse_rfc3339(receipt.sequenced_at)
+        except VesError:
+            return "receipt_mismatch", f"receipt sequenced_at {receipt.sequenced_at!r} unreadable"
+        if at != event.sequenced_at:
+            return "receipt_mismatch", f"receipt sequenced_at {receipt.sequenced_at} differs"
+        env = event.envelope
+        try:
+            verify_receipt(
+                receipt,
+                tenant_id=env.tenant_id,
+                store_id=env.store_id,
+                # The event's own hash when it is valid: a receipt binds the content as
+                # signed, not only the stored column.
+                event_signing_hash=digest if digest is not None else event.event_signing_hash,
+                # An unsigned receipt is counted, not reported: the sequencer may run
+                # without a signing key.
+                sequencer_public_key=(
+                    self._key if receipt.signature_alg == SIGNATURE_ALG_ED25519 else None
+                ),
+                check_signature=chunk.verify,
+            )
+        except ReceiptHashMismatch as exc:
+            return "receipt_hash_mismatch", str(exc)
+        except VesError as exc:
+            return "receipt_signature_invalid", str(exc)
+        return None
+
+    def absorb(self, chunk: Chunk, examined: Examined) -> list[Finding]:
+        unsigned, signed_unchecked = examined.data
+        self._unsigned += unsigned
+        self._signed_unchecked += signed_unchecked
+        return examined.findings
+
+    def status(self) -> str:
+        parts = ["hashes checked"]
+        if self._key is None:
+            parts.append(
+                f"signatures NOT checked ({self._signed_unchecked} signed receipts): no "
+                "sequencer public key (pass --sequencer-public-key)"
+            )
+        else:
+            parts.append("signatures checked")
+        if self._unsigned:
+            parts.append(f"{self._unsigned} receipts unsigned (alg none)")
+        return "; ".join(parts)
