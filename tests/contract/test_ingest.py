@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from stateset_sequencer.sequencer.ingest import BatchRejected, Limits
-from stateset_sequencer.store.base import Store, StreamKey
+from stateset_sequencer.api.http.errors import status_for, wire_for
+from stateset_sequencer.api.http.ingest import ingest_body
+from stateset_sequencer.sequencer.ingest import BatchReason, BatchRejected, Limits
+from stateset_sequencer.store.ports import Store
+from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.ves import signing
 from stateset_sequencer.ves.errors import BadSignature
 from tests import kit
@@ -45,7 +48,7 @@ async def test_accepts_sequences_and_signs_receipts(store: Store) -> None:
     assert [s.envelope for s in stored] == events
     assert await store.head(STREAM) == 3
     assert await store.get_receipt(events[1].event_id) == result.receipts[1]
-    wire = result.to_wire()
+    wire = ingest_body(result)
     assert set(wire) == {
         "batchId", "eventsAccepted", "eventsRejected", "sequenceStart", "sequenceEnd",
         "headSequence", "receipts",
@@ -173,8 +176,37 @@ async def test_byte_limits_with_multibyte_characters(store: Store, field: str, l
     before = await kit.snapshot(store)
     with pytest.raises(BatchRejected) as info:
         await ingest(store, [kit.event(3), over])
-    assert (info.value.status, info.value.code) == (400, "INVALID_FIELD")
+    assert info.value.reason is BatchReason.INVALID_FIELD
+    assert status_for(info.value.reason) == 400
     assert field in info.value.message
+    assert await kit.snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("entity_type", "ord\x00er"),
+        ("entity_id", "ORD\x00-1"),
+        ("event_type", "order.\x00"),
+        ("entity_id", "ORD-\ud800"),
+        ("payload", {"note": "\ud800"}),
+        ("agent_signature_bundle", {"note": "\udfff"}),
+    ],
+)
+async def test_text_no_store_can_hold_fails_the_batch_on_both_stores(
+    store: Store, field: str, value: Any
+) -> None:
+    """One storable-text rule (``ves.storable``), the same on SQLite and PostgreSQL: NUL
+    and lone surrogates fail the whole request (400), as an over-long field does, where
+    a lone surrogate in a payload or bundle used to crash the request (500)."""
+    await kit.register(store)
+    before = await kit.snapshot(store)
+    bad = kit.event(2).model_copy(update={field: value})
+    with pytest.raises(BatchRejected) as info:
+        await ingest(store, [kit.event(1), bad])
+    assert info.value.reason is BatchReason.INVALID_FIELD
+    assert status_for(info.value.reason) == 400
+    assert field in info.value.message and str(bad.event_id) in info.value.message
     assert await kit.snapshot(store) == before
 
 
@@ -262,29 +294,46 @@ async def test_rejections_consume_no_sequence_numbers(store: Store) -> None:
 
 
 @pytest.mark.parametrize(
-    ("make", "status", "code"),
+    ("make", "reason", "status", "detail"),
     [
-        (lambda: [], 400, "EMPTY_BATCH"),
+        (lambda: [], BatchReason.EMPTY_BATCH, 400, "EMPTY_BATCH"),
         (
             lambda: [
                 kit.event(1),
                 kit.event(2, stream=StreamKey(uuid.UUID(int=0xA2), kit.STORE_ID)),
             ],
+            BatchReason.MIXED_STREAM,
             400,
             "MIXED_STREAM",
         ),
         (
             lambda: [kit.event(1), kit.event(2, stream=StreamKey(kit.TENANT, uuid.UUID(int=0xB9)))],
+            BatchReason.MIXED_STREAM,
             400,
             "MIXED_STREAM",
         ),
-        (lambda: [kit.event(1, agent_id=uuid.UUID(int=5))], 400, "AGENT_MISMATCH"),
-        (lambda: [kit.event(i) for i in range(4)], 413, "BATCH_TOO_LARGE"),
-        (lambda: [kit.event(1, payload={"blob": "x" * 300})], 413, "PAYLOAD_TOO_LARGE"),
+        (
+            lambda: [kit.event(1, agent_id=uuid.UUID(int=5))],
+            BatchReason.SOURCE_AGENT_MISMATCH,
+            400,
+            "AGENT_MISMATCH",
+        ),
+        (
+            lambda: [kit.event(i) for i in range(4)],
+            BatchReason.BATCH_TOO_LARGE,
+            413,
+            "BATCH_TOO_LARGE",
+        ),
+        (
+            lambda: [kit.event(1, payload={"blob": "x" * 300})],
+            BatchReason.PAYLOAD_TOO_LARGE,
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
     ],
 )
 async def test_whole_batch_faults_write_nothing(
-    store: Store, make: Any, status: int, code: str
+    store: Store, make: Any, reason: BatchReason, status: int, detail: str
 ) -> None:
     await kit.register(store)
     await ingest(store, [kit.event(0)])
@@ -292,7 +341,9 @@ async def test_whole_batch_faults_write_nothing(
     limits = Limits(max_events_per_batch=3, max_event_payload_bytes=256)
     with pytest.raises(BatchRejected) as info:
         await ingest(store, make(), sequencer_kwargs={"limits": limits})
-    assert (info.value.status, info.value.code) == (status, code)
+    assert info.value.reason is reason
+    # the HTTP answer, through the one table: status and the wire's details.reason
+    assert (status_for(reason), wire_for(reason).detail) == (status, detail)
     assert await kit.snapshot(store) == before
 
 
@@ -300,7 +351,8 @@ async def test_credential_bound_to_another_agent(store: Store) -> None:
     await kit.register(store)
     with pytest.raises(BatchRejected) as info:
         await ingest(store, [kit.event(1)], bound_agent_id=uuid.UUID(int=77))
-    assert info.value.status == 403 and info.value.message == "Agent mismatch"
+    assert info.value.reason is BatchReason.AGENT_MISMATCH
+    assert status_for(info.value.reason) == 403 and info.value.message == "Agent mismatch"
     assert await store.head(STREAM) == 0
 
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from stateset_sequencer.ves import envelope, hashing, signing
+from stateset_sequencer.ves import envelope, hashing, signing, storable
 from stateset_sequencer.ves.errors import EnvelopeInvalid
 
 SEED = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
@@ -194,6 +194,100 @@ def test_byte_length_limits_count_utf8(field: str, limit: int) -> None:
 @pytest.mark.parametrize("field", ["entity_type", "entity_id", "event_type"])
 def test_empty_strings_refused(golden: dict[str, Any], field: str) -> None:
     assert _reason(resign(golden_wire(golden) | {field: ""})) == f"schema_validation: {field}"
+
+
+@pytest.mark.parametrize("field", ["entity_type", "entity_id", "event_type"])
+def test_signed_text_is_utf8_and_may_hold_nul(field: str) -> None:
+    """The envelope's check is the protocol's text rule (``ves.storable.utf8_text``): a
+    lone surrogate cannot be hashed and is refused; NUL is a valid character of a signed
+    event (the sequencer refuses it where it stores events, see tests/contract)."""
+    env = make(**{field: "ok"}).model_copy(update={field: "a\ud800"})
+    assert _reason(env) == f"schema_validation: {field}"
+    with_nul = make(**{field: "a\x00b"})
+    envelope.verify_signature(with_nul, SIGNER.public_key, envelope.validate(with_nul))
+
+
+# --- the storable-text rule itself ----------------------------------------------------------
+
+
+def test_storable_text_counts_utf8_bytes_and_returns_the_size() -> None:
+    assert storable.storable_text("é" * 64, field="f", min_bytes=1, max_bytes=128) == 128
+    assert storable.storable_text("", field="f") == 0  # no minimum unless one is given
+    over = storable.text_fault("é" * 64 + "x", field="f", min_bytes=1, max_bytes=128)
+    assert over is not None and over.fault is storable.TextFault.TOO_LONG
+    assert (over.field, over.size, over.message) == (
+        "f",
+        129,
+        "f must be 1-128 bytes of UTF-8, got 129",
+    )
+    short = storable.text_fault("", field="f", min_bytes=1, max_bytes=8)
+    assert short is not None and short.fault is storable.TextFault.TOO_SHORT
+
+
+@pytest.mark.parametrize(
+    ("value", "fault"),
+    [
+        ("\ud800" + "x" * 300, storable.TextFault.NOT_UTF8),  # first fault wins: not UTF-8
+        ("\x00" + "x" * 300, storable.TextFault.TOO_LONG),  # then the size, before NUL
+        ("\x00", storable.TextFault.NUL),
+        ("\udfff", storable.TextFault.NOT_UTF8),
+        (
+            "\ud83d\ude00",
+            storable.TextFault.NOT_UTF8,
+        ),  # a surrogate pair, unjoined, is two lone ones
+    ],
+)
+def test_storable_text_fault_order(value: str, fault: storable.TextFault) -> None:
+    found = storable.text_fault(value, field="f", max_bytes=10)
+    assert found is not None and found.fault is fault
+    with pytest.raises(storable.UnstorableText) as info:
+        storable.storable_text(value, field="f", max_bytes=10)
+    assert info.value.fault is fault and str(info.value) == info.value.message
+    assert not storable.is_storable(value, max_bytes=10)
+
+
+def test_utf8_text_is_the_rule_without_nul() -> None:
+    assert storable.utf8_text("a\x00b", field="f", min_bytes=1, max_bytes=3) == 3
+    with pytest.raises(storable.UnstorableText) as info:
+        storable.storable_text("a\x00b", field="f", min_bytes=1, max_bytes=3)
+    assert info.value.fault is storable.TextFault.NUL
+    for bad, fault in (
+        ("\ud800", storable.TextFault.NOT_UTF8),
+        ("abcd", storable.TextFault.TOO_LONG),
+    ):
+        with pytest.raises(storable.UnstorableText) as info:
+            storable.utf8_text(bad, field="f", max_bytes=3)
+        assert info.value.fault is fault
+
+
+def test_storable_text_accepts_every_other_character() -> None:
+    text = "\x01\t\n\u2028\ufffd😀\U0010ffff"
+    assert storable.is_storable(text)
+    assert storable.storable_text(text, field="f") == len(text.encode("utf-8"))
+
+
+# Hypothesis leaves surrogates out of text by default; mix them in on purpose.
+_ANY_CHAR = st.one_of(
+    st.characters(),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=[]),
+)
+
+
+@given(st.text(_ANY_CHAR))
+def test_storable_iff_both_drivers_could_encode_it_without_nul(text: str) -> None:
+    try:
+        text.encode("utf-8")
+        encodable = True
+    except UnicodeEncodeError:
+        encodable = False
+    assert storable.is_storable(text) == (encodable and "\x00" not in text)
+
+
+def test_make_storable_replaces_and_cuts_at_a_character_boundary() -> None:
+    assert storable.make_storable("a\x00b\ud800c", max_bytes=100) == "a\ufffdb\ufffdc"
+    cut = storable.make_storable("é" * 10, max_bytes=5)
+    assert cut == "éé" and storable.is_storable(cut, max_bytes=5)
+    assert storable.make_storable("plain", max_bytes=5) == "plain"
 
 
 def test_plaintext_kind_consistency(golden: dict[str, Any]) -> None:

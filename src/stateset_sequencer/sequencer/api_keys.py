@@ -5,11 +5,13 @@ in the return value of :func:`create_key`; only its SHA-256 is stored.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..store.base import ApiKeyRecord, AuditEntry, Store
+from ..store.ports import Store
+from ..store.records import ApiKeyRecord, AuditEntry
 from .auth import NIL, hash_api_key, mint_api_key
 
 MIN_PREFIX = 8  # hex digits a revocation must name, so one typo cannot revoke many keys
@@ -17,11 +19,26 @@ MAX_STORES = 50
 MAX_RATE_LIMIT = 1_000_000
 
 
+class KeyReason(enum.StrEnum):
+    """Why a key request is refused. Every reason this module raises is here;
+    ``api/http/errors.py`` maps each to its status."""
+
+    STORE_IDS_TOO_MANY = "STORE_IDS_TOO_MANY"
+    STORE_IDS_DUPLICATE = "STORE_IDS_DUPLICATE"
+    RATE_LIMIT_INVALID = "RATE_LIMIT_INVALID"
+    NO_PERMISSIONS = "NO_PERMISSIONS"
+    INVALID_KEY_PREFIX = "INVALID_KEY_PREFIX"
+    KEY_NOT_FOUND = "KEY_NOT_FOUND"
+    AMBIGUOUS_PREFIX = "AMBIGUOUS_PREFIX"
+    ALREADY_REVOKED = "ALREADY_REVOKED"
+
+
 class KeyRequestError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """A key request refused, with its reason."""
+
+    def __init__(self, reason: KeyReason, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
+        self.reason = reason
         self.message = message
 
 
@@ -37,15 +54,15 @@ class KeySpec:
 
     def check(self) -> None:
         if len(self.store_ids) > MAX_STORES:
-            raise KeyRequestError(400, "STORE_IDS_TOO_MANY", f"at most {MAX_STORES} store ids")
+            raise KeyRequestError(KeyReason.STORE_IDS_TOO_MANY, f"at most {MAX_STORES} store ids")
         if len(set(self.store_ids)) != len(self.store_ids):
-            raise KeyRequestError(400, "STORE_IDS_DUPLICATE", "store ids repeat")
+            raise KeyRequestError(KeyReason.STORE_IDS_DUPLICATE, "store ids repeat")
         if self.rate_limit is not None and not 1 <= self.rate_limit <= MAX_RATE_LIMIT:
             raise KeyRequestError(
-                400, "RATE_LIMIT_INVALID", f"rateLimit must be 1-{MAX_RATE_LIMIT}"
+                KeyReason.RATE_LIMIT_INVALID, f"rateLimit must be 1-{MAX_RATE_LIMIT}"
             )
         if not (self.read or self.write or self.admin):
-            raise KeyRequestError(400, "NO_PERMISSIONS", "a key needs read, write or admin")
+            raise KeyRequestError(KeyReason.NO_PERMISSIONS, "a key needs read, write or admin")
 
 
 def within_scope(record: ApiKeyRecord, stores: tuple[uuid.UUID, ...]) -> bool:
@@ -122,10 +139,10 @@ async def find_by_prefix(
     text = prefix.strip().lower()
     if len(text) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in text):
         raise KeyRequestError(
-            400, "INVALID_KEY_PREFIX", f"a key hash prefix is {MIN_PREFIX}-64 hex digits"
+            KeyReason.INVALID_KEY_PREFIX, f"a key hash prefix is {MIN_PREFIX}-64 hex digits"
         )
     if len(text) > 64:
-        raise KeyRequestError(400, "INVALID_KEY_PREFIX", "a key hash has 64 hex digits")
+        raise KeyRequestError(KeyReason.INVALID_KEY_PREFIX, "a key hash has 64 hex digits")
     return [k for k in await store.list_api_keys(tenant_id) if k.key_hash.startswith(text)]
 
 
@@ -149,12 +166,12 @@ async def revoke_key(
     if within_stores:
         matches = [k for k in matches if within_scope(k, within_stores)]
     if not matches:
-        raise KeyRequestError(404, "KEY_NOT_FOUND", "API key not found")
+        raise KeyRequestError(KeyReason.KEY_NOT_FOUND, "API key not found")
     if len(matches) > 1:
-        raise KeyRequestError(409, "AMBIGUOUS_PREFIX", "prefix matches several keys; give more")
+        raise KeyRequestError(KeyReason.AMBIGUOUS_PREFIX, "prefix matches several keys; give more")
     record = matches[0]
     if not record.active:
-        raise KeyRequestError(409, "ALREADY_REVOKED", "API key is already revoked")
+        raise KeyRequestError(KeyReason.ALREADY_REVOKED, "API key is already revoked")
     await store.deactivate_api_keys(record.key_hash)
     await store.append_audit(
         AuditEntry(

@@ -5,6 +5,7 @@ into the reference's ``{"error", "code"}`` bodies.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import secrets
 import time
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from ..store.base import ApiKeyRecord, Store
+from ..store.ports import Store
+from ..store.records import ApiKeyRecord
 from ..ves.codec import b64url_encode
 
 NIL = uuid.UUID(int=0)
@@ -25,15 +27,28 @@ DEFAULT_JWT_AUDIENCE = "stateset-api"
 JWT_LEEWAY_SECONDS = 60
 
 
-class AuthError(Exception):
-    """A refused credential or permission. ``code`` is the reference's snake_case code."""
+class AuthReason(enum.StrEnum):
+    """Why a credential or a permission is refused: the reference's snake_case codes.
+    Every reason this module raises is here; ``api/http/errors.py`` maps each to its
+    status and to the code each error body uses."""
 
-    def __init__(
-        self, status: int, code: str, message: str, retry_after: int | None = None
-    ) -> None:
+    MISSING_AUTH = "missing_auth"
+    INVALID_API_KEY = "invalid_api_key"
+    INVALID_JWT = "invalid_jwt"
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 - a reason code, not a secret
+    RATE_LIMITED = "rate_limited"
+    INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
+    TENANT_ACCESS_DENIED = "tenant_access_denied"
+    STORE_ACCESS_DENIED = "store_access_denied"
+
+
+class AuthError(Exception):
+    """A refused credential or permission; ``retry_after`` (seconds) with
+    :attr:`AuthReason.RATE_LIMITED`."""
+
+    def __init__(self, reason: AuthReason, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
+        self.reason = reason
         self.message = message
         self.retry_after = retry_after
 
@@ -154,16 +169,16 @@ def _jwt_context(token: str, settings: JwtSettings) -> AuthContext:
             options={"require": ["exp", "sub"], "verify_nbf": False},
         )
     except jwt.ExpiredSignatureError:
-        raise AuthError(401, "token_expired", "Token has expired") from None
+        raise AuthError(AuthReason.TOKEN_EXPIRED, "Token has expired") from None
     except jwt.PyJWTError as exc:
-        raise AuthError(401, "invalid_jwt", f"Invalid token: {exc}") from None
+        raise AuthError(AuthReason.INVALID_JWT, f"Invalid token: {exc}") from None
     try:
         tenant = uuid.UUID(str(claims["sub"]))
         stores_claim = str(claims.get("stores") or "")
         stores = tuple(uuid.UUID(s.strip()) for s in stores_claim.split(",") if s.strip())
         agent = uuid.UUID(str(claims["agent"])) if claims.get("agent") else None
     except ValueError:
-        raise AuthError(401, "invalid_jwt", "Invalid token: malformed claims") from None
+        raise AuthError(AuthReason.INVALID_JWT, "Invalid token: malformed claims") from None
     perms = {p.strip().lower() for p in str(claims.get("perms") or "").split(",")}
     return AuthContext(
         tenant_id=tenant,
@@ -206,25 +221,25 @@ class Authenticator:
             scheme, _, rest = authorization.strip().partition(" ")
             if scheme.lower() == "bearer" and rest:
                 if self._jwt is None:
-                    raise AuthError(401, "invalid_jwt", "JWT authentication is not configured")
+                    raise AuthError(AuthReason.INVALID_JWT, "JWT authentication is not configured")
                 return _jwt_context(rest.strip(), self._jwt)
             if scheme.lower() == "apikey" and rest:
                 return await self._api_key(rest.strip())
             if not rest:
                 return await self._api_key(scheme)
-            raise AuthError(401, "invalid_api_key", "Unsupported authorization scheme")
+            raise AuthError(AuthReason.INVALID_API_KEY, "Unsupported authorization scheme")
         header_key = headers.get("x-api-key")
         if header_key is not None:
             return await self._api_key(header_key.strip())
-        raise AuthError(401, "missing_auth", "Authentication required")
+        raise AuthError(AuthReason.MISSING_AUTH, "Authentication required")
 
     async def _api_key(self, key: str) -> AuthContext:
         if not key.startswith(API_KEY_PREFIX) or len(key) > 256:
-            raise AuthError(401, "invalid_api_key", "Invalid API key")
+            raise AuthError(AuthReason.INVALID_API_KEY, "Invalid API key")
         digest = hash_api_key(key)
         record = await self._lookup(digest)
         if record is None or not record.active:
-            raise AuthError(401, "invalid_api_key", "Invalid API key")
+            raise AuthError(AuthReason.INVALID_API_KEY, "Invalid API key")
         return context_from_record(record, hashlib.sha256(f"api_key:{key}".encode()).hexdigest())
 
     async def _lookup(self, digest: str) -> ApiKeyRecord | None:
@@ -251,20 +266,20 @@ def _ensure_scope(ctx: AuthContext, tenant_id: uuid.UUID, store_id: uuid.UUID | 
     if ctx.is_bootstrap:
         return
     if ctx.tenant_id != tenant_id:
-        raise AuthError(403, "tenant_access_denied", "Tenant access denied")
+        raise AuthError(AuthReason.TENANT_ACCESS_DENIED, "Tenant access denied")
     if store_id is not None and store_id != NIL and ctx.store_ids and store_id not in ctx.store_ids:
-        raise AuthError(403, "store_access_denied", "Store access denied")
+        raise AuthError(AuthReason.STORE_ACCESS_DENIED, "Store access denied")
 
 
 def ensure_read(ctx: AuthContext, tenant_id: uuid.UUID, store_id: uuid.UUID | None = None) -> None:
     if not (ctx.can_read or ctx.can_admin):
-        raise AuthError(403, "insufficient_permissions", "Read permission required")
+        raise AuthError(AuthReason.INSUFFICIENT_PERMISSIONS, "Read permission required")
     _ensure_scope(ctx, tenant_id, store_id)
 
 
 def ensure_write(ctx: AuthContext, tenant_id: uuid.UUID, store_id: uuid.UUID | None = None) -> None:
     if not ctx.can_write:
-        raise AuthError(403, "insufficient_permissions", "Write permission required")
+        raise AuthError(AuthReason.INSUFFICIENT_PERMISSIONS, "Write permission required")
     _ensure_scope(ctx, tenant_id, store_id)
 
 
@@ -274,7 +289,7 @@ def ensure_admin(
     """Admin permission; with a tenant, also admin *of that tenant* (the bootstrap admin
     is admin of every tenant)."""
     if not ctx.can_admin:
-        raise AuthError(403, "insufficient_permissions", "Admin permission required")
+        raise AuthError(AuthReason.INSUFFICIENT_PERMISSIONS, "Admin permission required")
     if tenant_id is not None:
         _ensure_scope(ctx, tenant_id, store_id)
 
@@ -335,8 +350,8 @@ class RateLimits:
             key = "bootstrap" if ctx.is_bootstrap else f"tenant:{ctx.tenant_id}"
             wait = self.tenant.hit(key, self.per_tenant_per_minute)
             if wait is not None:
-                raise AuthError(429, "rate_limited", "Rate limit exceeded", retry_after=wait)
+                raise AuthError(AuthReason.RATE_LIMITED, "Rate limit exceeded", retry_after=wait)
         if ctx.rate_limit is not None:
             wait = self.credential.hit(ctx.limiter_key or ctx.subject, ctx.rate_limit)
             if wait is not None:
-                raise AuthError(429, "rate_limited", "Rate limit exceeded", retry_after=wait)
+                raise AuthError(AuthReason.RATE_LIMITED, "Rate limit exceeded", retry_after=wait)

@@ -23,6 +23,7 @@ runs in a thread pool before the transaction opens; nothing slow happens inside 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,12 +33,15 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from ..store.base import ConcurrentWriteError, Existing, NewEvent, Store, StoredEvent, StreamKey
+from ..store.errors import ConcurrentWriteError
+from ..store.ports import Store
+from ..store.records import Existing, NewEvent, StoredEvent, StreamKey
 from ..ves import envelope as ves_envelope
 from ..ves.envelope import VesEventEnvelope
 from ..ves.errors import EnvelopeInvalid, VesError
-from ..ves.jsontext import payload_size
+from ..ves.jsontext import bundle_text, payload_size
 from ..ves.signing import Receipt, ReceiptSigner, verify
+from ..ves.storable import UnstorableText, storable_text
 from .keys import KeyCache, key_problem
 
 DEFAULT_MAX_EVENTS_PER_BATCH = 1000
@@ -50,17 +54,17 @@ INLINE_CHECK_MAX = 4  # events; ~50 µs each, less than two thread hand-offs
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
+    """One event refused, with the reference's per-event reason code."""
+
     event_id: uuid.UUID
     reason: str
     message: str
 
-    def to_wire(self) -> dict[str, str]:
-        # snake_case keys even inside the camelCase response, as the reference does
-        return {"event_id": str(self.event_id), "reason": self.reason, "message": self.message}
-
 
 @dataclass(slots=True)
 class IngestResult:
+    """What one ingest call did. Its wire form is built by the HTTP layer."""
+
     batch_id: uuid.UUID
     events_accepted: int
     events_rejected: int
@@ -70,30 +74,29 @@ class IngestResult:
     rejections: list[Rejection]
     receipts: list[Receipt]
 
-    def to_wire(self) -> dict[str, Any]:
-        """The reference's camelCase response; empty rejections and receipts are omitted."""
-        wire: dict[str, Any] = {
-            "batchId": str(self.batch_id),
-            "eventsAccepted": self.events_accepted,
-            "eventsRejected": self.events_rejected,
-            "sequenceStart": self.sequence_start,
-            "sequenceEnd": self.sequence_end,
-            "headSequence": self.head_sequence,
-        }
-        if self.rejections:
-            wire["rejections"] = [r.to_wire() for r in self.rejections]
-        if self.receipts:
-            wire["receipts"] = [r.to_wire() for r in self.receipts]
-        return wire
+
+class BatchReason(enum.StrEnum):
+    """Why a whole batch is refused. Every reason :func:`check_batch` can raise is here;
+    ``api/http/errors.py`` maps each to its status and wire code."""
+
+    EMPTY_BATCH = "EMPTY_BATCH"
+    MIXED_STREAM = "MIXED_STREAM"
+    # the credential is bound to another agent than the request's agentId
+    AGENT_MISMATCH = "AGENT_MISMATCH"
+    # an event's source_agent_id is not the request's agentId
+    SOURCE_AGENT_MISMATCH = "SOURCE_AGENT_MISMATCH"
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    INVALID_FIELD = "INVALID_FIELD"
+    MISSING_PAYLOAD = "MISSING_PAYLOAD"
 
 
 class BatchRejected(Exception):
-    """A whole-batch fault: nothing is written. ``status`` is the HTTP status to answer."""
+    """A whole-batch fault: nothing is written."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, reason: BatchReason, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
+        self.reason = reason
         self.message = message
 
 
@@ -118,37 +121,34 @@ def check_batch(
     reference's handler runs ``ensure_write``, after the agent checks and before the
     limits, so that each fault gets the same status as there."""
     if not events:
-        raise BatchRejected(400, "EMPTY_BATCH", "events must not be empty")
+        raise BatchRejected(BatchReason.EMPTY_BATCH, "events must not be empty")
     stream = StreamKey(events[0].tenant_id, events[0].store_id)
     for env in events:
         if env.tenant_id != stream.tenant_id or env.store_id != stream.store_id:
             raise BatchRejected(
-                400, "MIXED_STREAM", "all events in a batch must share tenant_id and store_id"
+                BatchReason.MIXED_STREAM, "all events in a batch must share tenant_id and store_id"
             )
     if bound_agent_id is not None and bound_agent_id != agent_id:
-        raise BatchRejected(403, "AGENT_MISMATCH", "Agent mismatch")
+        raise BatchRejected(BatchReason.AGENT_MISMATCH, "Agent mismatch")
     for env in events:
         if env.source_agent_id != agent_id:
             raise BatchRejected(
-                400,
-                "AGENT_MISMATCH",
+                BatchReason.SOURCE_AGENT_MISMATCH,
                 f"event {env.event_id}: source_agent_id does not match agentId",
             )
     if authorize is not None:
         authorize(stream)
     if len(events) > limits.max_events_per_batch:
         raise BatchRejected(
-            413,
-            "BATCH_TOO_LARGE",
+            BatchReason.BATCH_TOO_LARGE,
             f"batch of {len(events)} events exceeds {limits.max_events_per_batch}",
         )
     for env in events:
         check_fields(env)
-        size = payload_size(env)
+        size = _payload_size(env)
         if size > limits.max_event_payload_bytes:
             raise BatchRejected(
-                413,
-                "PAYLOAD_TOO_LARGE",
+                BatchReason.PAYLOAD_TOO_LARGE,
                 f"event {env.event_id}: payload of {size} bytes exceeds "
                 f"{limits.max_event_payload_bytes}",
             )
@@ -156,28 +156,59 @@ def check_batch(
 
 
 def check_fields(env: VesEventEnvelope) -> None:
-    """String byte lengths and a payload for the event's kind. The reference's HTTP and
-    gRPC handlers fail the whole request on these (400) before any event is sequenced."""
+    """Text both stores can hold (``ves.storable``) and a payload for the event's kind.
+
+    The envelope's own check gives the reference's rule (UTF-8 byte lengths); the rest of
+    the storable-text rule (no NUL, which PostgreSQL text cannot hold) and the JSON texts
+    kept beside the fields (a lone surrogate in the bundle) are checked here, where events
+    are stored. The reference's HTTP and gRPC handlers fail the whole request on field
+    faults (400) before any event is sequenced; so do we, on every backend alike."""
     try:
         ves_envelope.check_lengths(env)
     except EnvelopeInvalid as exc:
-        raise BatchRejected(400, "INVALID_FIELD", f"event {env.event_id}: {exc.message}") from None
-    for name in ("entity_type", "entity_id", "event_type"):
-        # PostgreSQL text cannot hold NUL; refusing it everywhere keeps both stores alike.
-        if "\x00" in getattr(env, name):
-            raise BatchRejected(
-                400, "INVALID_FIELD", f"event {env.event_id}: {name} must not contain NUL"
-            )
+        raise BatchRejected(
+            BatchReason.INVALID_FIELD, f"event {env.event_id}: {exc.message}"
+        ) from None
+    for name, _limit in ves_envelope.TEXT_FIELDS:  # the limits were checked just above
+        _storable(env, name, getattr(env, name))
+    if env.agent_signature_bundle is not None:
+        _storable(env, "agent_signature_bundle", bundle_text(env))
     if env.payload_kind == ves_envelope.PAYLOAD_KIND_PLAINTEXT and env.payload is None:
         raise BatchRejected(
-            400, "MISSING_PAYLOAD", f"event {env.event_id}: payload is required for kind 0"
+            BatchReason.MISSING_PAYLOAD, f"event {env.event_id}: payload is required for kind 0"
         )
     if env.payload_kind != ves_envelope.PAYLOAD_KIND_PLAINTEXT and env.payload_encrypted is None:
         raise BatchRejected(
-            400,
-            "MISSING_PAYLOAD",
+            BatchReason.MISSING_PAYLOAD,
             f"event {env.event_id}: payload_encrypted is required for kind 1",
         )
+
+
+def _storable(env: VesEventEnvelope, name: str, text: str | None) -> None:
+    """Refuse the batch for text no store can hold. (In JSON texts such as the bundle,
+    only a lone surrogate, from JSON's ``"\\ud800"`` escape, can be at fault: the codec
+    writes NUL as the escape ``\\u0000``.)"""
+    if text is None:
+        return
+    try:
+        storable_text(text, field=name)
+    except UnstorableText as exc:
+        raise BatchRejected(
+            BatchReason.INVALID_FIELD, f"event {env.event_id}: {exc.message}"
+        ) from None
+
+
+def _payload_size(env: VesEventEnvelope) -> int:
+    """The payload-size rule (``ves.jsontext``), with text that is not UTF-8 refused as
+    the storable-text rule refuses it rather than crashing the count."""
+    try:
+        return payload_size(env)
+    except UnicodeEncodeError:
+        name = "payload_encrypted" if env.payload_encrypted is not None else "payload"
+        raise BatchRejected(
+            BatchReason.INVALID_FIELD,
+            f"event {env.event_id}: {name} is not valid UTF-8 (it holds a lone surrogate)",
+        ) from None
 
 
 # --- step 2: known event ids --------------------------------------------------------------
@@ -395,7 +426,8 @@ class StreamWriter:
             except ConcurrentWriteError:
                 if attempt < self._max_retries:
                     continue  # another stream took an event id meanwhile: re-classify
-                self._fail(group, RuntimeError("event id conflict persisted after retries"))
+                # A store fault like any other: the HTTP layer maps it (503, retry).
+                self._fail(group, ConcurrentWriteError("event id conflict persisted after retries"))
                 return
             except Exception as exc:  # a database fault fails every merged batch, whole
                 self._fail(group, exc)

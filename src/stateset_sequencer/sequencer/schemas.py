@@ -29,15 +29,12 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
-from ..store.base import (
-    SCHEMA_COMPATIBILITIES,
-    SCHEMA_STATUSES,
-    SchemaRecord,
-    Store,
-    StoreError,
-)
+from ..store.errors import StoreError
+from ..store.ports import Store
+from ..store.records import SCHEMA_COMPATIBILITIES, SCHEMA_STATUSES, SchemaRecord
 from ..ves.envelope import MAX_EVENT_TYPE_BYTES, PAYLOAD_KIND_ENCRYPTED, VesEventEnvelope
 from ..ves.jsontext import load_json
+from ..ves.storable import TextFault, is_storable, text_fault
 from .ingest import Rejection
 
 logger = logging.getLogger(__name__)
@@ -96,13 +93,25 @@ def parse_mode(text: str | None) -> ValidationMode:
 # --- errors and results ---------------------------------------------------------------------
 
 
-class SchemaInputError(ValueError):
-    """A registration or status change the registry refuses; ``code`` is stable
-    SCREAMING_SNAKE text for API responses."""
+class SchemaReason(enum.StrEnum):
+    """Why the registry refuses a registration or a status change. Every reason this
+    module raises is here; ``api/http/errors.py`` maps each to its status."""
 
-    def __init__(self, code: str, message: str) -> None:
+    INVALID_EVENT_TYPE = "INVALID_EVENT_TYPE"
+    INVALID_COMPATIBILITY = "INVALID_COMPATIBILITY"
+    INVALID_DESCRIPTION = "INVALID_DESCRIPTION"
+    DESCRIPTION_TOO_LONG = "DESCRIPTION_TOO_LONG"
+    INVALID_SCHEMA = "INVALID_SCHEMA"
+    SCHEMA_TOO_LARGE = "SCHEMA_TOO_LARGE"
+    INVALID_STATUS = "INVALID_STATUS"
+
+
+class SchemaInputError(ValueError):
+    """A registration or status change the registry refuses, with its reason."""
+
+    def __init__(self, reason: SchemaReason, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.reason = reason
         self.message = message
 
 
@@ -127,20 +136,10 @@ class PayloadError(TypedDict):
 # --- the registry ---------------------------------------------------------------------------
 
 
-def _utf8_len(text: str) -> int | None:
-    """UTF-8 byte length; None for text with lone surrogates (which JSON's ``\\ud800``
-    escapes can produce), as neither database can store it."""
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return None
-
-
 def _storable_event_type(event_type: str) -> bool:
-    # NUL is refused because PostgreSQL text cannot hold it, while SQLite can: a type that
-    # one backend would store and the other refuse is kept out of both.
-    size = _utf8_len(event_type)
-    return size is not None and 1 <= size <= MAX_EVENT_TYPE_BYTES and "\x00" not in event_type
+    """The storable-text rule (``ves.storable``) with the envelope's bounds: a type that
+    could not be stored cannot have a schema, so a lookup by it finds nothing."""
+    return is_storable(event_type, min_bytes=1, max_bytes=MAX_EVENT_TYPE_BYTES)
 
 
 def _json_pointer(parts: Iterable[str | int]) -> str:
@@ -186,34 +185,36 @@ class SchemaRegistry:
     ) -> SchemaRecord:
         """Store ``schema_json`` (a decoded JSON value) as the next version of
         (tenant, event_type). Raises :class:`SchemaInputError` for bad input."""
-        if not _storable_event_type(event_type):
-            raise SchemaInputError(
-                "INVALID_EVENT_TYPE",
-                f"event_type must be 1–{MAX_EVENT_TYPE_BYTES} UTF-8 bytes without NUL",
-            )
+        fault = text_fault(
+            event_type, field="event_type", min_bytes=1, max_bytes=MAX_EVENT_TYPE_BYTES
+        )
+        if fault is not None:
+            raise SchemaInputError(SchemaReason.INVALID_EVENT_TYPE, fault.message)
         if compatibility not in SCHEMA_COMPATIBILITIES:
             raise SchemaInputError(
-                "INVALID_COMPATIBILITY",
+                SchemaReason.INVALID_COMPATIBILITY,
                 f"compatibility must be one of {', '.join(SCHEMA_COMPATIBILITIES)}",
             )
         if description is not None:
-            size = _utf8_len(description)
-            if size is None or "\x00" in description:
+            fault = text_fault(description, field="description", max_bytes=MAX_DESCRIPTION_BYTES)
+            if fault is not None and fault.fault is TextFault.TOO_LONG:
                 raise SchemaInputError(
-                    "INVALID_DESCRIPTION", "description must be UTF-8 text without NUL"
-                )
-            if size > MAX_DESCRIPTION_BYTES:
-                raise SchemaInputError(
-                    "DESCRIPTION_TOO_LONG",
+                    SchemaReason.DESCRIPTION_TOO_LONG,
                     f"description exceeds {MAX_DESCRIPTION_BYTES} UTF-8 bytes",
                 )
+            if fault is not None:
+                raise SchemaInputError(SchemaReason.INVALID_DESCRIPTION, fault.message)
         text = _schema_text(schema_json)
-        size = _utf8_len(text)
-        if size is None:
-            raise SchemaInputError("INVALID_SCHEMA", "schema contains text that is not UTF-8")
-        if size > MAX_SCHEMA_BYTES:
+        # Compact JSON writes NUL as an escape, so only a lone surrogate or the size fail.
+        fault = text_fault(text, field="schema", max_bytes=MAX_SCHEMA_BYTES)
+        if fault is not None and fault.fault is TextFault.TOO_LONG:
             raise SchemaInputError(
-                "SCHEMA_TOO_LARGE", f"schema exceeds {MAX_SCHEMA_BYTES} bytes as compact JSON"
+                SchemaReason.SCHEMA_TOO_LARGE,
+                f"schema exceeds {MAX_SCHEMA_BYTES} bytes as compact JSON",
+            )
+        if fault is not None:
+            raise SchemaInputError(
+                SchemaReason.INVALID_SCHEMA, "schema contains text that is not UTF-8"
             )
         _check_schema(schema_json)
         _probe(schema_json)
@@ -267,7 +268,7 @@ class SchemaRegistry:
     async def set_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
         if status not in SCHEMA_STATUSES:
             raise SchemaInputError(
-                "INVALID_STATUS", f"status must be one of {', '.join(SCHEMA_STATUSES)}"
+                SchemaReason.INVALID_STATUS, f"status must be one of {', '.join(SCHEMA_STATUSES)}"
             )
         record = await self._store.set_schema_status(schema_id, status)
         if record is not None:
@@ -322,7 +323,7 @@ def _schema_text(schema_json: Any) -> str:
     try:
         return json.dumps(schema_json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise SchemaInputError("INVALID_SCHEMA", f"schema is not JSON: {exc}") from None
+        raise SchemaInputError(SchemaReason.INVALID_SCHEMA, f"schema is not JSON: {exc}") from None
 
 
 def _check_schema(schema_json: Any) -> None:
@@ -331,10 +332,11 @@ def _check_schema(schema_json: Any) -> None:
     except SchemaError as exc:
         where = _json_pointer(exc.absolute_path) or "the schema"
         raise SchemaInputError(
-            "INVALID_SCHEMA", f"not a valid JSON Schema (Draft 2020-12) at {where}: {exc.message}"
+            SchemaReason.INVALID_SCHEMA,
+            f"not a valid JSON Schema (Draft 2020-12) at {where}: {exc.message}",
         ) from None
     except RecursionError:
-        raise SchemaInputError("INVALID_SCHEMA", "schema is nested too deeply") from None
+        raise SchemaInputError(SchemaReason.INVALID_SCHEMA, "schema is nested too deeply") from None
 
 
 def _probe(schema_json: Any) -> None:
@@ -346,9 +348,11 @@ def _probe(schema_json: Any) -> None:
         for _ in Draft202012Validator(schema_json).iter_errors(None):
             pass
     except referencing.exceptions.Unresolvable as exc:
-        raise SchemaInputError("INVALID_SCHEMA", f"unresolvable $ref: {exc}") from None
+        raise SchemaInputError(SchemaReason.INVALID_SCHEMA, f"unresolvable $ref: {exc}") from None
     except RecursionError:
-        raise SchemaInputError("INVALID_SCHEMA", "schema refers to itself endlessly") from None
+        raise SchemaInputError(
+            SchemaReason.INVALID_SCHEMA, "schema refers to itself endlessly"
+        ) from None
 
 
 def _payload_errors(schema: SchemaRecord, validator: Validator, payload: Any) -> list[PayloadError]:

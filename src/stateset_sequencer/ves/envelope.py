@@ -37,6 +37,7 @@ from .codec import (
 )
 from .errors import BadTimestamp, EnvelopeInvalid, VesError
 from .signing import Signer, verify
+from .storable import UnstorableText, utf8_text
 
 VES_VERSION = 1
 PAYLOAD_KIND_PLAINTEXT = 0
@@ -46,6 +47,12 @@ PAYLOAD_KIND_ENCRYPTED = 1
 MAX_ENTITY_TYPE_BYTES = 128
 MAX_ENTITY_ID_BYTES = 512
 MAX_EVENT_TYPE_BYTES = 256
+# The envelope's free-text fields and their limits, for every check of them.
+TEXT_FIELDS = (
+    ("entity_type", MAX_ENTITY_TYPE_BYTES),
+    ("entity_id", MAX_ENTITY_ID_BYTES),
+    ("event_type", MAX_EVENT_TYPE_BYTES),
+)
 
 
 def _strict_format(info: ValidationInfo) -> bool:
@@ -212,23 +219,15 @@ def check_version(env: VesEventEnvelope) -> None:
 
 
 def check_lengths(env: VesEventEnvelope) -> None:
-    """Byte lengths in UTF-8: entity_type 1–128, entity_id 1–512, event_type 1–256."""
-    for name, value, limit in (
-        ("entity_type", env.entity_type, MAX_ENTITY_TYPE_BYTES),
-        ("entity_id", env.entity_id, MAX_ENTITY_ID_BYTES),
-        ("event_type", env.event_type, MAX_EVENT_TYPE_BYTES),
-    ):
+    """Byte lengths in UTF-8: entity_type 1–128, entity_id 1–512, event_type 1–256, and
+    valid UTF-8 (:func:`ves.storable.utf8_text`). NUL is allowed here, as the reference
+    allows it in a signed event; the sequencer refuses it where events are stored, as
+    text no store can hold (``ves.storable.storable_text``)."""
+    for name, limit in TEXT_FIELDS:
         try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise EnvelopeInvalid(
-                f"schema_validation: {name}", f"{name} is not valid UTF-8"
-            ) from None
-        if not 1 <= size <= limit:
-            raise EnvelopeInvalid(
-                f"schema_validation: {name}",
-                f"{name} must be 1-{limit} bytes of UTF-8, got {size}",
-            )
+            utf8_text(getattr(env, name), field=name, min_bytes=1, max_bytes=limit)
+        except UnstorableText as exc:
+            raise EnvelopeInvalid(f"schema_validation: {name}", exc.message) from None
 
 
 def check_payload_kind(env: VesEventEnvelope) -> None:

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin, ensure_read
-from ...store.base import AgentKey, AuditEntry, IntegrityError
+from ...store.errors import IntegrityError
+from ...store.records import AgentKey, AuditEntry
 from ...ves.codec import format_rfc3339, parse_rfc3339
 from ...ves.errors import VesError
 from ...ves.signing import parse_public_key
 from .deps import Auth, ServicesDep, actor, bind_stream
-from .errors import AgentError, responses
+from .errors import AgentError, agent_error, responses
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agent keys"])
 
@@ -95,7 +96,7 @@ def _admin(ctx: AuthContext, tenant_id: uuid.UUID) -> None:
     try:
         ensure_admin(ctx, tenant_id)
     except AuthError as exc:
-        raise AgentError(403, "FORBIDDEN", exc.message) from None
+        raise agent_error(exc.reason, exc.message) from None
 
 
 def _parse_time(name: str, value: str | None) -> datetime | None:
@@ -182,7 +183,7 @@ async def list_agent_keys(
     try:
         ensure_read(ctx, tenant_id)
     except AuthError as exc:
-        raise AgentError(403, "FORBIDDEN", exc.message) from None
+        raise agent_error(exc.reason, exc.message) from None
     bind_stream(request, tenant_id, None)
     keys = await services.store.list_agent_keys(tenant_id, agent_id)
     return {"keys": [key_out(k) for k in keys], "count": len(keys)}

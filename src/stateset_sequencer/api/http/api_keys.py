@@ -13,7 +13,7 @@ from ...sequencer import api_keys
 from ...sequencer.api_keys import KeyRequestError, KeySpec
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin
 from .deps import Auth, ServicesDep, actor, admin_ip_guard, bind_stream
-from .errors import AgentError, responses
+from .errors import AgentError, agent_error, responses
 from .services import Services
 
 admin_router = APIRouter(
@@ -85,11 +85,11 @@ class AgentInfo(BaseModel):
 
 
 def _forbidden(exc: AuthError) -> AgentError:
-    return AgentError(403, "FORBIDDEN", exc.message)
+    return agent_error(exc.reason, exc.message)
 
 
 def _agent_error(exc: KeyRequestError) -> AgentError:
-    return AgentError(exc.status, exc.code, exc.message)
+    return agent_error(exc.reason, exc.message)
 
 
 def _request_id(request: Request) -> str | None:

@@ -11,9 +11,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ...store.base import OperationalError, StoreError
+from ...store.errors import StoreError
 from . import agent_keys, api_keys, events, health, ingest, schemas
-from .errors import AgentError, ApiError, AuthFailure
+from .errors import AgentError, ApiError, AuthFailure, store_fault
 from .middleware import BodyTooLarge, EdgeMiddleware
 from .services import Services
 from .validation import request_error
@@ -49,7 +49,7 @@ def create_app(services: Services) -> FastAPI:
         max_body_bytes=services.settings.MAX_BODY_SIZE_BYTES,
         timeout_seconds=services.settings.REQUEST_TIMEOUT_SECS,
     )
-    _install_openapi(app)
+    _install_openapi(app, services)
     return app
 
 
@@ -93,16 +93,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        """Every route's store faults, through the one table (``errors.STORE_FAULTS``)."""
         log.error("database error", error=type(exc).__name__, detail=str(exc)[:300])
-        if isinstance(exc, OperationalError):
-            error = ApiError("SERVICE_UNAVAILABLE", "Database unavailable")
-        else:
-            error = ApiError("DATABASE_ERROR", "Database error")
-        return error.response(_request_id(request))
+        return store_fault(exc).response(_request_id(request))
 
 
-def _install_openapi(app: FastAPI) -> None:
-    """FastAPI's document plus the component schemas of the hand-parsed ingest body."""
+def _install_openapi(app: FastAPI, services: Services) -> None:
+    """FastAPI's document plus the component schemas of the hand-parsed ingest body, with
+    the configured ingest limits stated."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -113,6 +111,7 @@ def _install_openapi(app: FastAPI) -> None:
         components = document.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in ingest.extra_schemas().items():
             components.setdefault(name, schema)
+        ingest.document_limits(document, services.sequencer.limits)
         app.openapi_schema = document
         return document
 

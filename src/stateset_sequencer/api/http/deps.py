@@ -9,10 +9,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ...sequencer.auth import DISABLED_CONTEXT, AuthContext, AuthError
-from ...store.base import AuditEntry, StoreError
-from .errors import AuthFailure
+from ...sequencer.auth import DISABLED_CONTEXT, AuthContext, AuthError, AuthReason
+from ...store.errors import StoreError
+from ...store.records import AuditEntry
+from ...ves.storable import make_storable
+from .errors import AuthFailure, auth_backend_failure, auth_failure
 from .services import IpNetwork, Services
+
+AUDIT_TEXT_BYTES = 200
 
 
 def get_services(request: Request) -> Services:
@@ -65,20 +69,18 @@ async def authenticate(request: Request, services: ServicesDep) -> AuthContext:
         ctx = await services.authenticator.authenticate(request.headers)
         services.rate_limits.check(ctx)
     except AuthError as exc:
-        services.metrics.auth_failures.labels(exc.code).inc()
+        services.metrics.auth_failures.labels(exc.reason).inc()
         await _audit_failure(request, services, exc)
-        raise AuthFailure(exc.status, exc.code, exc.message, exc.retry_after) from None
+        raise auth_failure(exc) from None
     except StoreError:
-        raise AuthFailure(
-            503, "auth_backend_unavailable", "Authentication backend unavailable"
-        ) from None
+        raise auth_backend_failure() from None
     request.state.tenant_id = str(ctx.tenant_id)
     request.state.subject = ctx.subject
     return ctx
 
 
 async def _audit_failure(request: Request, services: Services, exc: AuthError) -> None:
-    if exc.status == 429:
+    if exc.reason is AuthReason.RATE_LIMITED:
         return  # a flood of throttled requests would otherwise flood the audit log
     # Refusing the credential matters more than recording the refusal.
     with contextlib.suppress(StoreError):
@@ -89,11 +91,16 @@ async def _audit_failure(request: Request, services: Services, exc: AuthError) -
                 actor_type="anonymous",
                 success=False,
                 resource_type="route",
-                resource_id=request.url.path[:200],
+                # A path may hold NUL (``%00``), which PostgreSQL text cannot: the row
+                # would be lost there and kept on SQLite. The stored copy is made storable.
+                resource_id=make_storable(request.url.path, max_bytes=AUDIT_TEXT_BYTES),
                 request_id=getattr(request.state, "request_id", None),
                 ip_address=client_ip(request, services) or None,
-                user_agent=(request.headers.get("user-agent") or "")[:200] or None,
-                details={"code": exc.code},
+                user_agent=make_storable(
+                    request.headers.get("user-agent") or "", max_bytes=AUDIT_TEXT_BYTES
+                )
+                or None,
+                details={"code": str(exc.reason)},
                 error_message=exc.message,
             )
         )

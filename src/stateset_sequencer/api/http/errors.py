@@ -1,4 +1,5 @@
-"""The reference's three error bodies, and one exception type per body.
+"""The reference's three error bodies, one exception type per body, and the one table
+that turns a service's reason into an HTTP answer.
 
 * :class:`ApiError` — ``{"error": {"code", "numeric_code", "message", ...}}`` with an
   ``x-error-code`` header: ingest, reads, schemas (the reference's ``ApiError``).
@@ -9,13 +10,37 @@
 
 Clients of the reference branch on these shapes, so each route keeps the one the
 reference uses for it.
+
+Services (``sequencer/``) raise exceptions that carry a *reason* (a member of
+``BatchReason``, ``AuthReason``, ``KeyReason`` or ``SchemaReason``) and a message, never
+a status. :data:`REASONS` maps every reason to its status and to its code in each body it
+can be answered with; :func:`api_error`, :func:`agent_error` and :func:`auth_failure`
+build the answer from it. A test walks every member of those enums and fails on one
+without a row here.
+
+Store faults have one mapping too, :data:`STORE_FAULTS`, applied on every route (ingest
+included) by :func:`store_fault`; see there.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse
+
+from ...sequencer.api_keys import KeyReason
+from ...sequencer.auth import AuthError, AuthReason
+from ...sequencer.ingest import BatchReason
+from ...sequencer.schemas import SchemaReason
+from ...store.errors import (
+    ConcurrentWriteError,
+    IntegrityError,
+    MigrationError,
+    OperationalError,
+    StoreError,
+)
 
 # code -> (numeric code, HTTP status), as in the reference's src/api/error.rs
 ERROR_CODES: dict[str, tuple[int, int]] = {
@@ -132,6 +157,224 @@ class AgentError(Exception):
         )
 
 
+# --- service reasons -> HTTP ----------------------------------------------------------------
+
+
+class Body(enum.Enum):
+    """The reference's three error bodies."""
+
+    API = "api"  # ApiError: {"error": {"code", "numeric_code", "message", "details"}}
+    AUTH = "auth"  # AuthFailure: {"error", "code"}
+    AGENT = "agent"  # AgentError: {"success": false, "error", "code"}
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """How one reason is answered: its status, and its code in each body it can be
+    answered with (None: never in that body). ``detail`` is what an ApiError body sends
+    as ``details.reason`` (our finer cause beside the reference's coarser ``code``)."""
+
+    status: int
+    api: str | None = None
+    agent: str | None = None
+    auth: str | None = None
+    detail: str | None = None
+
+    @property
+    def bodies(self) -> frozenset[Body]:
+        named = {Body.API: self.api, Body.AGENT: self.agent, Body.AUTH: self.auth}
+        return frozenset(body for body, code in named.items() if code is not None)
+
+
+def _api(status: int, code: str, detail: str) -> Wire:
+    return Wire(status, api=code, detail=detail)
+
+
+def _agent(status: int, code: str) -> Wire:
+    return Wire(status, agent=code)
+
+
+# A scope refusal is answered in the body of the route that checks it: ApiError on
+# ingest, reads and schemas (the reference's INSUFFICIENT_PERMISSIONS, with our reason),
+# the agent body's FORBIDDEN on agent, admin and health routes.
+def _scope(reason: str) -> Wire:
+    return Wire(403, api="INSUFFICIENT_PERMISSIONS", agent="FORBIDDEN", detail=reason)
+
+
+REASONS: dict[str, Wire] = {
+    # sequencer/ingest.py: whole-batch faults (ApiError, as the reference's ingest handler)
+    BatchReason.EMPTY_BATCH: _api(400, "INVALID_FIELD_VALUE", "EMPTY_BATCH"),
+    BatchReason.MIXED_STREAM: _api(400, "INVALID_FIELD_VALUE", "MIXED_STREAM"),
+    BatchReason.SOURCE_AGENT_MISMATCH: _api(400, "INVALID_FIELD_VALUE", "AGENT_MISMATCH"),
+    BatchReason.AGENT_MISMATCH: _api(403, "INSUFFICIENT_PERMISSIONS", "AGENT_MISMATCH"),
+    BatchReason.INVALID_FIELD: _api(400, "INVALID_FIELD_VALUE", "INVALID_FIELD"),
+    BatchReason.MISSING_PAYLOAD: _api(400, "INVALID_FIELD_VALUE", "MISSING_PAYLOAD"),
+    BatchReason.BATCH_TOO_LARGE: _api(413, "BATCH_TOO_LARGE", "BATCH_TOO_LARGE"),
+    BatchReason.PAYLOAD_TOO_LARGE: _api(413, "PAYLOAD_TOO_LARGE", "PAYLOAD_TOO_LARGE"),
+    # sequencer/auth.py: credentials (the auth middleware's body) ...
+    AuthReason.MISSING_AUTH: Wire(401, auth="missing_auth"),
+    AuthReason.INVALID_API_KEY: Wire(401, auth="invalid_api_key"),
+    AuthReason.INVALID_JWT: Wire(401, auth="invalid_jwt"),
+    AuthReason.TOKEN_EXPIRED: Wire(401, auth="token_expired"),
+    AuthReason.RATE_LIMITED: Wire(429, auth="rate_limited"),
+    # ... and scopes (the body of the route that checks them)
+    AuthReason.INSUFFICIENT_PERMISSIONS: _scope("insufficient_permissions"),
+    AuthReason.TENANT_ACCESS_DENIED: _scope("tenant_access_denied"),
+    AuthReason.STORE_ACCESS_DENIED: _scope("store_access_denied"),
+    # sequencer/api_keys.py (the agent/admin body; its code is the reason)
+    KeyReason.STORE_IDS_TOO_MANY: _agent(400, "STORE_IDS_TOO_MANY"),
+    KeyReason.STORE_IDS_DUPLICATE: _agent(400, "STORE_IDS_DUPLICATE"),
+    KeyReason.RATE_LIMIT_INVALID: _agent(400, "RATE_LIMIT_INVALID"),
+    KeyReason.NO_PERMISSIONS: _agent(400, "NO_PERMISSIONS"),
+    KeyReason.INVALID_KEY_PREFIX: _agent(400, "INVALID_KEY_PREFIX"),
+    KeyReason.KEY_NOT_FOUND: _agent(404, "KEY_NOT_FOUND"),
+    KeyReason.AMBIGUOUS_PREFIX: _agent(409, "AMBIGUOUS_PREFIX"),
+    KeyReason.ALREADY_REVOKED: _agent(409, "ALREADY_REVOKED"),
+    # sequencer/schemas.py (ApiError, the reference's INVALID_FIELD_VALUE with our reason)
+    SchemaReason.INVALID_EVENT_TYPE: _api(400, "INVALID_FIELD_VALUE", "INVALID_EVENT_TYPE"),
+    SchemaReason.INVALID_COMPATIBILITY: _api(400, "INVALID_FIELD_VALUE", "INVALID_COMPATIBILITY"),
+    SchemaReason.INVALID_DESCRIPTION: _api(400, "INVALID_FIELD_VALUE", "INVALID_DESCRIPTION"),
+    SchemaReason.DESCRIPTION_TOO_LONG: _api(400, "INVALID_FIELD_VALUE", "DESCRIPTION_TOO_LONG"),
+    SchemaReason.INVALID_SCHEMA: _api(400, "INVALID_FIELD_VALUE", "INVALID_SCHEMA"),
+    SchemaReason.SCHEMA_TOO_LARGE: _api(400, "INVALID_FIELD_VALUE", "SCHEMA_TOO_LARGE"),
+    SchemaReason.INVALID_STATUS: _api(400, "INVALID_FIELD_VALUE", "INVALID_STATUS"),
+}
+
+SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
+    BatchReason,
+    AuthReason,
+    KeyReason,
+    SchemaReason,
+)
+"""Every enum of reasons a service raises; the test of the table walks these."""
+
+
+def wire_for(reason: str) -> Wire:
+    return REASONS[reason]
+
+
+def status_for(reason: str) -> int:
+    """The HTTP status a service reason is answered with."""
+    return REASONS[reason].status
+
+
+def api_error(reason: str, message: str, *, retry_after: int | None = None) -> ApiError:
+    """The ApiError answer for a reason (ingest, reads, schemas)."""
+    wire = REASONS[reason]
+    if wire.api is None:
+        raise LookupError(f"reason {reason} has no ApiError form")
+    return ApiError(
+        wire.api, message, status=wire.status, reason=wire.detail, retry_after=retry_after
+    )
+
+
+def agent_error(reason: str, message: str) -> AgentError:
+    """The agent/admin body's answer for a reason."""
+    wire = REASONS[reason]
+    if wire.agent is None:
+        raise LookupError(f"reason {reason} has no agent-body form")
+    return AgentError(wire.status, wire.agent, message)
+
+
+def auth_failure(exc: AuthError) -> AuthFailure:
+    """The auth middleware's answer for a refused credential or rate limit."""
+    wire = REASONS[exc.reason]
+    if wire.auth is None:
+        raise LookupError(f"reason {exc.reason} has no auth-body form")
+    return AuthFailure(wire.status, wire.auth, exc.message, exc.retry_after)
+
+
+# --- store faults -> HTTP --------------------------------------------------------------------
+
+DB_RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFault:
+    status: int
+    code: str  # the ApiError code
+    detail: str  # details.reason
+    message: str
+    retry_after: int | None = None
+
+
+STORE_FAULTS: tuple[tuple[type[StoreError], StoreFault], ...] = (
+    (
+        OperationalError,
+        StoreFault(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "DATABASE_UNAVAILABLE",
+            "Database unavailable",
+            DB_RETRY_AFTER_SECONDS,
+        ),
+    ),
+    (
+        ConcurrentWriteError,
+        StoreFault(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "WRITE_CONFLICT",
+            "Concurrent writes kept conflicting; retry",
+            DB_RETRY_AFTER_SECONDS,
+        ),
+    ),
+    (IntegrityError, StoreFault(500, "DATABASE_ERROR", "DATABASE_INTEGRITY", "Database error")),
+    (MigrationError, StoreFault(500, "DATABASE_ERROR", "DATABASE_MIGRATION", "Database error")),
+    (StoreError, StoreFault(500, "DATABASE_ERROR", "DATABASE_ERROR", "Database error")),
+)
+"""The one mapping of store faults, the same on every route, ingest included (first
+matching class wins):
+
+* the database is unreachable or refused the operation (:class:`OperationalError`), or
+  concurrent writers kept colliding after the sequencer's own retries
+  (:class:`ConcurrentWriteError`): **503** ``SERVICE_UNAVAILABLE`` with ``Retry-After``.
+  Nothing was written, and the same request may well succeed in a moment: that is what a
+  client's retry loop and an operator's alert need to see. The reference answers 500
+  ``DATABASE_ERROR`` on ingest for every database fault; we differ on purpose here (its
+  own auth layer already answers an unavailable backend with 503);
+* anything else (:class:`IntegrityError`: a row broke a rule of the schema, which is a
+  bug or data no retry will fix; :class:`MigrationError`): **500** ``DATABASE_ERROR``, as
+  the reference does, without ``Retry-After``.
+
+``details.reason`` names the class of fault; the message never carries the driver's
+text (that goes to the log). The auth layer, which answers in its own body, gives its
+reference answer for every store fault: 503 ``auth_backend_unavailable`` (it cannot tell
+the caller whether the credential is good), with the same ``Retry-After``.
+"""
+
+AUTH_BACKEND_UNAVAILABLE = "auth_backend_unavailable"
+
+
+def store_fault_of(exc: StoreError) -> StoreFault:
+    for kind, fault in STORE_FAULTS:
+        if isinstance(exc, kind):
+            return fault
+    raise AssertionError("StoreError is the last row")  # pragma: no cover
+
+
+def store_fault(exc: StoreError) -> ApiError:
+    """The ApiError answer for a store fault on any route."""
+    fault = store_fault_of(exc)
+    return ApiError(
+        fault.code,
+        fault.message,
+        status=fault.status,
+        reason=fault.detail,
+        retry_after=fault.retry_after,
+    )
+
+
+def auth_backend_failure() -> AuthFailure:
+    """The auth layer's answer when the store behind credentials fails."""
+    return AuthFailure(
+        503,
+        AUTH_BACKEND_UNAVAILABLE,
+        "Authentication backend unavailable",
+        retry_after=DB_RETRY_AFTER_SECONDS,
+    )
+
+
 # --- OpenAPI descriptions of the three bodies --------------------------------------------
 
 API_ERROR_SCHEMA: dict[str, Any] = {
@@ -174,11 +417,11 @@ ANY_ERROR_SCHEMA: dict[str, Any] = {
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for a route's error statuses (plus those any route can give:
-    bad input, auth, size limit, rate limit and timeout)."""
+    bad input, auth, size limit, rate limit, a store fault (500, 503) and timeout)."""
     return {
         status: {
             "description": "error",
             "content": {"application/json": {"schema": ANY_ERROR_SCHEMA}},
         }
-        for status in sorted({400, 401, 403, 413, 422, 429, 504, *statuses})
+        for status in sorted({400, 401, 403, 413, 422, 429, 500, 503, 504, *statuses})
     }

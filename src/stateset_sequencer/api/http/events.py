@@ -9,18 +9,19 @@ since this service has one event path.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
 from ...sequencer.auth import AuthContext, AuthError, ensure_read
-from ...store.base import StoredEvent, StreamKey
+from ...store.records import StoredEvent, StreamKey
 from ...ves.codec import format_rfc3339
 from ...ves.envelope import MAX_ENTITY_ID_BYTES, MAX_ENTITY_TYPE_BYTES
+from ...ves.storable import TextFault, text_fault
 from .deps import Auth, ServicesDep, bind_stream
-from .errors import ApiError, responses
+from .errors import ApiError, api_error, responses
 from .services import Services
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -33,8 +34,25 @@ TenantQ = Annotated[uuid.UUID, Query(description="Tenant UUID")]
 StoreQ = Annotated[uuid.UUID, Query(description="Store UUID")]
 FromQ = Annotated[int, Query(ge=0, le=U63, description="First sequence number (inclusive)")]
 LimitQ = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, 1–1000")]
-EntityType = Annotated[str, Path(min_length=1, max_length=MAX_ENTITY_TYPE_BYTES)]
-EntityId = Annotated[str, Path(min_length=1, max_length=MAX_ENTITY_ID_BYTES)]
+# ``max_length`` counts characters, so it bounds the real limit, in UTF-8 bytes, from above;
+# the description states the byte limit itself.
+EntityType = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ENTITY_TYPE_BYTES,
+        description=f"1-{MAX_ENTITY_TYPE_BYTES} bytes of UTF-8 (more: 400)",
+    ),
+]
+EntityId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ENTITY_ID_BYTES,
+        description=f"1-{MAX_ENTITY_ID_BYTES} bytes of UTF-8 (more: 400); any characters, "
+        "slashes included",
+    ),
+]
 
 
 class HeadResponse(BaseModel):
@@ -114,35 +132,28 @@ def _read(
     try:
         ensure_read(ctx, tenant_id, store_id)
     except AuthError as exc:
-        raise ApiError("INSUFFICIENT_PERMISSIONS", exc.message, reason=exc.code) from None
+        raise api_error(exc.reason, exc.message) from None
     return StreamKey(tenant_id, store_id)
 
 
-def _check_bytes(entity_type: str, entity_id: str) -> None:
-    # Path(max_length) counts characters; the limits are in UTF-8 bytes.
+def _storable_entity(entity_type: str, entity_id: str) -> bool:
+    """The storable-text rule (``ves.storable``) on an entity path, the same on every
+    backend. Over its UTF-8 byte limit (``Path(max_length)`` counts characters) is 400,
+    as the reference answers. Text no store can hold (NUL, a lone surrogate) was refused
+    at ingest on every backend, so no stored event carries it: False, and the page is
+    empty without asking the store (PostgreSQL would fail such a query)."""
+    storable = True
     for name, value, limit in (
         ("entity_type", entity_type, MAX_ENTITY_TYPE_BYTES),
         ("entity_id", entity_id, MAX_ENTITY_ID_BYTES),
     ):
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > limit:
-            raise ApiError("INVALID_FIELD_VALUE", f"{name} must be 1-{limit} bytes, got {size}")
-
-
-async def _read_entity(
-    services: Services,
-    stream: StreamKey,
-    entity_type: str,
-    entity_id: str,
-    offset: int,
-    limit: int,
-) -> tuple[list[StoredEvent], int]:
-    # PostgreSQL text cannot hold NUL, so no stored event has such an id there; asking
-    # would fail the query (a 500) instead of answering the truth: no events.
-    if services.store.dialect == "postgres" and ("\x00" in entity_type or "\x00" in entity_id):
-        return [], 0
-    events, total = await services.store.read_entity(stream, entity_type, entity_id, offset, limit)
-    return list(events), total
+        fault = text_fault(value, field=name, min_bytes=1, max_bytes=limit)
+        if fault is None:
+            continue
+        if fault.fault in (TextFault.TOO_LONG, TextFault.TOO_SHORT):
+            raise ApiError("INVALID_FIELD_VALUE", fault.message)
+        storable = False
+    return storable
 
 
 async def _entity_page(
@@ -157,9 +168,14 @@ async def _entity_page(
 ) -> dict[str, Any]:
     """One page of an entity's history, in the shape both entity routes answer."""
     entity_type, entity_id = entity
-    _check_bytes(entity_type, entity_id)
+    storable = _storable_entity(entity_type, entity_id)
     stream = _read(ctx, request, *ids)
-    events, total = await _read_entity(services, stream, entity_type, entity_id, offset, limit)
+    events: Sequence[StoredEvent] = []
+    total = 0
+    if storable:
+        events, total = await services.store.read_entity(
+            stream, entity_type, entity_id, offset, limit
+        )
     return {
         "entity_type": entity_type,
         "entity_id": entity_id,

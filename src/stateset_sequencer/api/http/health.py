@@ -12,10 +12,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from ...sequencer.auth import AuthError, ensure_admin
-from ...store.base import PoolStats, StoreError
+from ...store.errors import StoreError
+from ...store.records import PoolStats
 from ...ves.codec import format_rfc3339
 from .deps import Auth, ServicesDep, admin_ip_guard
-from .errors import ANY_ERROR_SCHEMA, AgentError, responses
+from .errors import ANY_ERROR_SCHEMA, agent_error, responses
 
 router = APIRouter(tags=["health"])
 SERVICE = "stateset-sequencer"
@@ -116,8 +117,8 @@ async def ready(services: ServicesDep) -> Response:
 def _require_admin(ctx: Any) -> None:
     try:
         ensure_admin(ctx)
-    except AuthError:
-        raise AgentError(403, "FORBIDDEN", "Admin permission required") from None
+    except AuthError as exc:
+        raise agent_error(exc.reason, "Admin permission required") from None
 
 
 @router.get(
@@ -128,6 +129,7 @@ def _require_admin(ctx: Any) -> None:
 async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
     _require_admin(ctx)
     components: dict[str, Any] = {}
+    name = services.store.capabilities.name  # "postgresql" or "sqlite", as the reference
     try:
         seconds = await services.store.ping()
         ms = seconds * 1000
@@ -135,14 +137,14 @@ async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
             "healthy" if ms < DB_HEALTHY_MS else "degraded" if ms < DB_DEGRADED_MS else "unhealthy"
         )
         components["database"] = {
-            "name": "postgresql" if services.store.dialect == "postgres" else "sqlite",
+            "name": name,
             "status": db_status,
             "response_time_ms": round(ms, 3),
         }
     except StoreError as exc:
         db_status = "unhealthy"
         components["database"] = {
-            "name": services.store.dialect,
+            "name": name,
             "status": "unhealthy",
             "message": type(exc).__name__,
             "response_time_ms": None,

@@ -2,11 +2,15 @@
 
 The body is parsed here rather than by FastAPI so that a malformed JSON text (400), a
 wrongly typed field (422, with its path) and the strict-hex setting are told apart
-exactly; the OpenAPI document still describes the body through ``openapi_extra``.
+exactly; the OpenAPI document still describes the body through ``openapi_extra``, with
+the configured limits filled in when the document is served (:func:`document_limits`).
+The response body is built here too (:func:`ingest_body`): the sequencer returns a typed
+:class:`IngestResult`.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from typing import Any
@@ -15,27 +19,38 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...sequencer.auth import AuthContext, AuthError, ensure_write
-from ...sequencer.ingest import BatchRejected
-from ...store.base import StoreError, StreamKey
+from ...sequencer.auth import AuthError, ensure_write
+from ...sequencer.ingest import BatchRejected, IngestResult, Limits, Rejection
+from ...store.errors import StoreError
+from ...store.records import StreamKey
 from ...ves import jcs
 from ...ves.codec import parse_uuid
-from ...ves.envelope import VesEventEnvelope, parse_envelope
+from ...ves.envelope import (
+    MAX_ENTITY_ID_BYTES,
+    MAX_ENTITY_TYPE_BYTES,
+    MAX_EVENT_TYPE_BYTES,
+    VesEventEnvelope,
+    parse_envelope,
+)
 from ...ves.errors import VesError
 from .deps import Auth, ServicesDep, bind_stream
-from .errors import ApiError, responses
+from .errors import ApiError, api_error, responses, store_fault, wire_for
 from .metrics import rejection_label
 from .validation import pydantic_error
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
 
+# Only the OpenAPI document is built from this model (the body is parsed by
+# :func:`parse_body`); the number of events it states is the configured
+# ``MAX_EVENTS_PER_BATCH``, filled in by :func:`document_limits`. (Its docstring is
+# served as the schema's description.)
 class IngestRequest(BaseModel):
     """The wrapper: camelCase, envelopes snake_case."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
     agentId: uuid.UUID  # noqa: N815 - the reference's wire name
-    events: list[VesEventEnvelope] = Field(max_length=100_000)
+    events: list[VesEventEnvelope] = Field(min_length=1)
 
 
 class RejectionOut(BaseModel):
@@ -66,20 +81,51 @@ class IngestResponse(BaseModel):
     receipts: list[ReceiptOut] | None = None
 
 
-# Whole-batch faults: our precise reason -> the reference's ApiError code.
-_BATCH_CODES = {
-    "EMPTY_BATCH": "INVALID_FIELD_VALUE",
-    "MIXED_STREAM": "INVALID_FIELD_VALUE",
-    "AGENT_MISMATCH": "INVALID_FIELD_VALUE",
-    "INVALID_FIELD": "INVALID_FIELD_VALUE",
-    "MISSING_PAYLOAD": "INVALID_FIELD_VALUE",
-    "BATCH_TOO_LARGE": "BATCH_TOO_LARGE",
-    "PAYLOAD_TOO_LARGE": "PAYLOAD_TOO_LARGE",
+# --- the response body ----------------------------------------------------------------------
+
+
+def rejection_body(rejection: Rejection) -> dict[str, str]:
+    """snake_case keys even inside the camelCase response, as the reference does."""
+    return {
+        "event_id": str(rejection.event_id),
+        "reason": rejection.reason,
+        "message": rejection.message,
+    }
+
+
+def ingest_body(result: IngestResult) -> dict[str, Any]:
+    """The reference's camelCase response; empty rejections and receipts are omitted."""
+    wire: dict[str, Any] = {
+        "batchId": str(result.batch_id),
+        "eventsAccepted": result.events_accepted,
+        "eventsRejected": result.events_rejected,
+        "sequenceStart": result.sequence_start,
+        "sequenceEnd": result.sequence_end,
+        "headSequence": result.head_sequence,
+    }
+    if result.rejections:
+        wire["rejections"] = [rejection_body(r) for r in result.rejections]
+    if result.receipts:
+        wire["receipts"] = [r.to_wire() for r in result.receipts]
+    return wire
+
+
+# --- the OpenAPI description of the request -------------------------------------------------
+
+INGEST_PATH = "/api/v1/ves/events/ingest"
+_TEXT_LIMITS = {
+    "entity_type": MAX_ENTITY_TYPE_BYTES,
+    "entity_id": MAX_ENTITY_ID_BYTES,
+    "event_type": MAX_EVENT_TYPE_BYTES,
 }
 
 
+def _request_schema() -> dict[str, Any]:
+    return IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
 def _openapi_body() -> dict[str, Any]:
-    schema = IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = _request_schema()
     schema.pop("$defs", None)
     return {
         "requestBody": {
@@ -90,10 +136,38 @@ def _openapi_body() -> dict[str, Any]:
 
 
 def extra_schemas() -> dict[str, Any]:
-    """Component schemas the hand-written request body refers to."""
-    schema = IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs: dict[str, Any] = schema.get("$defs", {})
+    """Component schemas the hand-written request body refers to, with the envelope's
+    text limits stated: ``maxLength`` counts characters, so it bounds a limit in UTF-8
+    bytes from above, and the description gives the byte limit itself."""
+    defs: dict[str, Any] = _request_schema().get("$defs", {})
+    envelope = defs.get("VesEventEnvelope", {}).get("properties", {})
+    for name, limit in _TEXT_LIMITS.items():
+        if name in envelope:
+            envelope[name].update(
+                minLength=1,
+                maxLength=limit,
+                description=f"1-{limit} bytes of UTF-8, without NUL (else 400 INVALID_FIELD)",
+            )
     return defs
+
+
+def document_limits(document: dict[str, Any], limits: Limits) -> None:
+    """State the configured limits in the served document: at most
+    ``MAX_EVENTS_PER_BATCH`` events (more is our 413 ``BATCH_TOO_LARGE``, answered by the
+    handler, not by schema validation) and ``MAX_EVENT_PAYLOAD_SIZE`` per payload."""
+    operation = document["paths"][INGEST_PATH]["post"]
+    # FastAPI puts the route's own ``openapi_extra`` dict into the document: copy it, so
+    # that apps with other limits in one process do not write into each other's.
+    operation["requestBody"] = body = copy.deepcopy(operation["requestBody"])
+    events = body["content"]["application/json"]["schema"]["properties"]["events"]
+    events["maxItems"] = limits.max_events_per_batch
+    events["minItems"] = 1
+    events["description"] = (
+        f"1-{limits.max_events_per_batch} signed envelopes of one (tenant_id, store_id) "
+        f"stream (more: 413 BATCH_TOO_LARGE); each payload (or payload_encrypted) at most "
+        f"{limits.max_event_payload_bytes} bytes as compact JSON (more: 413 "
+        "PAYLOAD_TOO_LARGE)"
+    )
 
 
 def parse_body(raw: bytes, strict_format: bool) -> tuple[uuid.UUID, list[VesEventEnvelope]]:
@@ -130,7 +204,7 @@ def parse_body(raw: bytes, strict_format: bool) -> tuple[uuid.UUID, list[VesEven
 
 
 @router.post(
-    "/ves/events/ingest",
+    INGEST_PATH.removeprefix("/api/v1"),
     response_model=IngestResponse,
     response_model_exclude_none=True,
     responses=responses(500, 503),
@@ -148,35 +222,24 @@ async def ingest_ves_events(request: Request, services: ServicesDep, ctx: Auth) 
         bind_stream(request, events[0].tenant_id, events[0].store_id)
 
     def authorize(stream: StreamKey) -> None:
-        _authorize_write(ctx, stream)
+        ensure_write(ctx, stream.tenant_id, stream.store_id)
 
     try:
         result = await services.sequencer.ingest(
             agent_id, events, bound_agent_id=ctx.agent_id, authorize=authorize
         )
     except BatchRejected as exc:
-        metrics.batches_rejected.labels(exc.code).inc()
-        if exc.status == 403:
-            raise ApiError("INSUFFICIENT_PERMISSIONS", exc.message, reason=exc.code) from None
-        raise ApiError(
-            _BATCH_CODES.get(exc.code, "INVALID_FIELD_VALUE"),
-            exc.message,
-            status=exc.status,
-            reason=exc.code,
-        ) from None
+        error = api_error(exc.reason, exc.message)
+        metrics.batches_rejected.labels(wire_for(exc.reason).detail or exc.reason).inc()
+        raise error from None
+    except AuthError as exc:  # from ``authorize``, where the reference checks write
+        raise api_error(exc.reason, exc.message) from None
     except StoreError as exc:
         metrics.db_errors.inc()
-        raise ApiError("DATABASE_ERROR", f"Database error: {type(exc).__name__}") from None
+        raise store_fault(exc) from None
     metrics.events_sequenced.inc(result.events_accepted)
     metrics.events_replayed.inc(len(result.receipts) - result.events_accepted)
     for rejection in result.rejections:
         metrics.events_rejected.labels(rejection_label(rejection.reason)).inc()
     metrics.ingest_latency.observe(time.perf_counter() - started)
-    return JSONResponse(result.to_wire())
-
-
-def _authorize_write(ctx: AuthContext, stream: StreamKey) -> None:
-    try:
-        ensure_write(ctx, stream.tenant_id, stream.store_id)
-    except AuthError as exc:
-        raise ApiError("INSUFFICIENT_PERMISSIONS", exc.message, reason=exc.code) from None
+    return JSONResponse(ingest_body(result))

@@ -11,12 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin, ensure_read, ensure_write
 from ...sequencer.schemas import SchemaInputError, SchemaUnusable
-from ...store.base import SchemaRecord
+from ...store.records import SchemaRecord
 from ...ves.codec import format_rfc3339
 from ...ves.envelope import MAX_EVENT_TYPE_BYTES
 from ...ves.jsontext import load_json
 from .deps import Auth, ServicesDep, actor, bind_stream
-from .errors import ApiError, responses
+from .errors import ApiError, api_error, responses
 
 router = APIRouter(prefix="/api/v1/schemas", tags=["schemas"])
 
@@ -106,11 +106,11 @@ def _check(check: Any, ctx: AuthContext, tenant_id: uuid.UUID) -> None:
     try:
         check(ctx, tenant_id)
     except AuthError as exc:
-        raise ApiError("INSUFFICIENT_PERMISSIONS", exc.message, reason=exc.code) from None
+        raise api_error(exc.reason, exc.message) from None
 
 
 def _input_error(exc: SchemaInputError) -> ApiError:
-    return ApiError("INVALID_FIELD_VALUE", exc.message, reason=exc.code)
+    return api_error(exc.reason, exc.message)
 
 
 async def _owned(
