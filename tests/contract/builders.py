@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stateset_sequencer.store.base import NewEvent, Store, StoredEvent, StreamKey
+from stateset_sequencer.store.ports import EventLog
+from stateset_sequencer.store.records import NewEvent, StoredEvent, StreamKey
 from stateset_sequencer.ves.envelope import VesEventEnvelope, sign_event
 from stateset_sequencer.ves.signing import ReceiptSigner, Signer
 
@@ -84,7 +85,7 @@ def stored(new: NewEvent) -> StoredEvent:
 
 
 async def append(
-    store: Store,
+    store: EventLog,
     stream: StreamKey,
     events: Sequence[VesEventEnvelope],
     *,

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from stateset_sequencer.sequencer.ingest import IngestResult, Sequencer
-from stateset_sequencer.store.base import Store, StreamKey
+from stateset_sequencer.store.ports import Store
+from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.ves.envelope import VesEventEnvelope
 from tests import kit
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stateset_sequencer.store.factory import open_store
+from stateset_sequencer.store.factory import open_store, parse_database_url
 from tests import kit, pg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,14 +70,14 @@ def _acknowledged_before_kill(database_url: str, data_dir: Path) -> list[tuple[i
 async def test_sigkill_mid_append_loses_nothing_acknowledged(
     database_url: str, tmp_path: Path
 ) -> None:
-    store = await open_store(database_url, tmp_path)
+    store = await open_store(parse_database_url(database_url, tmp_path))
     await store.migrate()
     await kit.register(store)
     await store.close()
 
     acked = _acknowledged_before_kill(database_url, tmp_path)
 
-    store = await open_store(database_url, tmp_path)
+    store = await open_store(parse_database_url(database_url, tmp_path))
     try:
         head = await store.head(kit.STREAM)
         stored = [e async for e in store.iter_range(kit.STREAM, 1)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stateset_sequencer.sequencer import identity
-from stateset_sequencer.store.base import Store
+from stateset_sequencer.store.ports import Store
 from stateset_sequencer.ves.signing import Signer
 
 

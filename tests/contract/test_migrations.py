@@ -17,8 +17,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from stateset_sequencer.store.base import MigrationError, Store, StreamKey
+from stateset_sequencer.store.errors import MigrationError
+from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.store.migrations import Migration, load
+from stateset_sequencer.store.ports import Store
+from stateset_sequencer.store.records import StreamKey
 from tests import pg
 
 _TABLE_RE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.IGNORECASE)
@@ -148,12 +151,10 @@ class Backend:
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     opened: list[Store] = []
     if request.param == "sqlite":
-        from stateset_sequencer.store.sqlite import SqliteStore
-
         path = tmp_path / "migrations.db"
 
         async def open_sqlite() -> Store:
-            store: Store = await SqliteStore.open(path)
+            store = await open_store(parse_database_url(f"sqlite:///{path}", tmp_path))
             opened.append(store)
             return store
 
@@ -171,12 +172,10 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
                 await store.close()
         return
 
-    from stateset_sequencer.store.postgres import PostgresStore
-
     async with pg.scratch_database() as dsn:
 
         async def open_postgres() -> Store:
-            store: Store = await PostgresStore.open(dsn, max_connections=4)
+            store = await open_store(parse_database_url(dsn, tmp_path), max_connections=4)
             opened.append(store)
             return store
 

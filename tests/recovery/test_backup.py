@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stateset_sequencer.recovery import backup
+from stateset_sequencer.store.factory import open_store, parse_database_url
 from tests import kit, pg
 from tests.recovery.conftest import SEQUENCER_PK, STREAM_2, Db, cli, populate
 
@@ -23,9 +24,11 @@ async def target_url(db: Db, tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def contents_of(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite:///"):
-        return backup.sqlite_contents(Path(url.removeprefix("sqlite:///")))
-    return await backup.pg_database_contents(url)
+    store = await open_store(parse_database_url(url, Path()), max_connections=2, create=False)
+    try:
+        return await backup.database_contents(store)
+    finally:
+        await store.close()
 
 
 async def test_backup_verify_restore_round_trip(db: Db, tmp_path: Path) -> None:
@@ -46,9 +49,7 @@ async def test_backup_verify_restore_round_trip(db: Db, tmp_path: Path) -> None:
         (str(kit.STORE_ID), 30, 30),
         (str(STREAM_2.store_id), 5, 5),
     ]
-    assert set(manifest["files"]) == {
-        backup.SQLITE_FILE if db.dialect == "sqlite" else backup.PG_FILE
-    }
+    assert set(manifest["files"]) == {db.store.snapshot_file}
     assert contents == await contents_of(db.url)
 
     checked = cli("backup", "verify", str(out), "--database-url", db.url)

@@ -1,48 +1,41 @@
-"""``backup``, ``backup verify`` and ``restore``.
+"""``backup``, ``backup verify`` and ``restore``: backup directories and their manifests.
 
-A backup is a directory: the database copy (PostgreSQL: ``pg_dump -Fc``; SQLite: the online
-backup API) and ``manifest.json`` with the dialect, the time, the SHA-256 of every file and
-the *contents*: per-stream heads and commitment roots, and row counts of the critical
-tables. The contents are read from exactly the state that was copied (PostgreSQL: inside
-the snapshot ``pg_dump`` is handed; SQLite: from the copy itself), so a restore can be
-compared with the manifest exactly, even when the source kept taking writes.
-
-Passwords never appear on a command line (where ``ps`` shows them): a DSN's password is
-taken out and passed in ``PGPASSWORD``.
+A backup is a directory (mode 0700: the whole database is in it, key hashes and audit
+trail included) holding one snapshot file, written by the store's :class:`Snapshots`
+port, and ``manifest.json`` with the snapshot format, the time, the tool, the SHA-256 of
+every file and the *contents*: per-stream heads and commitment digests, and row counts of
+the critical tables. The port reads the contents from exactly the state it copied, so a
+restore can be compared with the manifest exactly, even when the source kept taking
+writes. How a snapshot is taken, restored or test-restored is the adapter's business;
+this module only keeps the directory, the manifest and the comparisons.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import os
-import re
 import shutil
-import sqlite3
-import tempfile
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-import asyncpg
-
-from ..store.base import StreamSummary
-from ..store.factory import describe
-from ..store.postgres import maintenance as pg_maintenance
-from ..store.sqlite import maintenance as sqlite_maintenance
+from ..store.errors import SnapshotError
+from ..store.factory import (
+    DatabaseConfig,
+    open_snapshots,
+    parse_database_url,
+    snapshot_file,
+    snapshots_for,
+)
+from ..store.ports import Maintenance, Progress, Snapshots
+from ..store.records import SnapshotContents, StreamSummary
 from ..ves.codec import format_rfc3339
-from .export import atomic_file
+from .export import atomic_file, file_sha256
 from .manifest import load_manifest
 
 BACKUP_FORMAT = "stateset-sequencer-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SQLITE_FILE = "sequencer.db"
-PG_FILE = "database.dump"
 CRITICAL_TABLES = (
     "ves_events",
     "ves_sequencer_receipts",
@@ -55,120 +48,10 @@ CRITICAL_TABLES = (
     "event_schemas",
     "audit_log",
 )
-_PG_TIMEOUT_S = 30.0
 
 
 class BackupError(Exception):
     """A backup cannot be made, is not sound, or cannot be restored."""
-
-
-# --- PostgreSQL plumbing ----------------------------------------------------------------------
-
-
-def pg_tool(name: str) -> str:
-    """``pg_dump``/``pg_restore``: on PATH, else the newest /usr/lib/postgresql/*/bin."""
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-        key=lambda p: tuple(int(x) for x in re.findall(r"\d+", p.parent.parent.name)),
-    )
-    if not candidates:
-        raise BackupError(f"{name} not found on PATH or under /usr/lib/postgresql/*/bin")
-    return str(candidates[-1])
-
-
-def split_password(dsn: str) -> tuple[str, str | None]:
-    """The DSN without its password (in the user info or a ``password=`` parameter), and
-    the password."""
-    parts = urlsplit(dsn)
-    password: str | None = None
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hosts = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            user, secret = userinfo.split(":", 1)
-            password = unquote(secret)
-            netloc = f"{user}@{hosts}"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(k, v) for k, v in query if k != "password"]
-    if len(kept) != len(query):
-        password = next(v for k, v in query if k == "password")
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(kept))), password
-
-
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-async def _run_tool(args: Sequence[str], dsn: str) -> str:
-    """Run a PostgreSQL client with ``--dbname`` from ``dsn`` (password via env)."""
-    bare, password = split_password(dsn)
-    env = dict(os.environ)
-    if password is not None:
-        env["PGPASSWORD"] = password
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        f"--dbname={bare}",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, errors = await proc.communicate()
-    if proc.returncode != 0:
-        text = " ".join(errors.decode("utf-8", "replace").split())[-500:]
-        raise BackupError(f"{Path(args[0]).name} failed (exit {proc.returncode}): {text}")
-    return out.decode("utf-8", "replace")
-
-
-async def _tool_version(tool: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        tool, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    out, _ = await proc.communicate()
-    return out.decode("utf-8", "replace").strip()
-
-
-async def _pg_connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
-    try:
-        return await asyncpg.connect(dsn, timeout=_PG_TIMEOUT_S)
-    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise BackupError(f"cannot connect to PostgreSQL: {exc}") from None
-
-
-async def pg_contents(conn: asyncpg.Connection[asyncpg.Record]) -> dict[str, Any]:
-    summaries = await pg_maintenance.stream_summaries(conn)
-    counts = await pg_maintenance.row_counts(conn, CRITICAL_TABLES)
-    return contents_json(summaries, counts)
-
-
-async def pg_database_contents(dsn: str) -> dict[str, Any]:
-    conn = await _pg_connect(dsn)
-    try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await pg_contents(conn)
-    finally:
-        await conn.close()
-
-
-# --- SQLite plumbing --------------------------------------------------------------------------
-
-
-def sqlite_contents(path: Path) -> dict[str, Any]:
-    conn = sqlite_maintenance.open_read_only(path)
-    try:
-        problem = sqlite_maintenance.integrity_problem(conn)
-        if problem is not None:
-            raise BackupError(f"{path}: SQLite integrity check failed: {problem}")
-        summaries = sqlite_maintenance.stream_summaries(conn)
-        counts = sqlite_maintenance.row_counts(conn, CRITICAL_TABLES)
-    except sqlite3.DatabaseError as exc:
-        raise BackupError(f"{path}: not a readable SQLite database ({exc})") from None
-    finally:
-        conn.close()
-    return contents_json(summaries, counts)
 
 
 # --- manifests --------------------------------------------------------------------------------
@@ -194,6 +77,18 @@ def contents_json(summaries: Sequence[StreamSummary], counts: dict[str, int]) ->
     }
 
 
+def _json(contents: SnapshotContents) -> dict[str, Any]:
+    return contents_json(contents.streams, dict(contents.tables))
+
+
+async def database_contents(store: Maintenance) -> dict[str, Any]:
+    """The contents object of a live database, as a manifest records it (for comparing a
+    database with a backup; a quiescent database gives the same answer as its snapshot)."""
+    summaries = await store.stream_summaries()
+    counts = await store.row_counts(CRITICAL_TABLES)
+    return contents_json(summaries, counts)
+
+
 def differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     """Human-readable differences between two contents objects (empty when equal)."""
     found = []
@@ -217,12 +112,9 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
 
 
 def file_digest(path: Path) -> dict[str, Any]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return {"sha256": digest.hexdigest(), "bytes": size}
+    """A manifest's entry for one file."""
+    sha256, size = file_sha256(path)
+    return {"sha256": sha256, "bytes": size}
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -230,13 +122,14 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     manifest = load_manifest(
         path, BACKUP_FORMAT, FORMAT_VERSION, BackupError, "no manifest (not a backup directory?)"
     )
-    if manifest.get("dialect") not in ("sqlite", "postgres"):
+    # "dialect" is the manifest's historical name for the snapshot format.
+    if snapshot_file(manifest.get("dialect")) is None:
         raise BackupError(f"{path}: unknown dialect {manifest.get('dialect')!r}")
     return manifest
 
 
 def check_files(directory: Path, manifest: dict[str, Any]) -> Path:
-    """Re-check every file's checksum; returns the database file."""
+    """Re-check every file's checksum; returns the snapshot file."""
     files: dict[str, Any] = manifest.get("files") or {}
     for name, expected in files.items():
         path = directory / name
@@ -244,22 +137,26 @@ def check_files(directory: Path, manifest: dict[str, Any]) -> Path:
             raise BackupError(f"{path}: listed in the manifest but missing")
         if file_digest(path) != expected:
             raise BackupError(f"{path}: checksum differs from the manifest (damaged or altered)")
-    wanted = SQLITE_FILE if manifest["dialect"] == "sqlite" else PG_FILE
-    if wanted not in files:
+    wanted = snapshot_file(manifest["dialect"])
+    if wanted is None or wanted not in files:
         raise BackupError(f"{directory / MANIFEST}: does not list {wanted}")
     return directory / wanted
+
+
+def _compare(manifest: dict[str, Any], restored: dict[str, Any], what: str) -> None:
+    problems = differences(manifest["contents"], restored)
+    if problems:
+        raise BackupError(f"{what} differs from the manifest: " + "; ".join(problems))
 
 
 # --- backup -----------------------------------------------------------------------------------
 
 
-async def create_backup(
-    database_url: str | None,
-    data_dir: Path,
-    out_dir: Path,
-    progress: Callable[[int, int], None] | None = None,
+async def take_backup(
+    source: Snapshots, out_dir: Path, progress: Progress | None = None
 ) -> dict[str, Any]:
-    dialect, target = describe(database_url, data_dir)
+    """Snapshot ``source`` into the new (or empty) directory ``out_dir`` and write its
+    manifest; returns the manifest. Nothing that looks like a backup is left on failure."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BackupError(f"{out_dir} exists and is not an empty directory")
     created = not out_dir.exists()
@@ -268,20 +165,19 @@ async def create_backup(
         if created:
             # The whole database is in here, key hashes and audit trail included.
             out_dir.chmod(0o700)
-        if dialect == "sqlite":
-            tool, contents = await _backup_sqlite(Path(target), out_dir / SQLITE_FILE, progress)
-            files = {SQLITE_FILE: file_digest(out_dir / SQLITE_FILE)}
-        else:
-            tool, contents = await _backup_postgres(target, out_dir / PG_FILE)
-            files = {PG_FILE: file_digest(out_dir / PG_FILE)}
+        name = source.snapshot_file
+        try:
+            taken = await source.take_snapshot(out_dir / name, CRITICAL_TABLES, progress)
+        except SnapshotError as exc:
+            raise BackupError(str(exc)) from None
         manifest = {
             "format": BACKUP_FORMAT,
             "format_version": FORMAT_VERSION,
-            "dialect": dialect,
+            "dialect": source.snapshot_format,
             "created_at": format_rfc3339(datetime.now(UTC)),
-            "tool": tool,
-            "files": files,
-            "contents": contents,
+            "tool": taken.tool,
+            "files": {name: file_digest(out_dir / name)},
+            "contents": _json(taken.contents),
         }
         with atomic_file(out_dir / MANIFEST) as handle:
             handle.write(json.dumps(manifest, indent=2).encode("utf-8") + b"\n")
@@ -296,150 +192,65 @@ async def create_backup(
     return manifest
 
 
-async def _backup_sqlite(
-    source: Path, copy: Path, progress: Callable[[int, int], None] | None
-) -> tuple[str, dict[str, Any]]:
-    if not source.is_file():
-        raise BackupError(f"{source}: no such SQLite database")
-    try:
-        await asyncio.to_thread(sqlite_maintenance.online_backup, source, copy, progress)
-    except sqlite3.Error as exc:
-        raise BackupError(f"SQLite backup of {source} failed: {exc}") from None
-    contents = await asyncio.to_thread(sqlite_contents, copy)
-    return f"sqlite3 online backup API (SQLite {sqlite3.sqlite_version})", contents
-
-
-async def _backup_postgres(dsn: str, dump: Path) -> tuple[str, dict[str, Any]]:
-    tool = pg_tool("pg_dump")
-    conn = await _pg_connect(dsn)
-    try:
-        # pg_dump reads the snapshot this transaction exports, so the manifest's contents
-        # (read here) and the dump describe the same instant.
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-            contents = await pg_contents(conn)
-            await _run_tool(
-                [tool, "--format=custom", f"--snapshot={snapshot}", f"--file={dump}"], dsn
-            )
-    finally:
-        await conn.close()
-    return await _tool_version(tool), contents
-
-
 # --- verify and restore -----------------------------------------------------------------------
 
 
-async def verify_backup(directory: Path, server_dsn: str | None) -> dict[str, Any]:
+async def verify_backup(directory: Path, server: DatabaseConfig | str | None) -> dict[str, Any]:
     """Checksums, then a test restore into a scratch database compared with the
-    manifest. PostgreSQL backups need ``server_dsn`` (a server on which a temporary
-    database may be created). Returns the restored contents."""
+    manifest. A backup of a server database needs ``server`` (one on which a temporary
+    database may be created); an embedded one needs nothing. Returns the restored
+    contents. (``server`` as a URL is the older call, kept while the CLI moves over.)"""
     manifest = read_manifest(directory)
     db_file = check_files(directory, manifest)
-    if manifest["dialect"] == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="sequencer-verify-") as scratch:
-            copy = Path(scratch) / SQLITE_FILE
-            shutil.copyfile(db_file, copy)
-            restored = await asyncio.to_thread(sqlite_contents, copy)
-    else:
-        if server_dsn is None or describe(server_dsn, Path())[0] != "postgres":
-            raise BackupError(
-                "a PostgreSQL backup is test-restored on a server: pass --database-url postgres://…"
-            )
-        restored = await _scratch_restore(db_file, server_dsn)
-    problems = differences(manifest["contents"], restored)
-    if problems:
-        raise BackupError("test restore differs from the manifest: " + "; ".join(problems))
+    if server is not None and not isinstance(server, DatabaseConfig):
+        server = parse_database_url(server, Path())
+    try:
+        scratch = snapshots_for(manifest["dialect"], server)
+        restored = _json(await scratch.test_restore(db_file, CRITICAL_TABLES))
+    except SnapshotError as exc:
+        raise BackupError(str(exc)) from None
+    _compare(manifest, restored, "test restore")
     return restored
 
 
-async def _scratch_restore(dump: Path, server_dsn: str) -> dict[str, Any]:
-    name = f"sequencer_verify_{uuid.uuid4().hex[:16]}"
-    admin = await _pg_connect(server_dsn)
+async def restore_backup(directory: Path, target: Snapshots, *, force: bool) -> dict[str, Any]:
+    """Restore a checked backup into ``target`` (refusing a database in use unless
+    ``force``) and compare the result with the manifest. Returns the restored contents."""
+    manifest = read_manifest(directory)
+    db_file = check_files(directory, manifest)
+    if target.snapshot_format != manifest["dialect"]:
+        raise BackupError(
+            f"the backup is {manifest['dialect']}; the target is {target.snapshot_format}"
+        )
     try:
-        # The name is generated above (hex only), never taken from input.
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        try:
-            scratch = with_database(server_dsn, name)
-            await _run_tool(
-                [pg_tool("pg_restore"), "--no-owner", "--exit-on-error", str(dump)], scratch
+        if not force and await target.holds_data():
+            raise BackupError(
+                "the target holds events or keys; refusing to overwrite it (pass --force)"
             )
-            return await pg_database_contents(scratch)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except asyncpg.PostgresError as exc:
-        raise BackupError(f"scratch database on the server: {exc}") from None
-    finally:
-        await admin.close()
+        restored = _json(await target.restore_snapshot(db_file, CRITICAL_TABLES))
+    except SnapshotError as exc:
+        raise BackupError(str(exc)) from None
+    _compare(manifest, restored, "restored database")
+    return restored
 
 
-async def target_is_empty(database_url: str, data_dir: Path) -> bool:
-    dialect, target = describe(database_url, data_dir)
-    if dialect == "sqlite":
-        path = Path(target)
-        if not path.exists():
-            return True
-        conn = sqlite_maintenance.open_read_only(path)
-        try:
-            return sqlite_maintenance.is_empty(conn)
-        except sqlite3.DatabaseError as exc:
-            raise BackupError(f"{path}: not a readable SQLite database ({exc})") from None
-        finally:
-            conn.close()
-    conn_pg = await _pg_connect(target)
-    try:
-        return await pg_maintenance.is_empty(conn_pg)
-    finally:
-        await conn_pg.close()
+# --- the older calls by URL, kept while the CLI moves to the functions above ---------------
+
+
+async def create_backup(
+    database_url: str | None,
+    data_dir: Path,
+    out_dir: Path,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    return await take_backup(
+        open_snapshots(parse_database_url(database_url, data_dir)), out_dir, progress
+    )
 
 
 async def restore(
     directory: Path, database_url: str, data_dir: Path, *, force: bool
 ) -> dict[str, Any]:
-    """Restore a checked backup into ``database_url`` (refusing a database in use unless
-    ``force``) and compare the result with the manifest. Returns the restored contents."""
-    manifest = read_manifest(directory)
-    db_file = check_files(directory, manifest)
-    dialect, target = describe(database_url, data_dir)
-    if dialect != manifest["dialect"]:
-        raise BackupError(f"the backup is {manifest['dialect']}; the target is {dialect}")
-    if not force and not await target_is_empty(database_url, data_dir):
-        raise BackupError(
-            "the target holds events or keys; refusing to overwrite it (pass --force)"
-        )
-    if dialect == "sqlite":
-        await asyncio.to_thread(_replace_sqlite, db_file, Path(target))
-        restored = await asyncio.to_thread(sqlite_contents, Path(target))
-    else:
-        await _run_tool(
-            [
-                pg_tool("pg_restore"),
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "--single-transaction",
-                "--exit-on-error",
-                str(db_file),
-            ],
-            target,
-        )
-        restored = await pg_database_contents(target)
-    problems = differences(manifest["contents"], restored)
-    if problems:
-        raise BackupError("restored database differs from the manifest: " + "; ".join(problems))
-    return restored
-
-
-def _replace_sqlite(source: Path, target: Path) -> None:
-    """Swap the file in atomically. A -wal or -shm left from the old database would be
-    replayed into the new one, so they go first (the sequencer must be stopped)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restore", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        for suffix in ("-wal", "-shm", "-journal"):
-            Path(f"{target}{suffix}").unlink(missing_ok=True)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return await restore_backup(
+        directory, open_snapshots(parse_database_url(database_url, data_dir)), force=force
+    )

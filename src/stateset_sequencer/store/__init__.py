@@ -1,1 +1,4 @@
-"""Storage: one async contract (``base``), two adapters (``sqlite``, ``postgres``)."""
+"""Storage: small role ports (``ports``) over plain records (``records``) and the faults
+they raise (``errors``); two adapters laid out alike (``sqlite``, ``postgres``); the
+factory that parses ``DATABASE_URL`` and opens one (``factory``); and what both adapters
+share (``rows``, ``summaries``, ``migrations``)."""

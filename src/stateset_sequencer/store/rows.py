@@ -1,4 +1,5 @@
-"""Conversions between the domain types and database column values, shared by adapters.
+"""What both adapters share about rows: column lists, the few queries that are the same
+text on both, the envelope rebuilt from its columns, and the time text format.
 
 Payload columns hold exact JSON text (``ves.jsontext``), never canonical JSON.
 """
@@ -6,13 +7,19 @@ Payload columns hold exact JSON text (``ves.jsontext``), never canonical JSON.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Generic, TypeVar
 
 from ..ves.envelope import VesEventEnvelope, parse_envelope
 from ..ves.jsontext import load_json
+from .records import AgentKey, ApiKeyRecord, AuditEntry, CommitmentRow, SchemaRecord
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+R = TypeVar("R")
 
 
 # The ves_events columns that rebuild an envelope, named as envelope_from_columns takes them,
@@ -53,6 +60,187 @@ RECEIPT_COLUMNS = (
 )
 # Receipt columns in a join with ves_events carry this prefix.
 RECEIPT_PREFIX = "r_"
+# What a StoredEvent is rebuilt from, and the ves_events row as written (plus created_at,
+# the signed created_at as a time, for range queries; never read back).
+EVENT_COLUMNS = (*ENVELOPE_COLUMNS, "sequence_number", "sequenced_at", "event_signing_hash")
+EVENT_INSERT_COLUMNS = (*EVENT_COLUMNS, "created_at")
+# Select lists for ``ves_events e`` and ``ves_sequencer_receipts r`` in one joined row.
+EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+RECEIPT_SELECT = ", ".join(f"r.{c} AS {RECEIPT_PREFIX}{c}" for c in RECEIPT_COLUMNS)
+
+
+class Kind(Enum):
+    """How a record field is held in a column; each adapter's ``convert`` has one codec per
+    kind, both ways."""
+
+    PLAIN = "plain"  # the same value in both worlds (text, integers)
+    UUID = "uuid"
+    OPTIONAL_UUID = "optional uuid"
+    UUID_TUPLE = "uuid tuple"
+    TIME = "time"
+    OPTIONAL_TIME = "optional time"
+    BYTES = "bytes"
+    OPTIONAL_BYTES = "optional bytes"
+    BOOL = "bool"
+    JSON_OBJECT = "json object"
+
+
+@dataclass(frozen=True, slots=True)
+class Table(Generic[R]):
+    """A record type and its columns, in the order both adapters bind and read them; the
+    column names are the record's field names. Adding a field to a record means one entry
+    here (and a migration), on both backends at once."""
+
+    record: type[R]
+    columns: tuple[tuple[str, Kind], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+
+Codec = Mapping[Kind, Callable[[Any], Any]]
+
+
+def encode(table: Table[Any], record: object, codec: Codec) -> tuple[Any, ...]:
+    """``record``'s column values in the table's order."""
+    return tuple(codec[kind](getattr(record, name)) for name, kind in table.columns)
+
+
+def decode(table: Table[R], row: Any, codec: Codec) -> R:
+    """The record in ``row`` (anything indexable by column name)."""
+    return table.record(**{name: codec[kind](row[name]) for name, kind in table.columns})
+
+
+AGENT_KEYS = Table(
+    AgentKey,
+    (
+        ("tenant_id", Kind.UUID),
+        ("agent_id", Kind.UUID),
+        ("key_id", Kind.PLAIN),
+        ("public_key", Kind.BYTES),
+        ("status", Kind.PLAIN),
+        ("valid_from", Kind.OPTIONAL_TIME),
+        ("valid_to", Kind.OPTIONAL_TIME),
+        ("revoked_at", Kind.OPTIONAL_TIME),
+        ("key_algorithm", Kind.PLAIN),
+        ("created_at", Kind.OPTIONAL_TIME),
+    ),
+)
+COMMITMENTS = Table(
+    CommitmentRow,
+    (
+        ("batch_id", Kind.UUID),
+        ("tenant_id", Kind.UUID),
+        ("store_id", Kind.UUID),
+        ("ves_version", Kind.PLAIN),
+        ("tree_depth", Kind.PLAIN),
+        ("leaf_count", Kind.PLAIN),
+        ("padded_leaf_count", Kind.PLAIN),
+        ("merkle_root", Kind.BYTES),
+        ("prev_state_root", Kind.BYTES),
+        ("new_state_root", Kind.BYTES),
+        ("sequence_start", Kind.PLAIN),
+        ("sequence_end", Kind.PLAIN),
+        ("committed_at", Kind.TIME),
+        ("chain_id", Kind.PLAIN),
+        ("chain_tx_hash", Kind.OPTIONAL_BYTES),
+        ("chain_block_number", Kind.PLAIN),
+        ("anchored_at", Kind.OPTIONAL_TIME),
+    ),
+)
+API_KEYS = Table(
+    ApiKeyRecord,
+    (
+        ("key_hash", Kind.PLAIN),
+        ("tenant_id", Kind.UUID),
+        ("store_ids", Kind.UUID_TUPLE),
+        ("can_read", Kind.BOOL),
+        ("can_write", Kind.BOOL),
+        ("can_admin", Kind.BOOL),
+        ("agent_id", Kind.OPTIONAL_UUID),
+        ("active", Kind.BOOL),
+        ("rate_limit", Kind.PLAIN),
+        ("created_at", Kind.OPTIONAL_TIME),
+    ),
+)
+AUDIT_LOG = Table(
+    AuditEntry,
+    (
+        ("id", Kind.UUID),
+        ("timestamp", Kind.OPTIONAL_TIME),
+        ("action", Kind.PLAIN),
+        ("actor", Kind.PLAIN),
+        ("actor_type", Kind.PLAIN),
+        ("tenant_id", Kind.OPTIONAL_UUID),
+        ("resource_type", Kind.PLAIN),
+        ("resource_id", Kind.PLAIN),
+        ("request_id", Kind.PLAIN),
+        ("ip_address", Kind.PLAIN),
+        ("user_agent", Kind.PLAIN),
+        ("details", Kind.JSON_OBJECT),
+        ("success", Kind.BOOL),
+        ("error_message", Kind.PLAIN),
+    ),
+)
+EVENT_SCHEMAS = Table(
+    SchemaRecord,
+    (
+        ("id", Kind.UUID),
+        ("tenant_id", Kind.UUID),
+        ("event_type", Kind.PLAIN),
+        ("version", Kind.PLAIN),
+        ("schema_json", Kind.PLAIN),
+        ("status", Kind.PLAIN),
+        ("compatibility", Kind.PLAIN),
+        ("description", Kind.PLAIN),
+        ("created_at", Kind.TIME),
+        ("updated_at", Kind.TIME),
+        ("created_by", Kind.PLAIN),
+    ),
+)
+AGENT_KEY_COLUMNS = AGENT_KEYS.names
+COMMITMENT_COLUMNS = COMMITMENTS.names
+API_KEY_COLUMNS = API_KEYS.names
+AUDIT_COLUMNS = AUDIT_LOG.names
+SCHEMA_COLUMNS = EVENT_SCHEMAS.names
+# Counter states and gaps of every stream, or of the one stream whose key the adapter's
+# filter names; the LAG pairs every event with the one before it in its stream, so a step
+# of more than one is a gap (the first event is paired with 0: missing numbers from 1
+# count as well). ``{filter}`` is the adapter's own "all streams or this one" clause.
+COUNTER_STATES_SQL = """
+WITH agg AS (
+    SELECT tenant_id, store_id, MAX(sequence_number) AS max_seq, COUNT(*) AS n
+    FROM ves_events WHERE {filter} GROUP BY tenant_id, store_id
+), keys AS (
+    SELECT tenant_id, store_id FROM sequence_counters WHERE {filter}
+    UNION SELECT tenant_id, store_id FROM agg
+)
+SELECT k.tenant_id, k.store_id, c.current_sequence, COALESCE(a.max_seq, 0) AS max_seq,
+       COALESCE(a.n, 0) AS n
+FROM keys k
+LEFT JOIN sequence_counters c ON c.tenant_id = k.tenant_id AND c.store_id = k.store_id
+LEFT JOIN agg a ON a.tenant_id = k.tenant_id AND a.store_id = k.store_id
+ORDER BY k.tenant_id, k.store_id
+"""
+GAPS_SQL = """
+SELECT tenant_id, store_id, prev + 1 AS first_missing, sequence_number - 1 AS last_missing
+FROM (
+    SELECT tenant_id, store_id, sequence_number,
+           COALESCE(LAG(sequence_number) OVER (
+               PARTITION BY tenant_id, store_id ORDER BY sequence_number), 0) AS prev
+    FROM ves_events WHERE {filter}
+) s WHERE sequence_number > prev + 1
+ORDER BY tenant_id, store_id, sequence_number
+"""
+COMMITMENT_DIGEST_SQL = (
+    "SELECT tenant_id, store_id, sequence_start, sequence_end, merkle_root, new_state_root "
+    "FROM ves_commitments ORDER BY tenant_id, store_id, sequence_start"
+)
+
+
+def column_list(columns: tuple[str, ...]) -> str:
+    return ", ".join(columns)
 
 
 def envelope_from_columns(

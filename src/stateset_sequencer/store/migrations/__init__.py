@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from ..base import MigrationError, MigrationStatus
+from ..errors import MigrationError
+from ..records import MigrationStatus
 
 _FILE_RE = re.compile(r"(\d{3})_([a-z0-9_]+)\.(up|down)\.sql")
 

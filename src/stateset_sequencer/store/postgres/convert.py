@@ -1,39 +1,21 @@
-"""Column lists and row decoders shared by the store and its stream transaction."""
+"""PostgreSQL column values to and from the records, in the column orders of
+``store.rows``. asyncpg maps UUID, timestamptz, bytea and boolean to Python's own types;
+JSON columns travel as text both ways, so the stored text is the text the client sent."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
 
 from asyncpg import Record
 
 from ...ves.codec import format_rfc3339
-from ...ves.jsontext import load_json
+from ...ves.jsontext import dump_json, load_json
 from ...ves.signing import Receipt
-from ..base import AgentKey, ApiKeyRecord, AuditEntry, CommitmentRow, Existing, StoredEvent
-from ..rows import (
-    ENVELOPE_COLUMNS,
-    RECEIPT_COLUMNS,
-    RECEIPT_PREFIX,
-    envelope_from_columns,
-)
+from ..records import Existing, StoredEvent
+from ..rows import RECEIPT_PREFIX, Codec, Kind, R, Table, decode, encode, envelope_from_columns
 
 Row = Record
-
-EVENT_COLUMNS = (*ENVELOPE_COLUMNS, "sequenced_at", "event_signing_hash", "sequence_number")
-
-EVENT_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
-# Receipt columns under an ``r_`` prefix so that one joined row carries both records.
-RECEIPT_SELECT = ", ".join(f"r.{c} AS {RECEIPT_PREFIX}{c}" for c in RECEIPT_COLUMNS)
-# Lookups by a list of keys go through LATERAL subqueries with LIMIT 1, which PostgreSQL
-# never flattens: the plan is one index probe per key whatever the statistics said when
-# the statement was first prepared. (A plain join against the array was cached as a hash
-# join over the whole table while the table was small, and stayed so as it grew: 185 ms a
-# batch at 100k rows.)
-EXISTING_SQL = (
-    f"SELECT {EVENT_SELECT}, {RECEIPT_SELECT} "  # noqa: S608 - fixed names
-    "FROM unnest($1::uuid[]) AS q(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM ves_events WHERE event_id = q.id LIMIT 1) AS e "
-    "LEFT JOIN LATERAL "
-    "(SELECT * FROM ves_sequencer_receipts WHERE event_id = q.id LIMIT 1) AS r ON TRUE"
-)
 
 
 def stored_event(row: Row) -> StoredEvent:
@@ -69,13 +51,33 @@ def stored_event(row: Row) -> StoredEvent:
     )
 
 
-def receipt(row: Row, prefix: str = "") -> Receipt:
+class TimeText:
+    """``format_rfc3339`` remembering its last answer: one ingest batch shares one
+    ``sequenced_at``, so a page of receipts repeats a handful of instants, and strftime
+    was a good part of the cost of decoding a receipt."""
+
+    __slots__ = ("_moment", "_text")
+
+    def __init__(self) -> None:
+        self._moment: datetime | None = None
+        self._text = ""
+
+    def __call__(self, moment: datetime) -> str:
+        # Equal instants format alike whatever their zone: the text is in UTC.
+        if moment != self._moment:
+            self._text = format_rfc3339(moment)
+            self._moment = moment
+        return self._text
+
+
+def receipt(row: Row, prefix: str = "", times: TimeText | None = None) -> Receipt:
     signature = row[f"{prefix}sequencer_signature"]
+    moment = row[f"{prefix}sequenced_at"]
     return Receipt(
         sequencer_id=row[f"{prefix}sequencer_id"],
         event_id=row[f"{prefix}event_id"],
         sequence_number=row[f"{prefix}sequence_number"],
-        sequenced_at=format_rfc3339(row[f"{prefix}sequenced_at"]),
+        sequenced_at=format_rfc3339(moment) if times is None else times(moment),
         receipt_hash=bytes(row[f"{prefix}receipt_hash"]),
         signature_alg=row[f"{prefix}signature_alg"],
         # An unsigned receipt is stored as NULL (the column only admits 64-byte values).
@@ -84,79 +86,47 @@ def receipt(row: Row, prefix: str = "") -> Receipt:
     )
 
 
+def joined_receipt(row: Row, times: TimeText | None = None) -> Receipt | None:
+    """The receipt of a row joined with ``RECEIPT_SELECT`` (None when none was found)."""
+    if row[f"{RECEIPT_PREFIX}event_id"] is None:
+        return None
+    return receipt(row, RECEIPT_PREFIX, times)
+
+
 def existing(row: Row) -> Existing:
-    stored = receipt(row, "r_") if row["r_event_id"] is not None else None
-    return Existing(event=stored_event(row), receipt=stored)
+    return Existing(event=stored_event(row), receipt=joined_receipt(row))
 
 
-def agent_key(row: Row) -> AgentKey:
-    return AgentKey(
-        tenant_id=row["tenant_id"],
-        agent_id=row["agent_id"],
-        key_id=row["key_id"],
-        public_key=bytes(row["public_key"]),
-        status=row["status"],
-        valid_from=row["valid_from"],
-        valid_to=row["valid_to"],
-        revoked_at=row["revoked_at"],
-        key_algorithm=row["key_algorithm"],
-        created_at=row["created_at"],
-    )
+# --- every other record, through the tables of ``store.rows`` -----------------------------
 
 
-def commitment(row: Row) -> CommitmentRow:
-    tx_hash = row["chain_tx_hash"]
-    return CommitmentRow(
-        batch_id=row["batch_id"],
-        tenant_id=row["tenant_id"],
-        store_id=row["store_id"],
-        ves_version=row["ves_version"],
-        tree_depth=row["tree_depth"],
-        leaf_count=row["leaf_count"],
-        padded_leaf_count=row["padded_leaf_count"],
-        merkle_root=bytes(row["merkle_root"]),
-        prev_state_root=bytes(row["prev_state_root"]),
-        new_state_root=bytes(row["new_state_root"]),
-        sequence_start=row["sequence_start"],
-        sequence_end=row["sequence_end"],
-        committed_at=row["committed_at"],
-        chain_id=row["chain_id"],
-        chain_tx_hash=bytes(tx_hash) if tx_hash is not None else None,
-        chain_block_number=row["chain_block_number"],
-        anchored_at=row["anchored_at"],
-    )
+def _same(value: Any) -> Any:
+    return value
 
 
-def api_key(row: Row) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        key_hash=row["key_hash"],
-        tenant_id=row["tenant_id"],
-        store_ids=tuple(row["store_ids"]),
-        can_read=row["can_read"],
-        can_write=row["can_write"],
-        can_admin=row["can_admin"],
-        agent_id=row["agent_id"],
-        active=row["active"],
-        rate_limit=row["rate_limit"],
-        created_at=row["created_at"],
-    )
+def _json_object(text: str | None) -> dict[str, Any]:
+    value = load_json(text)
+    return value if isinstance(value, dict) else {}
 
 
-def audit_entry(row: Row) -> AuditEntry:
-    details = load_json(row["details"])
-    return AuditEntry(
-        id=row["id"],
-        timestamp=row["timestamp"],
-        action=row["action"],
-        actor=row["actor"],
-        actor_type=row["actor_type"],
-        tenant_id=row["tenant_id"],
-        resource_type=row["resource_type"],
-        resource_id=row["resource_id"],
-        request_id=row["request_id"],
-        ip_address=row["ip_address"],
-        user_agent=row["user_agent"],
-        details=details if isinstance(details, dict) else {},
-        success=row["success"],
-        error_message=row["error_message"],
-    )
+# asyncpg already speaks uuid, timestamptz, bytea, boolean and uuid[] as Python values.
+_TO_DB: Codec = {kind: _same for kind in Kind} | {
+    Kind.UUID_TUPLE: list,
+    # Text with a ::jsonb cast in the statement: no JSON codec is registered.
+    Kind.JSON_OBJECT: lambda value: dump_json(dict(value)),
+}
+_FROM_DB: Codec = {kind: _same for kind in Kind} | {
+    Kind.UUID_TUPLE: tuple,
+    Kind.BYTES: bytes,
+    Kind.OPTIONAL_BYTES: lambda value: None if value is None else bytes(value),
+    Kind.JSON_OBJECT: _json_object,
+}
+
+
+def params(table: Table[Any], record: object) -> tuple[Any, ...]:
+    """Bind arguments of ``table``'s columns for ``record``, in the table's order."""
+    return encode(table, record, _TO_DB)
+
+
+def record(table: Table[R], row: Row) -> R:
+    return decode(table, row, _FROM_DB)

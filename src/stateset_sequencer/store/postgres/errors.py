@@ -7,12 +7,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from ..base import (
-    ConcurrentWriteError,
-    IntegrityError,
-    OperationalError,
-    StoreError,
-)
+from ..errors import ConcurrentWriteError, IntegrityError, OperationalError, StoreError
 
 # Constraints whose violation inside an append means another stream's writer won the race
 # for the same event id: the caller may retry and will then see the event as existing.

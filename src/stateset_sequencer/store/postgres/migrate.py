@@ -6,14 +6,15 @@ while a lost connection stays OperationalError (the migration itself may be fine
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ..base import MigrationError, MigrationStatus
+from ..errors import MigrationError
 from ..migrations import Migration, load, pending, status, to_revert
+from ..records import MigrationStatus
 from .errors import describe
 
 # Session advisory lock held while migrating, so that several sequencers started at once
@@ -42,43 +43,49 @@ async def applied(conn: Conn) -> dict[int, str]:
 
 
 async def migrate(conn: Conn) -> list[int]:
-    async with _locked(conn):
-        await conn.execute(_CREATE_TABLE_SQL)
-        done: list[int] = []
-        for migration in pending(load("postgres"), await applied(conn)):
-            try:
-                async with conn.transaction():
-                    await conn.execute(migration.up)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) "
-                        "VALUES ($1, $2, $3)",
-                        migration.version,
-                        migration.name,
-                        migration.checksum,
-                    )
-            except asyncpg.PostgresConnectionError:
-                raise
-            except asyncpg.PostgresError as exc:
-                raise _failed("apply", migration, exc) from exc
-            done.append(migration.version)
-        return done
+    return await _run(conn, lambda done: pending(load("postgres"), done), _apply, "apply")
 
 
 async def rollback(conn: Conn, to_version: int) -> list[int]:
+    def plan(done: dict[int, str]) -> list[Migration]:
+        return to_revert(load("postgres"), done, to_version)
+
+    return await _run(conn, plan, _revert, "revert")
+
+
+async def _apply(conn: Conn, migration: Migration) -> None:
+    await conn.execute(migration.up)
+    await conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        migration.version,
+        migration.name,
+        migration.checksum,
+    )
+
+
+async def _revert(conn: Conn, migration: Migration) -> None:
+    await conn.execute(migration.down)
+    await conn.execute("DELETE FROM schema_migrations WHERE version = $1", migration.version)
+
+
+async def _run(
+    conn: Conn,
+    plan: Callable[[dict[int, str]], list[Migration]],
+    step: Callable[[Conn, Migration], Awaitable[None]],
+    verb: str,
+) -> list[int]:
+    """Each migration of the plan in a transaction of its own, under the migration lock."""
     async with _locked(conn):
         await conn.execute(_CREATE_TABLE_SQL)
         done: list[int] = []
-        for migration in to_revert(load("postgres"), await applied(conn), to_version):
+        for migration in plan(await applied(conn)):
             try:
                 async with conn.transaction():
-                    await conn.execute(migration.down)
-                    await conn.execute(
-                        "DELETE FROM schema_migrations WHERE version = $1", migration.version
-                    )
+                    await step(conn, migration)
             except asyncpg.PostgresConnectionError:
                 raise
             except asyncpg.PostgresError as exc:
-                raise _failed("revert", migration, exc) from exc
+                raise _failed(verb, migration, exc) from exc
             done.append(migration.version)
         return done
 

@@ -1,5 +1,4 @@
-"""The schema registry (``event_schemas``) on the primary pool. Callers wrap these in
-``errors.mapped()``.
+"""The schema registry (``event_schemas``) on PostgreSQL: the :class:`SchemaStore` port.
 
 Schemas stay on the primary for reads too: a schema registered or deprecated a moment ago
 must already govern the next ingest, which a lagging replica would not guarantee.
@@ -9,24 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import asyncpg
+from ..errors import IntegrityError
+from ..ports import SchemaStore
+from ..records import SCHEMA_STATUSES, SchemaRecord
+from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, column_list
+from . import convert
+from .errors import mapped
+from .pool import Pools, one
 
-from ..base import SCHEMA_STATUSES, IntegrityError, OperationalError, SchemaRecord
-
-if TYPE_CHECKING:  # generic only in the stubs, not at run time
-    Pool = asyncpg.Pool[asyncpg.Record]
+if TYPE_CHECKING:
+    from .pool import Pool
 
 # Two-key advisory locks live in a key space of their own, apart from the single 64-bit
 # key the migrator locks on; the first key says "schema registry" (b"SSSR").
 _LOCK_CLASS = 0x5353_5352
 
-_COLUMNS = (
-    "id, tenant_id, event_type, version, schema_json, status, compatibility, description, "
-    "created_at, updated_at, created_by"
-)
+_COLUMNS = column_list(SCHEMA_COLUMNS)
 _SELECT = f"SELECT {_COLUMNS} FROM event_schemas"  # noqa: S608 - fixed names
 # The column's "C" collation makes this UTF-8 byte order, as on SQLite.
 _ORDER = "ORDER BY event_type, version"
@@ -59,22 +59,6 @@ def _lock_key(tenant_id: uuid.UUID, event_type: str) -> int:
     return int.from_bytes(digest[:4], "big", signed=True)
 
 
-def _record(row: asyncpg.Record) -> SchemaRecord:
-    return SchemaRecord(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        event_type=row["event_type"],
-        version=row["version"],
-        schema_json=row["schema_json"],
-        status=row["status"],
-        compatibility=row["compatibility"],
-        description=row["description"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        created_by=row["created_by"],
-    )
-
-
 async def put_schema(
     pool: Pool,
     schema_id: uuid.UUID,
@@ -103,35 +87,33 @@ async def put_schema(
             now,
             created_by,
         )
-    if row is None:
-        raise OperationalError("the database returned no row for an INSERT … RETURNING")
-    return _record(row)
+    return convert.record(EVENT_SCHEMAS, one(row))
 
 
 async def get_schema(pool: Pool, schema_id: uuid.UUID) -> SchemaRecord | None:
     row = await pool.fetchrow(f"{_SELECT} WHERE id = $1", schema_id)
-    return None if row is None else _record(row)
+    return None if row is None else convert.record(EVENT_SCHEMAS, row)
 
 
 async def list_schemas(
     pool: Pool, tenant_id: uuid.UUID, event_type: str | None
 ) -> list[SchemaRecord]:
     rows = await pool.fetch(_LIST_SQL, tenant_id, event_type)
-    return [_record(row) for row in rows]
+    return [convert.record(EVENT_SCHEMAS, row) for row in rows]
 
 
 async def get_schema_version(
     pool: Pool, tenant_id: uuid.UUID, event_type: str, version: int
 ) -> SchemaRecord | None:
     row = await pool.fetchrow(_VERSION_SQL, tenant_id, event_type, version)
-    return None if row is None else _record(row)
+    return None if row is None else convert.record(EVENT_SCHEMAS, row)
 
 
 async def latest_active_schema(
     pool: Pool, tenant_id: uuid.UUID, event_type: str
 ) -> SchemaRecord | None:
     row = await pool.fetchrow(_LATEST_SQL, tenant_id, event_type)
-    return None if row is None else _record(row)
+    return None if row is None else convert.record(EVENT_SCHEMAS, row)
 
 
 async def set_schema_status(
@@ -142,9 +124,64 @@ async def set_schema_status(
     if status not in SCHEMA_STATUSES:
         raise IntegrityError(f"schema status must be one of {', '.join(SCHEMA_STATUSES)}")
     row = await pool.fetchrow(_SET_STATUS_SQL, schema_id, status, now)
-    return None if row is None else _record(row)
+    return None if row is None else convert.record(EVENT_SCHEMAS, row)
 
 
 async def delete_schema(pool: Pool, schema_id: uuid.UUID) -> bool:
     status = await pool.execute("DELETE FROM event_schemas WHERE id = $1", schema_id)
     return status == "DELETE 1"
+
+
+class PostgresSchemaStore(Pools, SchemaStore):
+    async def put_schema(
+        self,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        schema_json: str,
+        *,
+        compatibility: str = "backward",
+        description: str | None = None,
+        created_by: str | None = None,
+    ) -> SchemaRecord:
+        with mapped():
+            return await put_schema(
+                self._pool,
+                uuid.uuid4(),
+                tenant_id,
+                event_type,
+                schema_json,
+                compatibility,
+                description,
+                created_by,
+                datetime.now(UTC),
+            )
+
+    async def get_schema(self, schema_id: uuid.UUID) -> SchemaRecord | None:
+        with mapped():
+            return await get_schema(self._pool, schema_id)
+
+    async def list_schemas(
+        self, tenant_id: uuid.UUID, event_type: str | None = None
+    ) -> list[SchemaRecord]:
+        with mapped():
+            return await list_schemas(self._pool, tenant_id, event_type)
+
+    async def get_schema_version(
+        self, tenant_id: uuid.UUID, event_type: str, version: int
+    ) -> SchemaRecord | None:
+        with mapped():
+            return await get_schema_version(self._pool, tenant_id, event_type, version)
+
+    async def latest_active_schema(
+        self, tenant_id: uuid.UUID, event_type: str
+    ) -> SchemaRecord | None:
+        with mapped():
+            return await latest_active_schema(self._pool, tenant_id, event_type)
+
+    async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+        with mapped():
+            return await set_schema_status(self._pool, schema_id, status, datetime.now(UTC))
+
+    async def delete_schema(self, schema_id: uuid.UUID) -> bool:
+        with mapped():
+            return await delete_schema(self._pool, schema_id)

@@ -1,180 +1,40 @@
-"""The event log's queries, as jobs run on a connection's thread (``fn(conn, ...)``)."""
+"""The event log on SQLite: its reads as jobs run on the reader's thread
+(``fn(conn, ...)``) and the :class:`EventLog` port over them and ``append``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ...ves.signing import Receipt
-from ..base import ConcurrentWriteError, Existing, NewEvent, StoredEvent, StreamKey
-from ..rows import RECEIPT_COLUMNS, RECEIPT_PREFIX, time_to_text
-from . import columns as col
-from .worker import savepoint, snapshot
+from ..ports import EventLog, StreamTransaction
+from ..records import Existing, StoredEvent, StreamKey
+from ..rows import EVENT_SELECT, RECEIPT_COLUMNS, RECEIPT_PREFIX
+from . import convert
+from .append import (
+    EVENT_WITH_RECEIPT_FROM,
+    SqliteStreamTransaction,
+    entity_versions,
+    existing,
+    head,
+    open_stream,
+    stream_params,
+)
+from .worker import Connections, commit_or_rollback, rollback_if_open, snapshot
 
-# SQLite builds before 3.32 allow only 999 bound parameters per statement; 500 is safe on
-# any build and still one query for any realistic batch.
-MAX_PARAMS = 500
+EventWithReceipt = tuple[StoredEvent, Receipt | None]
 
-_EVENT_INSERT = (
-    f"INSERT INTO ves_events ({', '.join(col.EVENT_COLUMNS)}) "  # noqa: S608 - fixed names
-    f"VALUES ({col.placeholders(len(col.EVENT_COLUMNS))})"
+_EVENT_FROM = f"SELECT {EVENT_SELECT} FROM ves_events e"  # noqa: S608 - fixed names
+_PAGE_SQL = (
+    f"{EVENT_WITH_RECEIPT_FROM} "
+    "WHERE e.tenant_id = ? AND e.store_id = ? AND e.sequence_number BETWEEN ? AND ? "
+    "ORDER BY e.sequence_number LIMIT ?"
 )
-_RECEIPT_INSERT = (
-    f"INSERT INTO ves_sequencer_receipts ({', '.join(RECEIPT_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({col.placeholders(len(RECEIPT_COLUMNS))})"
-)
-_EVENT_FROM = f"SELECT {col.EVENT_SELECT} FROM ves_events e"  # noqa: S608 - fixed names
-_EVENT_WITH_RECEIPT_FROM = (
-    f"SELECT {col.EVENT_WITH_RECEIPT_SELECT} FROM ves_events e "  # noqa: S608 - fixed names
-    "LEFT JOIN ves_sequencer_receipts r ON r.event_id = e.event_id"
-)
-_STREAM = "tenant_id = ? AND store_id = ?"
 _E_STREAM = "e.tenant_id = ? AND e.store_id = ?"
-
-_T = TypeVar("_T")
-
-
-def stream_params(stream: StreamKey) -> tuple[str, str]:
-    return str(stream.tenant_id), str(stream.store_id)
-
-
-def chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _now_text() -> str:
-    return time_to_text(datetime.now(UTC))
-
-
-# --- the append path (inside BEGIN IMMEDIATE) -----------------------------------------------
-
-
-def open_stream(conn: sqlite3.Connection, stream: StreamKey) -> int:
-    """Begin the stream's write transaction and return its head."""
-    conn.execute("BEGIN IMMEDIATE")
-    params = stream_params(stream)
-    conn.execute(
-        "INSERT OR IGNORE INTO sequence_counters (tenant_id, store_id, current_sequence) "
-        "VALUES (?, ?, 0)",
-        params,
-    )
-    return head(conn, stream)
-
-
-def taken_commands(
-    conn: sqlite3.Connection, stream: StreamKey, command_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, uuid.UUID]:
-    found: dict[uuid.UUID, uuid.UUID] = {}
-    for part in chunks(list(dict.fromkeys(command_ids)), MAX_PARAMS - 2):
-        rows = conn.execute(
-            f"SELECT command_id, event_id FROM ves_command_dedupe "  # noqa: S608 - placeholders
-            f"WHERE {_STREAM} AND command_id IN ({col.placeholders(len(part))})",
-            (*stream_params(stream), *(str(c) for c in part)),
-        ).fetchall()
-        found.update({uuid.UUID(r["command_id"]): uuid.UUID(r["event_id"]) for r in rows})
-    return found
-
-
-def entity_versions(
-    conn: sqlite3.Connection, stream: StreamKey, entities: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], int]:
-    found: dict[tuple[str, str], int] = {}
-    for part in chunks(list(dict.fromkeys(entities)), (MAX_PARAMS - 2) // 2):
-        pairs = ", ".join("(?, ?)" for _ in part)
-        rows = conn.execute(
-            f"SELECT entity_type, entity_id, version FROM entity_versions "  # noqa: S608
-            f"WHERE {_STREAM} AND (entity_type, entity_id) IN (VALUES {pairs})",
-            (*stream_params(stream), *(v for pair in part for v in pair)),
-        ).fetchall()
-        found.update({(r["entity_type"], r["entity_id"]): r["version"] for r in rows})
-    return found
-
-
-def write(
-    conn: sqlite3.Connection,
-    stream: StreamKey,
-    events: Sequence[NewEvent],
-    versions: Mapping[tuple[str, str], int],
-    new_head: int,
-) -> None:
-    # A failed write leaves the transaction as it was before it (executemany keeps the
-    # rows it inserted before a failing one), whatever the caller does next.
-    with savepoint(conn, "write_events"):
-        _write(conn, stream, events, versions, new_head)
-
-
-def _write(
-    conn: sqlite3.Connection,
-    stream: StreamKey,
-    events: Sequence[NewEvent],
-    versions: Mapping[tuple[str, str], int],
-    new_head: int,
-) -> None:
-    tenant, store = stream_params(stream)
-    now = _now_text()
-    try:
-        conn.executemany(_EVENT_INSERT, [col.event_params(e) for e in events])
-        conn.executemany(_RECEIPT_INSERT, [col.receipt_params(e) for e in events])
-    except sqlite3.IntegrityError as exc:
-        if _is_event_id_conflict(exc):
-            raise ConcurrentWriteError(f"an event id was stored meanwhile: {exc}") from exc
-        raise
-    conn.executemany(
-        "INSERT INTO ves_command_dedupe (tenant_id, store_id, command_id, event_id, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [
-            (tenant, store, str(e.envelope.command_id), str(e.envelope.event_id), now)
-            for e in events
-            if e.envelope.command_id is not None
-        ],
-    )
-    conn.executemany(
-        "INSERT INTO entity_versions "
-        "(tenant_id, store_id, entity_type, entity_id, version, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (tenant_id, store_id, entity_type, entity_id) "
-        "DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
-        [(tenant, store, etype, eid, v, now) for (etype, eid), v in versions.items()],
-    )
-    conn.execute(
-        f"UPDATE sequence_counters SET current_sequence = ?, updated_at = ? WHERE {_STREAM}",  # noqa: S608
-        (new_head, now, tenant, store),
-    )
-
-
-def _is_event_id_conflict(exc: sqlite3.IntegrityError) -> bool:
-    message = str(exc)
-    return message.startswith("UNIQUE constraint failed") and (
-        "ves_events.event_id" in message or "ves_sequencer_receipts.event_id" in message
-    )
-
-
-# --- reads ----------------------------------------------------------------------------------
-
-
-def existing(conn: sqlite3.Connection, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
-    found: dict[uuid.UUID, Existing] = {}
-    for part in chunks(list(dict.fromkeys(event_ids)), MAX_PARAMS):
-        rows = conn.execute(
-            f"{_EVENT_WITH_RECEIPT_FROM} WHERE e.event_id IN ({col.placeholders(len(part))})",
-            [str(i) for i in part],
-        ).fetchall()
-        for row in rows:
-            event = col.stored_event(row)
-            found[event.envelope.event_id] = Existing(event, col.receipt(row, RECEIPT_PREFIX))
-    return found
-
-
-def head(conn: sqlite3.Connection, stream: StreamKey) -> int:
-    row = conn.execute(
-        f"SELECT current_sequence FROM sequence_counters WHERE {_STREAM}",  # noqa: S608
-        stream_params(stream),
-    ).fetchone()
-    return 0 if row is None else int(row["current_sequence"])
 
 
 def read_range(
@@ -186,12 +46,12 @@ def read_range(
         "ORDER BY e.sequence_number LIMIT ?",
         (*stream_params(stream), start, end, limit),
     ).fetchall()
-    return [col.stored_event(r) for r in rows]
+    return [convert.stored_event(r) for r in rows]
 
 
 def get_event(conn: sqlite3.Connection, event_id: uuid.UUID) -> StoredEvent | None:
     row = conn.execute(f"{_EVENT_FROM} WHERE e.event_id = ?", (str(event_id),)).fetchone()
-    return None if row is None else col.stored_event(row)
+    return None if row is None else convert.stored_event(row)
 
 
 def get_receipt(conn: sqlite3.Connection, event_id: uuid.UUID) -> Receipt | None:
@@ -200,7 +60,7 @@ def get_receipt(conn: sqlite3.Connection, event_id: uuid.UUID) -> Receipt | None
         "WHERE event_id = ?",
         (str(event_id),),
     ).fetchone()
-    return None if row is None else col.receipt(row)
+    return None if row is None else convert.receipt(row)
 
 
 def read_entity(
@@ -222,7 +82,7 @@ def read_entity(
             f"{_EVENT_FROM} WHERE {where} ORDER BY e.sequence_number LIMIT ? OFFSET ?",
             (*params, limit, offset),
         ).fetchall()
-    return [col.stored_event(r) for r in rows], int(total)
+    return [convert.stored_event(r) for r in rows], int(total)
 
 
 def entity_version(
@@ -242,3 +102,137 @@ def list_streams(conn: sqlite3.Connection) -> list[tuple[StreamKey, int]]:
         (StreamKey(uuid.UUID(r["tenant_id"]), uuid.UUID(r["store_id"])), r["current_sequence"])
         for r in rows
     ]
+
+
+def events_with_receipts(
+    conn: sqlite3.Connection, stream: StreamKey, start: int, end: int, limit: int
+) -> list[EventWithReceipt]:
+    rows = conn.execute(
+        _PAGE_SQL, (str(stream.tenant_id), str(stream.store_id), start, end, limit)
+    ).fetchall()
+    times = convert.Times()
+    return [
+        (convert.stored_event(r, times), convert.receipt(r, RECEIPT_PREFIX, times)) for r in rows
+    ]
+
+
+async def paged(
+    read_page: Callable[[int, int], Awaitable[list[EventWithReceipt]]],
+    start: int,
+    end: int,
+    batch_size: int,
+) -> AsyncIterator[EventWithReceipt]:
+    """Walk ``start..=end`` one page at a time; ``read_page(first, limit)`` reads one.
+
+    The next page is requested before the current one is handed out, so the reader
+    thread works while the consumer does."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    cursor = max(start, 1)
+    if cursor > end:
+        return
+    ahead: asyncio.Future[list[EventWithReceipt]] | None = asyncio.ensure_future(
+        read_page(cursor, batch_size)
+    )
+    try:
+        while ahead is not None:
+            page = await ahead
+            ahead = None
+            if len(page) == batch_size and page[-1][0].sequence_number < end:
+                ahead = asyncio.ensure_future(
+                    read_page(page[-1][0].sequence_number + 1, batch_size)
+                )
+            for item in page:
+                yield item
+    finally:
+        # A consumer that stops early (an error, a closed generator) leaves no read behind.
+        if ahead is not None:
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ahead
+
+
+class SqliteEventLog(Connections, EventLog):
+    def stream_transaction(
+        self, stream: StreamKey
+    ) -> AbstractAsyncContextManager[StreamTransaction]:
+        return self._stream_transaction(stream)
+
+    @asynccontextmanager
+    async def _stream_transaction(self, stream: StreamKey) -> AsyncIterator[StreamTransaction]:
+        self._refuse_inside_own_transaction()
+        async with self._write_lock:
+            try:
+                head = await self._writer.run(open_stream, stream)
+            except BaseException:
+                self._discard_transaction()
+                raise
+            tx = SqliteStreamTransaction(self._writer, stream, head)
+            self._transaction_task = asyncio.current_task()
+            try:
+                yield tx
+            except BaseException:
+                tx.end()
+                try:
+                    await self._writer.run(rollback_if_open)
+                except BaseException:
+                    self._discard_transaction()
+                raise
+            else:
+                tx.end()
+                await self._writer.run(commit_or_rollback)
+            finally:
+                self._transaction_task = None
+
+    async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
+        return await self._read(existing, event_ids)
+
+    async def head(self, stream: StreamKey) -> int:
+        return await self._read(head, stream)
+
+    async def read_range(self, stream: StreamKey, start: int, end: int) -> list[StoredEvent]:
+        return await self._read(read_range, stream, start, end)
+
+    async def iter_range(
+        self, stream: StreamKey, start: int, end: int | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[StoredEvent]:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        # With no end, stop at the head as it was when iteration began rather than chase
+        # a writer that keeps appending.
+        last = await self.head(stream) if end is None else end
+        next_sequence = start
+        while next_sequence <= last:
+            page = await self._read(read_range, stream, next_sequence, last, batch_size)
+            for event in page:
+                yield event
+            if len(page) < batch_size:
+                return
+            next_sequence = page[-1].sequence_number + 1
+
+    async def get_event(self, event_id: uuid.UUID) -> StoredEvent | None:
+        return await self._read(get_event, event_id)
+
+    async def get_receipt(self, event_id: uuid.UUID) -> Receipt | None:
+        return await self._read(get_receipt, event_id)
+
+    async def read_entity(
+        self, stream: StreamKey, entity_type: str, entity_id: str, offset: int, limit: int
+    ) -> tuple[list[StoredEvent], int]:
+        return await self._read(read_entity, stream, entity_type, entity_id, offset, limit)
+
+    async def entity_version(self, stream: StreamKey, entity_type: str, entity_id: str) -> int:
+        return await self._read(entity_version, stream, entity_type, entity_id)
+
+    async def list_streams(self) -> list[tuple[StreamKey, int]]:
+        return await self._read(list_streams)
+
+    def iter_events_with_receipts(
+        self, stream: StreamKey, start: int, end: int, batch_size: int = 1000
+    ) -> AsyncIterator[tuple[StoredEvent, Receipt | None]]:
+        return paged(
+            lambda first, limit: self._read(events_with_receipts, stream, first, end, limit),
+            start,
+            end,
+            batch_size,
+        )

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from .. import migrations
-from ..base import MigrationError, MigrationStatus
+from ..errors import MigrationError
 from ..migrations import Migration
+from ..records import MigrationStatus
 from ..rows import time_to_text
 from .worker import immediate
 

@@ -1,20 +1,21 @@
-"""The schema registry (``event_schemas``) as jobs run on a connection's thread
-(``fn(conn, ...)``). Writers open their own ``BEGIN IMMEDIATE``."""
+"""The schema registry (``event_schemas``) on SQLite: jobs run on a connection's thread
+(``fn(conn, ...)``, writers in their own ``BEGIN IMMEDIATE``) and the
+:class:`SchemaStore` port over them."""
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
-from ..base import SCHEMA_STATUSES, IntegrityError, SchemaRecord
-from ..rows import time_from_text, time_to_text
-from .worker import immediate
+from ..errors import IntegrityError
+from ..ports import SchemaStore
+from ..records import SCHEMA_STATUSES, SchemaRecord
+from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, column_list, time_to_text
+from . import convert
+from .worker import Connections, immediate
 
-_COLUMNS = (
-    "id, tenant_id, event_type, version, schema_json, status, compatibility, description, "
-    "created_at, updated_at, created_by"
-)
+_COLUMNS = column_list(SCHEMA_COLUMNS)
 _SELECT = f"SELECT {_COLUMNS} FROM event_schemas"  # noqa: S608 - fixed names
 _ORDER = "ORDER BY event_type, version"
 
@@ -26,22 +27,6 @@ _INSERT = (
     "SELECT ?, ?, ?, COALESCE(MAX(version), 0) + 1, ?, 'active', ?, ?, ?, ?, ? "
     "FROM event_schemas WHERE tenant_id = ? AND event_type = ?"
 )
-
-
-def _record(row: sqlite3.Row) -> SchemaRecord:
-    return SchemaRecord(
-        id=uuid.UUID(row["id"]),
-        tenant_id=uuid.UUID(row["tenant_id"]),
-        event_type=row["event_type"],
-        version=row["version"],
-        schema_json=row["schema_json"],
-        status=row["status"],
-        compatibility=row["compatibility"],
-        description=row["description"],
-        created_at=time_from_text(row["created_at"]),
-        updated_at=time_from_text(row["updated_at"]),
-        created_by=row["created_by"],
-    )
 
 
 def put_schema(
@@ -81,7 +66,7 @@ def put_schema(
 
 def get_schema(conn: sqlite3.Connection, schema_id: uuid.UUID) -> SchemaRecord | None:
     row = conn.execute(f"{_SELECT} WHERE id = ?", (str(schema_id),)).fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else convert.record(EVENT_SCHEMAS, row)
 
 
 def list_schemas(
@@ -94,7 +79,7 @@ def list_schemas(
             f"{_SELECT} WHERE tenant_id = ? AND event_type = ? {_ORDER}",
             (str(tenant_id), event_type),
         )
-    return [_record(r) for r in rows.fetchall()]
+    return [convert.record(EVENT_SCHEMAS, r) for r in rows.fetchall()]
 
 
 def get_schema_version(
@@ -104,7 +89,7 @@ def get_schema_version(
         f"{_SELECT} WHERE tenant_id = ? AND event_type = ? AND version = ?",
         (str(tenant_id), event_type, version),
     ).fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else convert.record(EVENT_SCHEMAS, row)
 
 
 def latest_active_schema(
@@ -115,7 +100,7 @@ def latest_active_schema(
         "ORDER BY version DESC LIMIT 1",
         (str(tenant_id), event_type),
     ).fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else convert.record(EVENT_SCHEMAS, row)
 
 
 def set_schema_status(
@@ -137,3 +122,51 @@ def delete_schema(conn: sqlite3.Connection, schema_id: uuid.UUID) -> bool:
     with immediate(conn):
         cursor = conn.execute("DELETE FROM event_schemas WHERE id = ?", (str(schema_id),))
         return cursor.rowcount > 0
+
+
+class SqliteSchemaStore(Connections, SchemaStore):
+    async def put_schema(
+        self,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        schema_json: str,
+        *,
+        compatibility: str = "backward",
+        description: str | None = None,
+        created_by: str | None = None,
+    ) -> SchemaRecord:
+        return await self._write(
+            put_schema,
+            uuid.uuid4(),
+            tenant_id,
+            event_type,
+            schema_json,
+            compatibility,
+            description,
+            created_by,
+            datetime.now(UTC),
+        )
+
+    async def get_schema(self, schema_id: uuid.UUID) -> SchemaRecord | None:
+        return await self._read(get_schema, schema_id)
+
+    async def list_schemas(
+        self, tenant_id: uuid.UUID, event_type: str | None = None
+    ) -> list[SchemaRecord]:
+        return await self._read(list_schemas, tenant_id, event_type)
+
+    async def get_schema_version(
+        self, tenant_id: uuid.UUID, event_type: str, version: int
+    ) -> SchemaRecord | None:
+        return await self._read(get_schema_version, tenant_id, event_type, version)
+
+    async def latest_active_schema(
+        self, tenant_id: uuid.UUID, event_type: str
+    ) -> SchemaRecord | None:
+        return await self._read(latest_active_schema, tenant_id, event_type)
+
+    async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+        return await self._write(set_schema_status, schema_id, status, datetime.now(UTC))
+
+    async def delete_schema(self, schema_id: uuid.UUID) -> bool:
+        return await self._write(delete_schema, schema_id)

@@ -1,4 +1,8 @@
-"""One SQLite connection owned by one thread, driven from asyncio.
+"""One SQLite connection owned by one thread, driven from asyncio; and the two of them
+(writer, reader) through which every port of the SQLite adapter reaches the database.
+
+This module and ``snapshots.py`` (which works on files, not on these connections) are
+the adapter's only infrastructure; every other module implements one port.
 
 A ``sqlite3`` connection must not be shared between threads, and SQLite serialises writers
 anyway, so each connection lives on a single-thread executor: jobs submitted to it run one
@@ -13,11 +17,11 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from ..base import IntegrityError, OperationalError
+from ..errors import IntegrityError, OperationalError, StoreError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -93,6 +97,56 @@ class Worker:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+class Connections:
+    """The writer and the reader a SQLite store runs its jobs on.
+
+    Every write runs on the writer's connection, one at a time under an asyncio lock,
+    because a stream transaction spans several jobs and nothing else may slip into it.
+    Reads run on the reader, which in WAL mode sees the last committed state without
+    waiting for the writer, so a read never observes an uncommitted stream transaction."""
+
+    def __init__(self, writer: Worker, reader: Worker) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        # The task inside a stream transaction: a write through the store from that same
+        # task would wait for the lock it holds itself, forever.
+        self._transaction_task: asyncio.Task[object] | None = None
+
+    async def _write(self, job: Job[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        self._refuse_inside_own_transaction()
+        async with self._write_lock:
+            return await self._writer.run(job, *args, **kwargs)
+
+    async def _read(self, job: Job[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._reader.run(job, *args, **kwargs)
+
+    def _refuse_inside_own_transaction(self) -> None:
+        if self._transaction_task is not None and self._transaction_task is asyncio.current_task():
+            raise StoreError(
+                "a write through the store inside its own stream transaction would deadlock; "
+                "use the transaction's methods"
+            )
+
+    def _discard_transaction(self) -> None:
+        """Queue a rollback behind whatever the writer is doing, without waiting for it:
+        this runs when the caller is being cancelled or the connection has failed."""
+        with suppress(StoreError):
+            self._writer.submit(rollback_if_open)
+
+
+async def start_workers(path: Path) -> tuple[Worker, Worker]:
+    """The writer, then the reader: the writer switches the file to WAL, which the reader
+    relies on to read alongside it."""
+    writer = await Worker.start("sqlite-writer", path, read_only=False)
+    try:
+        reader = await Worker.start("sqlite-reader", path, read_only=True)
+    except BaseException:
+        await writer.close()
+        raise
+    return writer, reader
 
 
 def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:

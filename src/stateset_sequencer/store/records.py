@@ -1,0 +1,230 @@
+"""The values every port speaks in: streams, stored and new events, keys, commitment rows,
+API keys, audit entries, schemas, and the facts maintenance and snapshots report.
+
+Plain frozen dataclasses with no behaviour and no backend in them, so that a consumer can
+build and compare them without a database, and both adapters convert to and from them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..ves.envelope import VesEventEnvelope
+from ..ves.signing import Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKey:
+    """One sequence stream: a ``(tenant_id, store_id)`` pair."""
+
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as sequenced: the envelope exactly as signed plus what the sequencer added."""
+
+    envelope: VesEventEnvelope
+    sequence_number: int
+    sequenced_at: datetime
+    event_signing_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An accepted event ready to be written with its receipt."""
+
+    envelope: VesEventEnvelope
+    event_signing_hash: bytes
+    sequence_number: int
+    sequenced_at: datetime
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """A stored event found by id, with its receipt when one was stored."""
+
+    event: StoredEvent
+    receipt: Receipt | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKey:
+    """A registered agent signing key (``agent_signing_keys``)."""
+
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    key_id: int
+    public_key: bytes
+    status: str = "active"  # active | revoked
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    revoked_at: datetime | None = None
+    key_algorithm: int = 1
+    created_at: datetime | None = None  # set by the store when None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentRow:
+    """One row of ``ves_commitments`` (the engine that fills it comes later)."""
+
+    batch_id: uuid.UUID
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+    ves_version: int
+    tree_depth: int
+    leaf_count: int
+    padded_leaf_count: int
+    merkle_root: bytes
+    prev_state_root: bytes
+    new_state_root: bytes
+    sequence_start: int
+    sequence_end: int
+    committed_at: datetime
+    chain_id: int | None = None
+    chain_tx_hash: bytes | None = None
+    chain_block_number: int | None = None
+    anchored_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: only the SHA-256 hex of the plaintext, never the plaintext."""
+
+    key_hash: str
+    tenant_id: uuid.UUID
+    store_ids: tuple[uuid.UUID, ...] = ()  # empty: every store of the tenant
+    can_read: bool = True
+    can_write: bool = False
+    can_admin: bool = False
+    agent_id: uuid.UUID | None = None
+    active: bool = True
+    rate_limit: int | None = None
+    created_at: datetime | None = None  # set by the store when None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One ``audit_log`` row."""
+
+    action: str
+    actor: str
+    actor_type: str
+    success: bool = True
+    tenant_id: uuid.UUID | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    request_id: str | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    error_message: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    timestamp: datetime | None = None  # set by the store when None
+
+
+SCHEMA_STATUSES = ("active", "deprecated", "archived")
+SCHEMA_COMPATIBILITIES = ("forward", "backward", "full", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRecord:
+    """One registered JSON Schema (``event_schemas``). ``schema_json`` is the document's
+    JSON text exactly as it was registered; it never changes for a given ``id``."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    event_type: str
+    version: int
+    schema_json: str
+    status: str  # one of SCHEMA_STATUSES
+    compatibility: str  # one of SCHEMA_COMPATIBILITIES
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a caller may need to know about a backend, answered by its adapter so that no
+    code outside ``store/`` compares backend names."""
+
+    name: str  # "sqlite" or "postgresql", as /health/detailed reports it
+    text_holds_nul: bool  # PostgreSQL text cannot hold U+0000; SQLite's can
+    embedded: bool  # lives in the local data directory, beside the receipt key
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """Connections of the store's pool (SQLite: its writer and reader threads)."""
+
+    active: int
+    idle: int
+    total: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    version: int
+    name: str
+    applied: bool
+    checksum_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """A stream's counter beside what ``ves_events`` actually holds (recovery checks)."""
+
+    stream: StreamKey
+    counter: int | None  # None: events exist but the stream has no counter row
+    max_sequence: int  # 0 when the stream has no events
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceGap:
+    """Sequence numbers ``first_missing..last_missing`` absent below a stored event."""
+
+    stream: StreamKey
+    first_missing: int
+    last_missing: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    """Per-stream facts a backup manifest records and a restore compares."""
+
+    stream: StreamKey
+    counter: int | None
+    max_sequence: int
+    event_count: int
+    commitment_count: int
+    last_committed_sequence: int | None
+    last_state_root: bytes | None
+    commitments_sha256: bytes  # SHA-256 over (start, end, merkle root, state root) in order
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotContents:
+    """What a snapshot holds, read from exactly the copied state: per-stream summaries
+    and the row counts of the tables asked for (absent tables left out)."""
+
+    streams: tuple[StreamSummary, ...]
+    tables: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TakenSnapshot:
+    """A snapshot just written: the tool that wrote it (with its version, for the
+    manifest) and its contents."""
+
+    tool: str
+    contents: SnapshotContents
