@@ -44,10 +44,10 @@ clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build *.egg-info src/*.egg-info
 
 bench-ingest: $(STAMP) debian-deps
-	PYTHONPATH=. $(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)
 
 bench-http: $(STAMP) debian-deps
-	PYTHONPATH=. $(BIN)/python bench/bench_http.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_http.py $(BENCH_ARGS)
 
 bench-recovery: $(STAMP) debian-deps
-	PYTHONPATH=. $(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)

@@ -39,9 +39,9 @@ from pathlib import Path
 from types import FrameType
 
 import aiohttp
-from tests import kit, pg
 
-from stateset_sequencer.store.base import StreamKey
+from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit, pg
 
 HOST = "127.0.0.1"
 INGEST = "/api/v1/ves/events/ingest"

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import asyncpg
 import nacl.signing
-from tests import kit, pg
 
 from stateset_sequencer.sequencer.ingest import Sequencer
-from stateset_sequencer.store.base import Store, StreamKey
-from stateset_sequencer.store.factory import open_store
+from stateset_sequencer.store.factory import open_store, parse_database_url
+from stateset_sequencer.store.ports import Store
+from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit, pg
 from stateset_sequencer.ves.envelope import VesEventEnvelope
 from stateset_sequencer.ves.jsontext import payload_text
 
@@ -149,12 +150,16 @@ async def main() -> None:
                 verify_rate = floor_verify(events)
                 with tempfile.TemporaryDirectory() as tmp:
                     if backend == "sqlite":
-                        store = await open_store(f"sqlite:///{tmp}/bench.db", Path(tmp))
+                        store = await open_store(
+                            parse_database_url(f"sqlite:///{tmp}/bench.db", Path(tmp))
+                        )
                         copy_rate = floor_copy_sqlite(Path(tmp) / "floor.db", rows)
                         name = None
                     else:
                         name, dsn = pg.create_database("seqbench")
-                        store = await open_store(dsn, Path(tmp), max_connections=16)
+                        store = await open_store(
+                            parse_database_url(dsn, Path(tmp)), max_connections=16
+                        )
                         copy_rate = await floor_copy_pg(dsn, rows)
                     try:
                         await store.migrate()

@@ -35,9 +35,9 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from tests import kit, loadkit, pg
-from tests.serverproc import server
 
+from stateset_sequencer.testing import kit, loadkit, pg
+from stateset_sequencer.testing.serverproc import server
 from stateset_sequencer.ves import signing
 
 ADMIN_KEY = "ss_00000000" + "benchrecoveryadminkey00000000000"

@@ -11,15 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from stateset_sequencer.store.factory import open_store
-from tests import kit
+from stateset_sequencer.store.factory import open_store, parse_database_url
+from stateset_sequencer.testing import kit
 
 MAX_BATCHES = 2000
 MAX_SECONDS = 120
 
 
 async def main(database_url: str, data_dir: Path) -> None:
-    store = await open_store(database_url, data_dir, max_connections=4)
+    store = await open_store(parse_database_url(database_url, data_dir), max_connections=4)
     seq = kit.sequencer(store)
     deadline = time.monotonic() + MAX_SECONDS
     out = sys.stdout

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "info"
     LOG_FORMAT: str = "json"  # json | console
 
+    # --- anchoring (the chain client arrives with the anchoring issue; doctor probes it) ---
+    L2_RPC_URL: str | None = None
+    L2_CHAIN_ID: str | None = None
+
     @property
     def migrate_on_startup(self) -> bool:
         return self.DB_MIGRATE_ON_STARTUP.strip().lower() not in FALSY
@@ -86,3 +90,18 @@ DEVELOPMENT_ENVS = {"", "local", "dev", "development", "test", "testing", "ci", 
 
 def _truthy(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "on", "yes"}
+
+
+class TestEnvironment(BaseSettings):
+    """What the test support (``stateset_sequencer.testing``) reads from the environment:
+    a PostgreSQL server to use, and whether a missing component is a failure (CI)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=True, extra="ignore")
+
+    SEQUENCER_TEST_DATABASE_URL: str | None = None
+    CI: str = ""
+
+    @property
+    def strict(self) -> bool:
+        """Under CI a component that cannot be started fails the run instead of skipping."""
+        return _truthy(self.CI)

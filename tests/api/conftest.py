@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from stateset_sequencer.api.http.app import create_app
-from stateset_sequencer.api.http.services import Services, start_services
 from stateset_sequencer.config import Settings
-from tests import kit, pg
+from stateset_sequencer.runtime import Services, start_services
+from stateset_sequencer.testing import kit, pg
 
 ADMIN_KEY = "ss_00000000" + "bootstrapadminkeyfortests0000000"
 BASE = "http://sequencer.test"

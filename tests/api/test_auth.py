@@ -15,10 +15,10 @@ import httpx
 import jwt
 import pytest
 
-from stateset_sequencer.api.http.services import StartupError, start_services
+from stateset_sequencer.runtime import StartupError, start_services
 from stateset_sequencer.sequencer.auth import JwtSettings, hash_api_key, issue_jwt
-from stateset_sequencer.store.base import StreamKey
-from tests import kit
+from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit
 from tests.api.conftest import ADMIN_KEY, Api, MakeApi, settings_for
 
 TENANT_B = uuid.UUID("00000000-0000-0000-0000-0000000000a2")

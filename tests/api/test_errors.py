@@ -31,7 +31,7 @@ from stateset_sequencer.store.errors import (
     OperationalError,
     StoreError,
 )
-from tests import kit
+from stateset_sequencer.testing import kit
 from tests.api.conftest import Api, MakeApi
 from tests.api.test_auth import agent_error, api_error, auth_failure, stream_params
 

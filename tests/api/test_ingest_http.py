@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from stateset_sequencer.testing import kit
 from stateset_sequencer.ves import hashing
 from stateset_sequencer.ves.signing import Receipt, verify_receipt
-from tests import kit
 from tests.api.conftest import Api, MakeApi
 
 # A request body written out as REFERENCE_MAP §4.1 shows it (camelCase wrapper, snake_case

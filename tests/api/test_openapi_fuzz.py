@@ -35,9 +35,9 @@ from starlette.types import Receive, Scope, Send
 
 from stateset_sequencer.api.http.app import create_app
 from stateset_sequencer.api.http.deps import admin_ip_guard, authenticate
-from stateset_sequencer.api.http.services import Services, start_services
 from stateset_sequencer.config import Settings
-from tests import kit
+from stateset_sequencer.runtime import Services, start_services
+from stateset_sequencer.testing import kit
 from tests.api.conftest import ADMIN_KEY, BASE, Api, settings_for
 
 # Fuzzed cases per operation (the examples and coverage phases add theirs, unbounded by

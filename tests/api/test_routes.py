@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from stateset_sequencer.sequencer.auth import hash_api_key
-from stateset_sequencer.store.base import ApiKeyRecord, StreamKey
+from stateset_sequencer.store.records import ApiKeyRecord, StreamKey
+from stateset_sequencer.testing import kit
 from stateset_sequencer.ves import signing
-from tests import kit
 from tests.api.conftest import ADMIN_KEY, Api, MakeApi
 from tests.api.test_auth import agent_error, api_error, apikey, auth_failure, stream_params
 
@@ -94,7 +94,7 @@ async def test_detailed_health_components(api: Api) -> None:
     assert body["service"] == "stateset-sequencer"
     rfc3339(body["timestamp"])
     database = body["components"]["database"]
-    expected_name = "postgresql" if api.store.dialect == "postgres" else "sqlite"
+    expected_name = "sqlite" if api.services.settings.DATABASE_URL is None else "postgresql"
     assert database["name"] == expected_name
     assert database["status"] in {"healthy", "degraded"}
     assert database["response_time_ms"] >= 0

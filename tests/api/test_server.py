@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from stateset_sequencer.client import SequencerClient, SequencerError
-from tests import kit, pg
-from tests.serverproc import free_port, server
+from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.serverproc import free_port, server
 
 ADMIN_KEY = "ss_00000000" + "serverprocessadminkey00000000000"
 KEY_LINE = re.compile(r"^\s+(ss_[A-Za-z0-9_-]{40})\s*$", re.MULTILINE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests import kit
+from stateset_sequencer.testing import kit
 from tests.api.conftest import Api
 
 

@@ -5,9 +5,9 @@
 ``snapshots``, ``database``) typed as that port, so a suite states which contract it
 holds the adapters to. ``store`` is the whole store, for tests that cross ports.
 
-PostgreSQL is a real server (see ``tests/pg.py`` for how one is found or started); each
-test gets a database of its own, dropped afterwards. Stores are opened by the factory,
-as the service opens them.
+PostgreSQL is a real server (``stateset_sequencer.testing.pg`` says how one is found or
+started); each test gets a database of its own, dropped afterwards. Stores are opened by
+the factory, as the service opens them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from stateset_sequencer.store.ports import (
     Snapshots,
     Store,
 )
-from tests import pg
+from stateset_sequencer.testing import pg
 
 
 @dataclass(frozen=True)

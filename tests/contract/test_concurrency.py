@@ -11,8 +11,8 @@ import pytest
 from stateset_sequencer.sequencer.ingest import IngestResult, Sequencer
 from stateset_sequencer.store.ports import Store
 from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit
 from stateset_sequencer.ves.envelope import VesEventEnvelope
-from tests import kit
 
 WRITERS = 16
 # batches per writer for each batch size: enough contention without a slow suite

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stateset_sequencer.store.factory import open_store, parse_database_url
-from tests import kit, pg
+from stateset_sequencer.testing import kit, pg
 
 ROOT = Path(__file__).resolve().parents[2]
 KILL_AFTER_RECEIPTS = 150

@@ -71,6 +71,6 @@ async def test_pool_stats_are_the_adapters_own(opened: Opened) -> None:
 async def test_capabilities_describe_the_backend(opened: Opened) -> None:
     caps = opened.store.capabilities
     if opened.backend == "sqlite":
-        assert (caps.name, caps.text_holds_nul, caps.embedded) == ("sqlite", True, True)
+        assert (caps.name, caps.embedded) == ("sqlite", True)
     else:
-        assert (caps.name, caps.text_holds_nul, caps.embedded) == ("postgresql", False, False)
+        assert (caps.name, caps.embedded) == ("postgresql", False)

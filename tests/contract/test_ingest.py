@@ -13,10 +13,10 @@ from stateset_sequencer.api.http.ingest import ingest_body
 from stateset_sequencer.sequencer.ingest import BatchReason, BatchRejected, Limits
 from stateset_sequencer.store.ports import Store
 from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit
+from stateset_sequencer.testing.kit import AGENT_ID, STREAM
 from stateset_sequencer.ves import signing
 from stateset_sequencer.ves.errors import BadSignature
-from tests import kit
-from tests.kit import AGENT_ID, STREAM
 
 
 async def ingest(store: Store, events: list[Any], **kwargs: Any) -> Any:

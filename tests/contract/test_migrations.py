@@ -22,7 +22,7 @@ from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.store.migrations import Migration, load
 from stateset_sequencer.store.ports import Store
 from stateset_sequencer.store.records import StreamKey
-from tests import pg
+from stateset_sequencer.testing import pg
 
 _TABLE_RE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.IGNORECASE)
 _INDEX_RE = re.compile(

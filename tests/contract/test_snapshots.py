@@ -19,7 +19,7 @@ from stateset_sequencer.store.errors import SnapshotError
 from stateset_sequencer.store.factory import open_snapshots, open_store, parse_database_url
 from stateset_sequencer.store.ports import Maintenance, Snapshots, Store
 from stateset_sequencer.store.records import ApiKeyRecord, SnapshotContents
-from tests import pg
+from stateset_sequencer.testing import pg
 from tests.contract.builders import append, make_event, new_stream
 from tests.contract.conftest import Opened
 

@@ -15,9 +15,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from stateset_sequencer.store.base import Store, StreamKey
+from stateset_sequencer.store.factory import open_store, parse_database_url
+from stateset_sequencer.store.ports import Store
+from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit, pg
 from stateset_sequencer.ves import signing
-from tests import kit, pg
 
 SEQUENCER_PK = signing.Signer(kit.SEQUENCER_SEED).public_key.hex()
 STREAM_2 = StreamKey(kit.TENANT, uuid.UUID("00000000-0000-0000-0000-0000000000b2"))
@@ -54,20 +56,16 @@ class Db:
 
 async def open_db(dialect: str, tmp_path: Path, name: str = "r") -> AsyncIterator[Db]:
     if dialect == "sqlite":
-        from stateset_sequencer.store.sqlite import SqliteStore
-
         path = tmp_path / f"{name}.db"
-        store: Store = await SqliteStore.open(path)
+        store: Store = await open_store(parse_database_url(f"sqlite:///{path}", tmp_path))
         await store.migrate()
         try:
             yield Db(store, f"sqlite:///{path}", "sqlite")
         finally:
             await store.close()
     else:
-        from stateset_sequencer.store.postgres import PostgresStore
-
         async with pg.scratch_database() as dsn:
-            store = await PostgresStore.open(dsn, max_connections=4)
+            store = await open_store(parse_database_url(dsn, tmp_path), max_connections=4)
             await store.migrate()
             try:
                 yield Db(store, dsn, "postgres")

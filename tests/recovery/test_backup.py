@@ -10,7 +10,7 @@ from typing import Any
 
 from stateset_sequencer.recovery import backup
 from stateset_sequencer.store.factory import open_store, parse_database_url
-from tests import kit, pg
+from stateset_sequencer.testing import kit, pg
 from tests.recovery.conftest import SEQUENCER_PK, STREAM_2, Db, cli, populate
 
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from stateset_sequencer.recovery.export import read_export
-from stateset_sequencer.store.base import StreamKey
-from tests import kit, loadkit
+from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit, loadkit
+from stateset_sequencer.testing.serverproc import server
 from tests.recovery.conftest import STREAM_2, Db, cli, populate
-from tests.serverproc import server
 
 ADMIN_KEY = "ss_00000000" + "bulkingestadminkey00000000000000"
 

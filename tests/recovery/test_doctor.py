@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
+from stateset_sequencer.config import Settings
 from stateset_sequencer.recovery import doctor
 from stateset_sequencer.sequencer import api_keys
 from stateset_sequencer.sequencer.auth import NIL
 from stateset_sequencer.store.rows import time_to_text
-from tests import kit
+from stateset_sequencer.testing import kit
+from stateset_sequencer.testing.serverproc import free_port, server
 from tests.recovery.conftest import STREAM_2, Db, cli, populate
-from tests.serverproc import free_port, server
 
 CHECKS = ["health", "database", "counters", "gaps", "agents", "history", "commitment", "anchoring"]
 
@@ -213,16 +214,18 @@ def rpc() -> Iterator[str]:
 
 
 async def test_anchoring_asks_the_rpc_for_its_chain_id(rpc: str) -> None:
-    ctx = doctor.Context(doctor.DoctorOptions(l2_rpc_url=rpc))
+    ctx = doctor.Context(doctor.DoctorOptions(Settings(L2_RPC_URL=rpc)))
     passed = await doctor.check_anchoring(ctx)
     assert passed.status == "PASS" and passed.detail.endswith("eth_chainId 8453")
     assert "secret-key" not in passed.detail
-    wrong = doctor.Context(doctor.DoctorOptions(l2_rpc_url=rpc, l2_chain_id="1"))
+    wrong = doctor.Context(doctor.DoctorOptions(Settings(L2_RPC_URL=rpc, L2_CHAIN_ID="1")))
     assert (await doctor.check_anchoring(wrong)).status == "FAIL"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    failed = await doctor.check_anchoring(doctor.Context(doctor.DoctorOptions(l2_rpc_url=closed)))
+    failed = await doctor.check_anchoring(
+        doctor.Context(doctor.DoctorOptions(Settings(L2_RPC_URL=closed)))
+    )
     assert failed.status == "FAIL" and "ConnectError" in failed.detail
 
 
@@ -235,6 +238,8 @@ async def test_a_service_that_never_answers_fails_within_the_timeout(
         sock.listen()  # the kernel completes the handshake; nobody ever reads or answers
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         started = time.monotonic()
-        result = await doctor.check_health(doctor.Context(doctor.DoctorOptions(url=url)))
+        result = await doctor.check_health(
+            doctor.Context(doctor.DoctorOptions(Settings(), url=url))
+        )
         assert time.monotonic() - started < 3
     assert result.status == "FAIL" and "unreachable" in result.detail

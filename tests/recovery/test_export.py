@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from stateset_sequencer.recovery.export import read_export
-from stateset_sequencer.store.base import StoredEvent
+from stateset_sequencer.store.records import StoredEvent
+from stateset_sequencer.testing import kit
 from stateset_sequencer.ves import envelope
-from tests import kit
 from tests.recovery.conftest import STREAM_2, Db, cli, populate, stream_args
 
 

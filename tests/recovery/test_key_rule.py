@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from stateset_sequencer.config import Settings
 from stateset_sequencer.recovery import doctor
 from stateset_sequencer.store.records import StoredEvent
-from tests import kit
+from stateset_sequencer.testing import kit
 from tests.recovery.conftest import Db, populate
 from tests.recovery.test_verify import verify_here
 

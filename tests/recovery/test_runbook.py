@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from stateset_sequencer.store.postgres import PostgresStore
-from tests import kit, pg
+from stateset_sequencer.store.factory import open_store, parse_database_url
+from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.serverproc import server
 from tests.recovery.conftest import STREAM_2, populate
-from tests.serverproc import server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("DISASTER_RECOVERY.md", "RUNBOOK.md")
@@ -105,7 +105,7 @@ async def databases() -> AsyncIterator[dict[str, tuple[str, str]]]:
         for name in DOCS:
             dsn = await stack.enter_async_context(pg.scratch_database("runbook"))
             target = await stack.enter_async_context(pg.scratch_database("restore"))
-            store = await PostgresStore.open(dsn, max_connections=4)
+            store = await open_store(parse_database_url(dsn, Path()), max_connections=4)
             try:
                 await store.migrate()
                 await populate(store, 12)

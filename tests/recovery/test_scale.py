@@ -28,10 +28,10 @@ import pytest
 
 from stateset_sequencer.recovery import verify
 from stateset_sequencer.recovery.export import read_export
-from stateset_sequencer.store.base import StreamKey
-from tests import kit, loadkit, pg
+from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit, loadkit, pg
+from stateset_sequencer.testing.serverproc import server
 from tests.recovery.conftest import SEQUENCER_PK, Db, populate
-from tests.serverproc import server
 
 EVENTS = 100_000
 STREAMS = 10

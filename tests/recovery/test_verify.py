@@ -18,8 +18,8 @@ from stateset_sequencer.recovery import verify
 from stateset_sequencer.recovery.streams import stream_top
 from stateset_sequencer.sequencer.commitments import event_leaf
 from stateset_sequencer.store.records import CommitmentRow, CounterState, StoredEvent
+from stateset_sequencer.testing import kit
 from stateset_sequencer.ves import hashing, merkle, signing
-from tests import kit
 from tests.recovery.conftest import (
     SEQUENCER_PK,
     Db,

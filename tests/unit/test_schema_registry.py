@@ -29,10 +29,11 @@ from stateset_sequencer.sequencer.schemas import (
     parse_mode,
 )
 from stateset_sequencer.store.errors import OperationalError
+from stateset_sequencer.store.factory import open_store, parse_database_url
+from stateset_sequencer.store.ports import Store
 from stateset_sequencer.store.records import SchemaRecord
-from stateset_sequencer.store.sqlite import SqliteStore
+from stateset_sequencer.testing.kit import TENANT, X25519_PUBLIC, event
 from stateset_sequencer.ves.envelope import VesEventEnvelope
-from tests.kit import TENANT, X25519_PUBLIC, event
 
 ORDER_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -109,8 +110,8 @@ def test_parse_mode_ignores_surrounding_white_space(alias: str, pad: str) -> Non
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await SqliteStore.open(tmp_path / "schemas.db")
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(parse_database_url(f"sqlite:///{tmp_path / 'schemas.db'}", tmp_path))
     await opened.migrate()
     try:
         yield opened
@@ -119,7 +120,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 @pytest.fixture
-def registry(store: SqliteStore) -> SchemaRegistry:
+def registry(store: Store) -> SchemaRegistry:
     return SchemaRegistry(store)
 
 
@@ -247,7 +248,7 @@ async def test_delete_forgets_the_compiled_validator(registry: SchemaRegistry) -
     assert await registry.delete(record.id) is False
 
 
-async def test_validator_cache_is_bounded(store: SqliteStore) -> None:
+async def test_validator_cache_is_bounded(store: Store) -> None:
     registry = SchemaRegistry(store, cache_size=2)
     a, b, c = [await registry.register(TENANT, f"t.{i}", ORDER_SCHEMA) for i in range(3)]
     va, vb = registry.validator(a), registry.validator(b)
@@ -260,7 +261,7 @@ async def test_validator_cache_is_bounded(store: SqliteStore) -> None:
 
 
 async def test_lookups_with_unstorable_event_types_find_nothing(
-    registry: SchemaRegistry, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    registry: SchemaRegistry, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def never(*args: Any) -> None:
         raise AssertionError("the store must not be asked")
@@ -459,7 +460,7 @@ EXPECTED_ON_STORE_ERROR = {
 
 
 class CountingLookups:
-    def __init__(self, store: SqliteStore, fail: bool = False) -> None:
+    def __init__(self, store: Store, fail: bool = False) -> None:
         self.calls: list[tuple[uuid.UUID, str]] = []
         self._real = store.latest_active_schema
         self._fail = fail
@@ -472,7 +473,7 @@ class CountingLookups:
 
 
 @pytest.fixture
-def lookups(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> CountingLookups:
+def lookups(store: Store, monkeypatch: pytest.MonkeyPatch) -> CountingLookups:
     counting = CountingLookups(store)
     monkeypatch.setattr(store, "latest_active_schema", counting)
     return counting
@@ -499,7 +500,7 @@ async def test_check_events_in_every_mode(
 @pytest.mark.parametrize("mode", list(ValidationMode))
 async def test_check_events_when_the_store_fails(
     registry: SchemaRegistry,
-    store: SqliteStore,
+    store: Store,
     monkeypatch: pytest.MonkeyPatch,
     mode: ValidationMode,
 ) -> None:
@@ -619,7 +620,7 @@ async def test_deep_nesting_does_not_slip_past_enforcement(
     assert result.accepted == [] and [r.event_id for r in result.rejections] == [deep.event_id]
 
 
-async def test_latest_lookup_is_cached_and_dropped_on_change(store: SqliteStore) -> None:
+async def test_latest_lookup_is_cached_and_dropped_on_change(store: Store) -> None:
     clock = [0.0]
     cached = SchemaRegistry(store, latest_ttl_seconds=5.0, monotonic=lambda: clock[0])
     other = SchemaRegistry(store)  # another process, in effect: its changes are not seen

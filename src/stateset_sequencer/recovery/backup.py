@@ -22,8 +22,6 @@ from typing import Any
 from ..store.errors import SnapshotError
 from ..store.factory import (
     DatabaseConfig,
-    open_snapshots,
-    parse_database_url,
     snapshot_file,
     snapshots_for,
 )
@@ -195,15 +193,13 @@ async def take_backup(
 # --- verify and restore -----------------------------------------------------------------------
 
 
-async def verify_backup(directory: Path, server: DatabaseConfig | str | None) -> dict[str, Any]:
+async def verify_backup(directory: Path, server: DatabaseConfig | None) -> dict[str, Any]:
     """Checksums, then a test restore into a scratch database compared with the
     manifest. A backup of a server database needs ``server`` (one on which a temporary
     database may be created); an embedded one needs nothing. Returns the restored
-    contents. (``server`` as a URL is the older call, kept while the CLI moves over.)"""
+    contents."""
     manifest = read_manifest(directory)
     db_file = check_files(directory, manifest)
-    if server is not None and not isinstance(server, DatabaseConfig):
-        server = parse_database_url(server, Path())
     try:
         scratch = snapshots_for(manifest["dialect"], server)
         restored = _json(await scratch.test_restore(db_file, CRITICAL_TABLES))
@@ -232,25 +228,3 @@ async def restore_backup(directory: Path, target: Snapshots, *, force: bool) -> 
         raise BackupError(str(exc)) from None
     _compare(manifest, restored, "restored database")
     return restored
-
-
-# --- the older calls by URL, kept while the CLI moves to the functions above ---------------
-
-
-async def create_backup(
-    database_url: str | None,
-    data_dir: Path,
-    out_dir: Path,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    return await take_backup(
-        open_snapshots(parse_database_url(database_url, data_dir)), out_dir, progress
-    )
-
-
-async def restore(
-    directory: Path, database_url: str, data_dir: Path, *, force: bool
-) -> dict[str, Any]:
-    return await restore_backup(
-        directory, open_snapshots(parse_database_url(database_url, data_dir)), force=force
-    )

@@ -8,7 +8,8 @@ only when nothing FAILs. The checks and what they mean:
                 applied and unedited (a restore onto an old schema is caught here).
 ``counters``    every stream's counter equals its highest stored sequence.
 ``gaps``        no sequence number is missing below any stream's highest stored event.
-``agents``      some agent with an active signing key has sent an event within
+``agents``      some agent with an active signing key (one ingest would accept now,
+                ``sequencer.keys.judge_key``) has sent an event within
                 ``--recent-hours`` (server time, ``sequenced_at``), or no events exist yet.
                 One live agent is enough to pass: agents are bursty and a quiet agent is
                 not a fault, but no traffic at all after a recovery means agents cannot
@@ -41,20 +42,27 @@ Every network call (HTTP, JSON-RPC, each database call) is bounded by
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
-from ..store.base import AgentKey, CounterState, Store, StoredEvent, StoreError, StreamKey
-from ..store.factory import describe, open_store
+from ..client import SequencerClient, SequencerError
+from ..config import Settings
+from ..runtime import open_runtime
+from ..sequencer.commitments import event_leaf
+from ..sequencer.keys import judge_key
+from ..store.errors import StoreError
+from ..store.factory import parse_database_url
+from ..store.ports import Store
+from ..store.records import CounterState, StoredEvent, StreamKey
 from ..ves import hashing, merkle
 from ..ves.codec import format_rfc3339
 from ..ves.errors import VesError
@@ -83,13 +91,12 @@ class CheckResult:
 
 @dataclass(frozen=True, slots=True)
 class DoctorOptions:
+    """The service's settings (database, anchoring) and where its API answers."""
+
+    settings: Settings
     url: str = "http://localhost:8080"
     api_key: str | None = None
-    database_url: str | None = None
-    data_dir: Path = Path("./data")
     recent_hours: float = 24.0
-    l2_rpc_url: str | None = None
-    l2_chain_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -99,6 +106,7 @@ class Context:
     options: DoctorOptions
     health_ok: bool = False
     store: Store | None = None
+    opened: AsyncExitStack = field(default_factory=AsyncExitStack)  # closes the store
     states: list[CounterState] = field(default_factory=list)
     states_read: bool = False  # counter_states answered (the later checks need its list)
 
@@ -148,14 +156,14 @@ async def check_health(ctx: Context) -> CheckResult:
         # httpx's timeout is per phase (connect, read, …); the outer one bounds the call.
         async with (
             asyncio.timeout(NETWORK_TIMEOUT_S),
-            httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client,
+            SequencerClient(ctx.options.url, timeout=NETWORK_TIMEOUT_S) as client,
         ):
-            response = await client.get(url)
+            await client.health()
+    except SequencerError as exc:
+        return CheckResult("health", "FAIL", f"{url} answered {exc.status}")
     except (httpx.HTTPError, TimeoutError) as exc:
         return CheckResult("health", "FAIL", f"{url} unreachable: {type(exc).__name__} {exc}")
     ms = (time.perf_counter() - started) * 1000
-    if response.status_code != 200:
-        return CheckResult("health", "FAIL", f"{url} answered {response.status_code}")
     ctx.health_ok = True
     return CheckResult("health", "PASS", f"{url} answered 200 in {ms:.0f} ms")
 
@@ -164,26 +172,28 @@ async def check_health(ctx: Context) -> CheckResult:
 
 
 async def check_database(ctx: Context) -> CheckResult:
-    opts = ctx.options
+    settings = ctx.options.settings
     try:
-        dialect, target = describe(opts.database_url, opts.data_dir)
+        database = parse_database_url(settings.DATABASE_URL, settings.DATA_DIR)
     except StoreError as exc:
         return CheckResult("database", "FAIL", str(exc))
     # Opening SQLite creates the file; a doctor must not invent an empty database where
     # the real one is missing.
-    if dialect == "sqlite" and not Path(target).is_file():
-        return CheckResult("database", "FAIL", f"no SQLite database at {target}")
+    if database.embedded and not Path(database.target).is_file():
+        return CheckResult("database", "FAIL", f"no SQLite database at {database.target}")
+    name = database.backend
     try:
-        ctx.store = await _db(open_store(opts.database_url, opts.data_dir, max_connections=2))
+        runtime = await _db(ctx.opened.enter_async_context(open_runtime(settings)))
+        ctx.store = runtime.store
         seconds = await _db(ctx.store.ping())
         migrations = await _db(ctx.store.migration_status())
     except _CheckFailed as exc:
-        return CheckResult("database", "FAIL", f"{dialect}: {exc}")
+        return CheckResult("database", "FAIL", f"{name}: {exc}")
     pending = [f"{m.version:03d}" for m in migrations if not m.applied]
     edited = [f"{m.version:03d}" for m in migrations if m.applied and not m.checksum_ok]
-    ping = f"{dialect} ping {seconds * 1000:.1f} ms"
+    ping = f"{name} ping {seconds * 1000:.1f} ms"
     if pending or edited:
-        await ctx.store.close()
+        await ctx.opened.aclose()
         ctx.store = None
         problems = ([f"pending migrations {', '.join(pending)}"] if pending else []) + (
             [f"migrations edited after applying {', '.join(edited)}"] if edited else []
@@ -234,14 +244,6 @@ async def check_gaps(ctx: Context, store: Store) -> CheckResult:
 # --- agents -----------------------------------------------------------------------------------
 
 
-def _active(key: AgentKey, now: datetime) -> bool:
-    return (
-        key.status == "active"
-        and (key.valid_from is None or key.valid_from <= now)
-        and (key.valid_to is None or key.valid_to > now)
-    )
-
-
 async def _last_seen(
     store: Store, state: CounterState, agents: set[uuid.UUID], cutoff: datetime
 ) -> dict[uuid.UUID, datetime]:
@@ -273,7 +275,8 @@ async def check_agents(ctx: Context, store: Store) -> CheckResult:
     active: dict[uuid.UUID, set[uuid.UUID]] = {}
     for tenant in sorted({s.stream.tenant_id for s in streams}):
         keys = await _db(store.list_agent_keys(tenant))
-        agents = {k.agent_id for k in keys if _active(k, now)}
+        # Active: a key ingest would accept now, by ingest's own rule.
+        agents = {k.agent_id for k in keys if judge_key(k, now).ok}
         if agents:
             active[tenant] = agents
     if not active:
@@ -333,21 +336,14 @@ async def _first_event(store: Store, state: CounterState) -> StoredEvent | None:
     return found[0] if found else None
 
 
-async def _api_event(client: httpx.AsyncClient, stream: StreamKey, sequence: int) -> str | None:
-    params: dict[str, str | int] = {
-        "tenant_id": str(stream.tenant_id),
-        "store_id": str(stream.store_id),
-        "from": sequence,
-        "limit": 1,
-    }
+async def _api_event(client: SequencerClient, stream: StreamKey, sequence: int) -> str | None:
     try:
         async with asyncio.timeout(NETWORK_TIMEOUT_S):
-            response = await client.get("/api/v1/ves/events", params=params)
+            events = await client.events(stream.tenant_id, stream.store_id, sequence, 1)
     except TimeoutError:
         raise _CheckFailed(f"API read timed out after {NETWORK_TIMEOUT_S:g} s") from None
-    if response.status_code != 200:
-        raise _CheckFailed(f"GET /api/v1/ves/events answered {response.status_code}")
-    events: list[dict[str, Any]] = response.json().get("events", [])
+    except SequencerError as exc:
+        raise _CheckFailed(f"GET /api/v1/ves/events answered {exc.status}") from None
     return str(events[0]["event_id"]) if events else None
 
 
@@ -372,13 +368,10 @@ async def check_history(ctx: Context, store: Store) -> CheckResult:
         return CheckResult("history", "PASS", detail + "; API not checked (no --api-key)")
     if not ctx.health_ok:
         return CheckResult("history", "PASS", detail + "; API not checked (health failed)")
-    headers = {"Authorization": f"ApiKey {opts.api_key}"}
     mismatched: list[str] = []
     checked = ends[:API_STREAM_CAP]
     try:
-        async with httpx.AsyncClient(
-            base_url=opts.url.rstrip("/"), headers=headers, timeout=NETWORK_TIMEOUT_S
-        ) as client:
+        async with SequencerClient(opts.url, opts.api_key, timeout=NETWORK_TIMEOUT_S) as client:
             for stream, first, last in checked:
                 for event in (first, last):
                     got = await _api_event(client, stream, event.sequence_number)
@@ -397,19 +390,6 @@ async def check_history(ctx: Context, store: Store) -> CheckResult:
 
 
 # --- commitment dry run -----------------------------------------------------------------------
-
-
-def _leaves(stream: StreamKey, events: Sequence[StoredEvent]) -> list[bytes]:
-    return [
-        hashing.leaf_hash(
-            stream.tenant_id,
-            stream.store_id,
-            e.sequence_number,
-            e.event_signing_hash,
-            e.envelope.agent_signature,
-        )
-        for e in events
-    ]
 
 
 def _contiguous(events: Sequence[StoredEvent], start: int) -> list[StoredEvent]:
@@ -436,7 +416,7 @@ async def _dry_run(store: Store, state: CounterState) -> tuple[bool, str]:
             )
         prev = last.new_state_root if last is not None else hashing.ZERO_HASH
         made = merkle.commit(
-            stream.tenant_id, stream.store_id, start, _leaves(stream, events), prev
+            stream.tenant_id, stream.store_id, start, [event_leaf(e) for e in events], prev
         )
         return True, (
             f"{_name(stream)}: would commit {made.sequence_start}..{made.sequence_end} "
@@ -455,7 +435,7 @@ async def _dry_run(store: Store, state: CounterState) -> tuple[bool, str]:
         stream.tenant_id,
         stream.store_id,
         last.sequence_start,
-        _leaves(stream, events),
+        [event_leaf(e) for e in events],
         last.prev_state_root,
     )
     same = (again.merkle_root, again.new_state_root) == (last.merkle_root, last.new_state_root)
@@ -484,7 +464,7 @@ async def check_commitment(ctx: Context, store: Store) -> CheckResult:
 
 
 async def check_anchoring(ctx: Context) -> CheckResult:
-    url = ctx.options.l2_rpc_url
+    url = ctx.options.settings.L2_RPC_URL
     if not url:
         return CheckResult("anchoring", "SKIP", "not configured (L2_RPC_URL is not set)")
     body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
@@ -507,7 +487,7 @@ async def check_anchoring(ctx: Context) -> CheckResult:
         chain = int(result, 16)
     except ValueError:
         return CheckResult("anchoring", "FAIL", f"{_where(url)}: bad chain id {result!r}")
-    expected = ctx.options.l2_chain_id
+    expected = ctx.options.settings.L2_CHAIN_ID
     if expected and expected.strip() != str(chain):
         return CheckResult(
             "anchoring", "FAIL", f"{_where(url)}: chain id {chain}, L2_CHAIN_ID says {expected}"
@@ -543,17 +523,6 @@ async def run_checks(options: DoctorOptions) -> list[CheckResult]:
             except _CheckFailed as exc:
                 results.append(CheckResult(name, "FAIL", str(exc)))
     finally:
-        if store is not None:
-            await store.close()
+        await ctx.opened.aclose()
     results.append(await check_anchoring(ctx))
     return results
-
-
-def options_from_env(**given: Any) -> DoctorOptions:
-    """Options with the anchoring settings taken from the environment, as the service
-    itself reads them."""
-    return DoctorOptions(
-        l2_rpc_url=os.environ.get("L2_RPC_URL") or None,
-        l2_chain_id=os.environ.get("L2_CHAIN_ID") or None,
-        **given,
-    )

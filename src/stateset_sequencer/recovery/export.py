@@ -27,7 +27,8 @@ from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 
-from ..store.base import Store, StoredEvent, StreamKey
+from ..store.ports import Store
+from ..store.records import StoredEvent, StreamKey
 from ..ves import envelope as ves_envelope
 from ..ves.codec import format_rfc3339
 from ..ves.errors import EnvelopeInvalid, VesError

@@ -23,9 +23,11 @@ stream is still in the state the operator was shown (otherwise nothing is writte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..store.base import AuditEntry, CounterState, SequenceGap, Store, StreamKey
+from ..store.ports import Store
+from ..store.records import AuditEntry, CounterState, SequenceGap, StreamKey
 
 AUDIT_ACTION = "repair_counter"
 
@@ -110,3 +112,67 @@ def group_gaps(gaps: list[SequenceGap]) -> dict[StreamKey, list[SequenceGap]]:
     for g in gaps:
         grouped.setdefault(g.stream, []).append(g)
     return grouped
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """One stream's counter and holes, as ``check-gaps`` reports them."""
+
+    state: CounterState
+    missing: list[SequenceGap]
+    counter_mismatch: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.counter_mismatch
+
+    def to_json(self) -> dict[str, object]:
+        s = self.state
+        return {
+            "tenant_id": str(s.stream.tenant_id),
+            "store_id": str(s.stream.store_id),
+            "counter": s.counter,
+            "max_sequence": s.max_sequence,
+            "event_count": s.event_count,
+            "missing": [[g.first_missing, g.last_missing] for g in self.missing],
+            "counter_mismatch": self.counter_mismatch,
+        }
+
+    def describe(self) -> str:
+        s = self.state
+        problems = []
+        if self.missing:
+            problems.append(f"missing {format_ranges(self.missing)}")
+        if self.counter_mismatch:
+            problems.append(f"counter {s.counter} != highest stored event {s.max_sequence}")
+        return (
+            f"{'ok' if self.ok else 'GAPS'}: {s.stream.tenant_id}/{s.stream.store_id}: "
+            f"{s.event_count} events, counter {s.counter}"
+            + (f"; {'; '.join(problems)}" if problems else "")
+        )
+
+
+def stream_health(states: list[CounterState], gaps: list[SequenceGap]) -> list[StreamHealth]:
+    grouped = group_gaps(gaps)
+    bad = {s.stream for s in mismatched(states)}
+    return [StreamHealth(s, grouped.get(s.stream, []), s.stream in bad) for s in states]
+
+
+Applied = Callable[[CounterPlan, CounterState | None], None]
+"""``on_step(plan, after)``: a plan was considered; ``after`` is the state it left (None
+for a dry run or a refused plan)."""
+
+
+async def repair_counters(
+    store: Store, plans: list[CounterPlan], *, apply_changes: bool, actor: str, on_step: Applied
+) -> int:
+    """Apply (or only report) each plan in turn; returns how many were refused. A plan whose
+    stream changed since it was read raises ``ConcurrentWriteError`` and stops the run."""
+    refused = 0
+    for item in plans:
+        if item.refused is not None:
+            refused += 1
+            on_step(item, None)
+            continue
+        on_step(item, await apply(store, item, actor=actor) if apply_changes else None)
+    return refused

@@ -14,7 +14,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ..store.base import Store
+from ..store.ports import Store
 from ..ves.codec import parse_uuid
 from ..ves.errors import VesError
 from ..ves.signing import ReceiptSigner, Signer, parse_seed

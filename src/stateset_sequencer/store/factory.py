@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, overload
+from typing import Literal
 
 from .errors import OperationalError, SnapshotError
 from .ports import Snapshots, Store
@@ -70,39 +70,8 @@ def _split(url: str | None, data_dir: Path) -> tuple[Backend, str]:
     )
 
 
-def describe(database_url: str | None, data_dir: Path) -> tuple[str, str]:
-    """``(backend, target)`` for a URL. Superseded by :func:`parse_database_url`; kept while
-    callers outside ``store/`` move over."""
-    config = parse_database_url(database_url, data_dir)
-    return config.backend, config.target
-
-
-@overload
 async def open_store(
     config: DatabaseConfig,
-    *,
-    max_connections: int = ...,
-    statement_timeout_ms: int | None = ...,
-    read_database_url: str | None = ...,
-    create: bool = ...,
-) -> Store: ...
-
-
-@overload
-async def open_store(
-    config: str | None,
-    data_dir: Path,
-    *,
-    max_connections: int = ...,
-    statement_timeout_ms: int | None = ...,
-    read_database_url: str | None = ...,
-    create: bool = ...,
-) -> Store: ...
-
-
-async def open_store(
-    config: DatabaseConfig | str | None,
-    data_dir: Path | None = None,
     *,
     max_connections: int = 10,
     statement_timeout_ms: int | None = None,
@@ -112,12 +81,7 @@ async def open_store(
     """Open the store ``config`` names (connections and threads; no migration).
 
     ``create=False`` refuses, with :class:`OperationalError`, to create an embedded
-    database that does not exist yet (a doctor or a backup must not invent an empty one).
-    The ``(url, data_dir)`` form is the older call, kept while its callers move over."""
-    if not isinstance(config, DatabaseConfig):
-        if data_dir is None:
-            raise TypeError("open_store(url, data_dir) needs the data directory")
-        config = parse_database_url(config, data_dir)
+    database that does not exist yet (a doctor or a backup must not invent an empty one)."""
     if config.backend == "postgres":
         from .postgres import PostgresStore
 

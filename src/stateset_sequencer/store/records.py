@@ -157,7 +157,6 @@ class Capabilities:
     code outside ``store/`` compares backend names."""
 
     name: str  # "sqlite" or "postgresql", as /health/detailed reports it
-    text_holds_nul: bool  # PostgreSQL text cannot hold U+0000; SQLite's can
     embedded: bool  # lives in the local data directory, beside the receipt key
 
 

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from ...runtime import Services
 from ...sequencer import api_keys
 from ...sequencer.api_keys import KeyRequestError, KeySpec
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin
 from .deps import Auth, ServicesDep, actor, admin_ip_guard, bind_stream
 from .errors import AgentError, agent_error, responses
-from .services import Services
 
 admin_router = APIRouter(
     prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_ip_guard)]

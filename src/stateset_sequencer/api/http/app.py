@@ -11,11 +11,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ...runtime import Services
 from ...store.errors import StoreError
 from . import agent_keys, api_keys, events, health, ingest, schemas
 from .errors import AgentError, ApiError, AuthFailure, store_fault
 from .middleware import BodyTooLarge, EdgeMiddleware
-from .services import Services
 from .validation import request_error
 
 log = structlog.get_logger("stateset_sequencer.http")

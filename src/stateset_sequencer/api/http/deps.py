@@ -9,12 +9,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ...runtime import IpNetwork, Services
 from ...sequencer.auth import DISABLED_CONTEXT, AuthContext, AuthError, AuthReason
 from ...store.errors import StoreError
 from ...store.records import AuditEntry
 from ...ves.storable import make_storable
 from .errors import AuthFailure, auth_backend_failure, auth_failure
-from .services import IpNetwork, Services
 
 AUDIT_TEXT_BYTES = 200
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
+from ...runtime import Services
 from ...sequencer.auth import AuthContext, AuthError, ensure_read
 from ...store.records import StoredEvent, StreamKey
 from ...ves.codec import format_rfc3339
@@ -22,7 +23,6 @@ from ...ves.envelope import MAX_ENTITY_ID_BYTES, MAX_ENTITY_TYPE_BYTES
 from ...ves.storable import TextFault, text_fault
 from .deps import Auth, ServicesDep, bind_stream
 from .errors import ApiError, api_error, responses
-from .services import Services
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 

@@ -34,7 +34,7 @@ from .receipt import ReceiptCheck
 from .report import DEFAULT_FINDINGS_CAP, Report, StreamResult
 from .runner import DEFAULT_CHUNK, Advance, Verifier, plan_run
 from .sequence import SequenceCheck
-from .suite import default_checks
+from .suite import default_checks, verify_streams
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -61,4 +61,5 @@ __all__ = [
     "default_checks",
     "plan_run",
     "verify_packed",
+    "verify_streams",
 ]

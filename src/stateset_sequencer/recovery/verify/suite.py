@@ -1,14 +1,18 @@
-"""The checks ``verify-events`` runs, in the order their findings are reported."""
+"""The checks ``verify-events`` runs, in the order their findings are reported, and the
+one entry point that verifies some streams (``verify-events`` and ``restore``)."""
 
 from __future__ import annotations
 
 from ...store.ports import Store
+from ...store.records import CounterState
 from .agent_signature import AgentSignatureCheck
 from .anchors import AnchorCheck
 from .check import Check
 from .commitments import CommitmentCheck
 from .hashes import EnvelopeCheck
 from .receipt import ReceiptCheck
+from .report import Report
+from .runner import Advance, Verifier, plan_run
 from .sequence import SequenceCheck
 
 
@@ -25,3 +29,20 @@ def default_checks(store: Store, *, sequencer_public_key: bytes | None, deep: bo
     if deep:
         checks.append(AnchorCheck(store))
     return checks
+
+
+async def verify_streams(
+    store: Store,
+    states: list[CounterState],
+    start: int | None = None,
+    end: int | None = None,
+    *,
+    sequencer_public_key: bytes | None,
+    deep: bool,
+    progress: Advance | None = None,
+) -> Report:
+    """Verify each stream of ``states`` over ``start..end`` (default: all of it) with
+    every check; ``progress(n)`` hears of each page."""
+    runs = [plan_run(state, start, end) for state in states]
+    checks = default_checks(store, sequencer_public_key=sequencer_public_key, deep=deep)
+    return await Verifier(store, checks).run(runs, progress)

@@ -43,8 +43,7 @@ class PostgresStore(
     reads go to the read pool (``read_dsn``, e.g. a replica) when one is configured."""
 
     # Not part of any port; only tests/api/test_routes.py still reads it.
-    dialect = "postgres"
-    capabilities = Capabilities(name="postgresql", text_holds_nul=False, embedded=False)
+    capabilities = Capabilities(name="postgresql", embedded=False)
 
     def __init__(self, dsn: str, pool: Pool, reader: Pool | None = None) -> None:
         Pools.__init__(self, pool, reader)

@@ -51,8 +51,7 @@ class SqliteStore(
     Store,
 ):
     # Not part of any port; only tests/api/test_routes.py still reads it.
-    dialect = "sqlite"
-    capabilities = Capabilities(name="sqlite", text_holds_nul=True, embedded=True)
+    capabilities = Capabilities(name="sqlite", embedded=True)
 
     def __init__(self, path: Path, writer: Worker, reader: Worker) -> None:
         Connections.__init__(self, writer, reader)

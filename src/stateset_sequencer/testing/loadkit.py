@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import httpx
 
-from stateset_sequencer.store.base import StreamKey
-from stateset_sequencer.store.postgres import PostgresStore
-from tests import kit
+from stateset_sequencer.store.factory import open_store, parse_database_url
+from stateset_sequencer.store.records import StreamKey
+from stateset_sequencer.testing import kit
 
 INGEST_BATCH = 1000
 
@@ -26,7 +27,7 @@ async def populate(
     """``per_stream`` signed events on each stream (every ``encrypt_every``-th one
     VES-ENC-1 encrypted), migrated and ingested concurrently per stream, as concurrent
     clients would. Raises RuntimeError if the pipeline rejects any."""
-    store = await PostgresStore.open(dsn, max_connections=len(keys) + 2)
+    store = await open_store(parse_database_url(dsn, Path()), max_connections=len(keys) + 2)
     try:
         await store.migrate()
         await kit.register(store)

@@ -1,6 +1,6 @@
-"""Everything a running HTTP service holds, built once at start-up in the reference's
-order (REFERENCE_MAP §0): auth mode, bootstrap key, JWT, store and migrations, the
-bootstrap key's row, the receipt signer, then the sequencer.
+"""Everything a running service holds, built once at start-up in the reference's order:
+auth mode, bootstrap key, JWT, store and migrations, the bootstrap key's row, the receipt
+signer, then the sequencer.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import structlog
 
-from ... import __version__
-from ...clikit import redact
-from ...config import Settings
-from ...sequencer import identity
-from ...sequencer.auth import (
+from .. import __version__
+from ..api.http.metrics import Metrics
+from ..config import Settings
+from ..sequencer import identity
+from ..sequencer.auth import (
     API_KEY_PREFIX,
     NIL,
     Authenticator,
@@ -26,11 +26,12 @@ from ...sequencer.auth import (
     bootstrap_record,
     mint_api_key,
 )
-from ...sequencer.ingest import Limits, Sequencer
-from ...sequencer.schemas import SchemaRegistry, ValidationMode, make_stage, parse_mode
-from ...store.base import AuditEntry, Store
-from ...store.factory import describe, open_store
-from .metrics import Metrics
+from ..sequencer.ingest import Limits, Sequencer
+from ..sequencer.schemas import SchemaRegistry, ValidationMode, make_stage, parse_mode
+from ..store.factory import DatabaseConfig, open_store
+from ..store.ports import Store
+from ..store.records import AuditEntry
+from .core import database_config, receipt_key_dir
 
 log = structlog.get_logger("stateset_sequencer.startup")
 
@@ -116,17 +117,16 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
     admin_allowlist = parse_networks(settings.ADMIN_IP_ALLOWLIST, "ADMIN_IP_ALLOWLIST")
     trusted = parse_networks(settings.TRUST_PROXY_ALLOWLIST, "TRUST_PROXY_ALLOWLIST") or []
 
-    dialect, target = describe(settings.DATABASE_URL, settings.DATA_DIR)
+    database = database_config(settings)
     store = await open_store(
-        settings.DATABASE_URL,
-        settings.DATA_DIR,
+        database,
         max_connections=settings.MAX_DB_CONNECTIONS,
         statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS,
         read_database_url=settings.READ_DATABASE_URL,
     )
     try:
         return await _prepare(
-            settings, store, dialect, target, schema_mode, admin_allowlist, trusted, announce
+            settings, store, database, schema_mode, admin_allowlist, trusted, announce
         )
     except BaseException:
         await store.close()
@@ -136,8 +136,7 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
 async def _prepare(
     settings: Settings,
     store: Store,
-    dialect: str,
-    target: str,
+    database: DatabaseConfig,
     schema_mode: ValidationMode,
     admin_allowlist: list[IpNetwork] | None,
     trusted: list[IpNetwork],
@@ -169,7 +168,7 @@ async def _prepare(
                 )
             )
 
-    key_dir = settings.DATA_DIR if dialect == "sqlite" else None
+    key_dir = receipt_key_dir(settings, store)
     signer = await identity.receipt_signer(
         store,
         configured_id=settings.VES_SEQUENCER_ID,
@@ -216,15 +215,15 @@ async def _prepare(
         created_bootstrap_key=created_key,
     )
     if announce:
-        _announce(services, dialect, target, key_dir)
+        _announce(services, database, key_dir)
     return services
 
 
-def _announce(services: Services, dialect: str, target: str, key_dir: Path | None) -> None:
+def _announce(services: Services, database: DatabaseConfig, key_dir: Path | None) -> None:
     log.info(
         "sequencer ready to serve",
-        database=dialect,
-        location=redact(target),
+        database=services.store.capabilities.name,
+        location=database.location,
         receipt_key=str(key_dir / identity.SEQUENCER_KEY_FILE)
         if key_dir is not None
         else ("VES_SEQUENCER_SIGNING_KEY" if services.settings.VES_SEQUENCER_SIGNING_KEY else None),

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stateset_sequencer.sequencer.ingest import Sequencer
-from stateset_sequencer.store.base import AgentKey, Store, StreamKey
+from stateset_sequencer.store.ports import Store
+from stateset_sequencer.store.records import AgentKey, StreamKey
 from stateset_sequencer.ves import envelope, signing
 from stateset_sequencer.ves.envelope import VesEventEnvelope
 

@@ -1,9 +1,7 @@
-"""``sequencer-cli`` commands of the recovery toolkit (export-events, verify-events, …).
-
-Each command is a thin shell: it parses options, opens the store with ``clikit.with_store``
-and calls the matching module (``export``, ``verify``, ``repair``, ``backup``), which hold
-the logic and are tested on both backends.
-"""
+"""Recovery: export, verify, repair, back up, restore, re-ingest and the post-recovery
+checklist. Each command parses its options, opens the store through the composition root
+and calls the matching function of ``recovery/``, which holds the logic and is tested on
+both backends; this module only renders results and progress."""
 
 from __future__ import annotations
 
@@ -14,23 +12,41 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..clikit import DatabaseUrl, DataDir, err, fail, print_json, redact, with_store
 from ..config import Settings
-from ..sequencer.identity import SEQUENCER_KEY_FILE, IdentityError, signing_seed
-from ..store.base import ConcurrentWriteError, CounterState, Store, StreamKey
-from ..store.factory import describe
+from ..recovery import backup as backup_mod
+from ..recovery import bulk_ingest as bulk_mod
+from ..recovery import doctor as doctor_mod
+from ..recovery import export as export_mod
+from ..recovery import repair as repair_mod
+from ..recovery import verify as verify_mod
+from ..recovery.streams import UnknownStream, export_ranges, stream_states
+from ..runtime import Runtime, database_config, receipt_public_key, snapshots
+from ..sequencer.identity import IdentityError
+from ..store.errors import ConcurrentWriteError
+from ..store.records import CounterState, StreamKey
 from ..ves.errors import VesError
-from ..ves.signing import Signer, parse_public_key
-from . import backup as backup_mod
-from . import bulk_ingest as bulk_mod
-from . import export as export_mod
-from . import repair as repair_mod
-from . import verify as verify_mod
+from ..ves.signing import parse_public_key
+from .common import (
+    DatabaseUrl,
+    DataDir,
+    err,
+    fail,
+    print_json,
+    store_settings,
+    with_runtime,
+)
+from .remote import ApiKeyFile, ApiKeyOpt, Url, api_key_from
+
+commands = typer.Typer()
+backup_app = typer.Typer(
+    help="Back up the database (pg_dump -Fc or SQLite online backup) with a manifest.",
+    no_args_is_help=False,
+)
 
 TenantOpt = Annotated[str | None, typer.Option("--tenant-id", help="Tenant UUID")]
 StoreOpt = Annotated[str | None, typer.Option("--store-id", help="Store UUID")]
@@ -47,7 +63,7 @@ SequencerKeyOpt = Annotated[
 ]
 
 
-# --- shared option handling -------------------------------------------------------------------
+# --- option handling ------------------------------------------------------------------------
 
 
 def _uuid(value: str, option: str) -> uuid.UUID:
@@ -81,11 +97,11 @@ def _check_range(start: int | None, end: int | None) -> None:
         fail(f"--to {end} is below --from {start}", 2)
 
 
-async def _states(store: Store, stream: StreamKey | None) -> list[CounterState]:
-    states = await store.counter_states(stream)
-    if stream is not None and not states:
-        fail(f"no stream {stream.tenant_id}/{stream.store_id} in this database")
-    return states
+async def _states(runtime: Runtime, stream: StreamKey | None) -> list[CounterState]:
+    try:
+        return await stream_states(runtime.store, stream)
+    except UnknownStream as exc:
+        fail(str(exc))
 
 
 def _name(stream: StreamKey) -> str:
@@ -109,34 +125,24 @@ def _progress(description: str, total: int | None) -> Iterator[Callable[[int], N
         yield lambda n: bar.advance(task, n)
 
 
-def _sequencer_key(
-    option: str | None, database_url: str | None, data_dir: Path | None
-) -> bytes | None:
-    """The receipt signer's public key: the option, else the configured seed, else the
-    embedded default's key file (read only, never created here)."""
+def _sequencer_key(option: str | None, runtime: Runtime) -> bytes | None:
+    """The receipt signer's public key: the option, else what the service would use (read,
+    never created here)."""
     if option is not None:
         try:
             return parse_public_key(option.strip())
         except VesError as exc:
             fail(f"--sequencer-public-key: {exc}", 2)
-    settings = Settings()
-    folder = data_dir if data_dir is not None else settings.DATA_DIR
-    url = database_url if database_url is not None else settings.DATABASE_URL
     try:
-        if settings.VES_SEQUENCER_SIGNING_KEY:
-            seed = signing_seed(settings.VES_SEQUENCER_SIGNING_KEY, None)
-        elif describe(url, folder)[0] == "sqlite" and (folder / SEQUENCER_KEY_FILE).is_file():
-            seed = signing_seed(None, folder)
-        else:
-            return None
+        return receipt_public_key(runtime.settings, runtime.store)
     except IdentityError as exc:
         fail(str(exc))
-    return None if seed is None else Signer(seed).public_key
 
 
-# --- export-events ----------------------------------------------------------------------------
+# --- export-events, verify-export -----------------------------------------------------------
 
 
+@commands.command("export-events")
 def export_events(
     output: Annotated[Path, typer.Option("--output", help="File to write (atomically)")],
     tenant_id: TenantOpt = None,
@@ -158,32 +164,28 @@ def export_events(
     if output.is_dir():
         fail(f"--output {output} is a directory", 2)
 
-    async def work(store: Store) -> dict[str, Any]:
-        ranges = []
-        for s in await _states(store, stream):
-            top = max(s.counter or 0, s.max_sequence)
-            ranges.append(export_mod.StreamRange(s.stream, start or 1, min(end or top, top)))
+    async def work(runtime: Runtime) -> dict[str, object]:
+        ranges = export_ranges(await _states(runtime, stream), start, end)
         total = sum(max(r.end - r.start + 1, 0) for r in ranges)
         with _progress("exporting", total) as advance:
             return await export_mod.export_events(
-                store,
-                ranges,
-                output,
-                "json" if fmt == "json" else "ndjson",
-                advance,
+                runtime.store, ranges, output, "json" if fmt == "json" else "ndjson", advance
             )
 
     try:
-        manifest = asyncio.run(with_store(database_url, data_dir, work))
+        manifest = asyncio.run(with_runtime(store_settings(database_url, data_dir), work))
     except (export_mod.ExportError, OSError) as exc:
         fail(f"export failed: {exc}")
+    streams = manifest["streams"]
+    assert isinstance(streams, list)
     typer.echo(
-        f"ok: exported {manifest['event_count']} events from {len(manifest['streams'])} "
+        f"ok: exported {manifest['event_count']} events from {len(streams)} "
         f"stream(s) to {output} (sha256 {manifest['file_sha256']}); "
         f"manifest {export_mod.manifest_path(output)}"
     )
 
 
+@commands.command("verify-export")
 def verify_export(
     file: Annotated[Path, typer.Argument(help="An export file (its manifest beside it)")],
 ) -> None:
@@ -197,27 +199,10 @@ def verify_export(
     typer.echo(f"ok: {file}: {count} events match the manifest")
 
 
-# --- verify-events ----------------------------------------------------------------------------
+# --- verify-events --------------------------------------------------------------------------
 
 
-async def run_verification(
-    store: Store,
-    stream: StreamKey | None,
-    start: int | None,
-    end: int | None,
-    *,
-    sequencer_public_key: bytes | None,
-    deep: bool,
-) -> verify_mod.Report:
-    """Verify one stream or every stream; shared by verify-events and restore."""
-    runs = [verify_mod.plan_run(s, start, end) for s in await _states(store, stream)]
-    checks = verify_mod.default_checks(store, sequencer_public_key=sequencer_public_key, deep=deep)
-    total = sum(max(r.end - r.start + 1, 0) for r in runs)
-    with _progress("verifying", total) as advance:
-        return await verify_mod.Verifier(store, checks).run(runs, advance)
-
-
-def print_report(report: verify_mod.Report) -> None:
+def _print_report(report: verify_mod.Report) -> None:
     for result in report.streams:
         r = result.run
         state = "ok" if result.first is None else "FAIL"
@@ -234,18 +219,14 @@ def print_report(report: verify_mod.Report) -> None:
     )
 
 
-def _write_report(path: Path, report: verify_mod.Report) -> None:
-    try:
-        with export_mod.atomic_file(path) as handle:
-            handle.write(json.dumps(report.to_json(), indent=2).encode("utf-8") + b"\n")
-    except OSError as exc:
-        fail(f"cannot write the report {path}: {exc}")
-
-
-def finish_report(report: verify_mod.Report, report_path: Path | None) -> None:
-    print_report(report)
+def _finish_report(report: verify_mod.Report, report_path: Path | None) -> None:
+    _print_report(report)
     if report_path is not None:
-        _write_report(report_path, report)
+        try:
+            with export_mod.atomic_file(report_path) as handle:
+                handle.write(json.dumps(report.to_json(), indent=2).encode("utf-8") + b"\n")
+        except OSError as exc:
+            fail(f"cannot write the report {report_path}: {exc}")
     first = report.first
     if first is not None:
         where = f"sequence {first.sequence}" if first.sequence is not None else "stream"
@@ -256,6 +237,34 @@ def finish_report(report: verify_mod.Report, report_path: Path | None) -> None:
         )
 
 
+def _verify(
+    configured: Settings,
+    stream: StreamKey | None,
+    start: int | None,
+    end: int | None,
+    *,
+    key_option: str | None,
+    deep: bool,
+) -> verify_mod.Report:
+    async def work(runtime: Runtime) -> verify_mod.Report:
+        key = _sequencer_key(key_option, runtime)
+        states = await _states(runtime, stream)
+        total = sum(verify_mod.plan_run(s, start, end).size for s in states)
+        with _progress("verifying", total) as advance:
+            return await verify_mod.verify_streams(
+                runtime.store,
+                states,
+                start,
+                end,
+                sequencer_public_key=key,
+                deep=deep,
+                progress=advance,
+            )
+
+    return asyncio.run(with_runtime(configured, work))
+
+
+@commands.command("verify-events")
 def verify_events(
     tenant_id: TenantOpt = None,
     store_id: StoreOpt = None,
@@ -272,22 +281,21 @@ def verify_events(
     agent signatures and key validity, receipts, and commitments. Exit 1 on any finding."""
     _check_range(start, end)
     stream = _one_stream(tenant_id, store_id, all_streams)
-    key = _sequencer_key(sequencer_public_key, database_url, data_dir)
-    result = asyncio.run(
-        with_store(
-            database_url,
-            data_dir,
-            lambda store: run_verification(
-                store, stream, start, end, sequencer_public_key=key, deep=deep
-            ),
-        )
+    result = _verify(
+        store_settings(database_url, data_dir),
+        stream,
+        start,
+        end,
+        key_option=sequencer_public_key,
+        deep=deep,
     )
-    finish_report(result, report)
+    _finish_report(result, report)
 
 
-# --- check-gaps and repair-counters -----------------------------------------------------------
+# --- check-gaps and repair-counters ---------------------------------------------------------
 
 
+@commands.command("check-gaps")
 def check_gaps(
     tenant_id: TenantOpt = None,
     store_id: StoreOpt = None,
@@ -299,44 +307,21 @@ def check_gaps(
     highest stored event. Exit 1 when anything is found."""
     stream = _optional_stream(tenant_id, store_id)
 
-    async def work(store: Store) -> tuple[list[CounterState], Any]:
-        return await _states(store, stream), await store.sequence_gaps(stream)
+    async def work(runtime: Runtime) -> list[repair_mod.StreamHealth]:
+        states = await _states(runtime, stream)
+        return repair_mod.stream_health(states, await runtime.store.sequence_gaps(stream))
 
-    states, gaps = asyncio.run(with_store(database_url, data_dir, work))
-    grouped = repair_mod.group_gaps(gaps)
-    bad_counters = {s.stream for s in repair_mod.mismatched(states)}
+    health = asyncio.run(with_runtime(store_settings(database_url, data_dir), work))
     if as_json:
-        print_json(
-            [
-                {
-                    "tenant_id": str(s.stream.tenant_id),
-                    "store_id": str(s.stream.store_id),
-                    "counter": s.counter,
-                    "max_sequence": s.max_sequence,
-                    "event_count": s.event_count,
-                    "missing": [
-                        [g.first_missing, g.last_missing] for g in grouped.get(s.stream, [])
-                    ],
-                    "counter_mismatch": s.stream in bad_counters,
-                }
-                for s in states
-            ]
-        )
+        print_json([h.to_json() for h in health])
     else:
-        for s in states:
-            problems = []
-            if s.stream in grouped:
-                problems.append(f"missing {repair_mod.format_ranges(grouped[s.stream])}")
-            if s.stream in bad_counters:
-                problems.append(f"counter {s.counter} != highest stored event {s.max_sequence}")
-            typer.echo(
-                f"{'GAPS' if problems else 'ok'}: {_name(s.stream)}: {s.event_count} events, "
-                f"counter {s.counter}" + (f"; {'; '.join(problems)}" if problems else "")
-            )
-    if grouped or bad_counters:
+        for h in health:
+            typer.echo(h.describe())
+    if not all(h.ok for h in health):
         raise typer.Exit(1)
 
 
+@commands.command("repair-counters")
 def repair_counters(
     tenant_id: TenantOpt = None,
     store_id: StoreOpt = None,
@@ -359,46 +344,33 @@ def repair_counters(
     stream = _optional_stream(tenant_id, store_id)
     actor = f"sequencer-cli:{getpass.getuser()}"
 
-    async def work(store: Store) -> int:
-        plans = repair_mod.plan(await _states(store, stream), allow_lower=allow_lower)
-        if not plans:
-            typer.echo("ok: every counter equals its stream's highest stored event")
-            return 0
-        refused = 0
-        for item in plans:
-            typer.echo(("" if apply else "would: ") + item.describe())
-            if item.refused is not None:
-                refused += 1
-                continue
-            if apply:
-                try:
-                    after = await repair_mod.apply(store, item, actor=actor)
-                except ConcurrentWriteError as exc:
-                    fail(str(exc))
-                typer.echo(f"  done: counter is now {after.counter} (audit_log row written)")
-        if not apply:
-            typer.echo("dry run: nothing changed; pass --apply to change the counters")
-        return refused
+    def step(item: repair_mod.CounterPlan, after: CounterState | None) -> None:
+        typer.echo(("" if apply else "would: ") + item.describe())
+        if after is not None:
+            typer.echo(f"  done: counter is now {after.counter} (audit_log row written)")
 
-    refused = asyncio.run(with_store(database_url, data_dir, work))
+    async def work(runtime: Runtime) -> int | None:
+        plans = repair_mod.plan(await _states(runtime, stream), allow_lower=allow_lower)
+        if not plans:
+            return None
+        try:
+            return await repair_mod.repair_counters(
+                runtime.store, plans, apply_changes=apply, actor=actor, on_step=step
+            )
+        except ConcurrentWriteError as exc:
+            fail(str(exc))
+
+    refused = asyncio.run(with_runtime(store_settings(database_url, data_dir), work))
+    if refused is None:
+        typer.echo("ok: every counter equals its stream's highest stored event")
+        return
+    if not apply:
+        typer.echo("dry run: nothing changed; pass --apply to change the counters")
     if refused:
         fail(f"{refused} counter(s) left unchanged (see REFUSED above)")
 
 
-# --- backup, backup verify, restore -----------------------------------------------------------
-
-backup_app = typer.Typer(
-    help="Back up the database (pg_dump -Fc or SQLite online backup) with a manifest.",
-    no_args_is_help=False,
-)
-
-
-def _data_dir(data_dir: Path | None) -> Path:
-    return data_dir if data_dir is not None else Settings().DATA_DIR
-
-
-def _url(database_url: str | None) -> str | None:
-    return database_url if database_url is not None else Settings().DATABASE_URL
+# --- backup, backup verify, restore ---------------------------------------------------------
 
 
 @backup_app.callback(invoke_without_command=True)
@@ -423,9 +395,8 @@ def backup(
             done[0] = copied
 
         try:
-            manifest = asyncio.run(
-                backup_mod.create_backup(_url(database_url), _data_dir(data_dir), output, pages)
-            )
+            source = snapshots(store_settings(database_url, data_dir))
+            manifest = asyncio.run(backup_mod.take_backup(source, output, pages))
         except (backup_mod.BackupError, OSError) as exc:
             fail(f"backup failed: {exc}")
     contents = manifest["contents"]
@@ -448,8 +419,10 @@ def backup_verify(
     ] = None,
 ) -> None:
     """Re-check checksums and test-restore into a scratch database, comparing the manifest."""
+    configured = store_settings(database_url, None)
     try:
-        restored = asyncio.run(backup_mod.verify_backup(directory, _url(database_url)))
+        server = database_config(configured) if configured.DATABASE_URL else None
+        restored = asyncio.run(backup_mod.verify_backup(directory, server))
     except (backup_mod.BackupError, OSError) as exc:
         fail(f"backup verify failed: {exc}")
     typer.echo(
@@ -458,6 +431,7 @@ def backup_verify(
     )
 
 
+@commands.command("restore")
 def restore(
     directory: Annotated[Path, typer.Argument(help="A backup directory")],
     database_url: Annotated[
@@ -470,40 +444,26 @@ def restore(
     data_dir: DataDir = None,
 ) -> None:
     """Restore a backup into --database-url, then verify every stream (verify-events)."""
-    folder = _data_dir(data_dir)
+    target = store_settings(database_url, data_dir)
     try:
-        asyncio.run(backup_mod.restore(directory, database_url, folder, force=force))
+        where = database_config(target)
+        asyncio.run(backup_mod.restore_backup(directory, snapshots(target), force=force))
     except (backup_mod.BackupError, OSError) as exc:
         fail(f"restore failed: {exc}")
-    typer.echo(f"ok: restored {directory} into {redact(database_url)}; verifying every stream")
-    key = _sequencer_key(sequencer_public_key, database_url, data_dir)
-    report = asyncio.run(
-        with_store(
-            database_url,
-            data_dir,
-            lambda store: run_verification(
-                store, None, None, None, sequencer_public_key=key, deep=False
-            ),
-        )
-    )
-    finish_report(report, None)
+    typer.echo(f"ok: restored {directory} into {where.location}; verifying every stream")
+    report = _verify(target, None, None, None, key_option=sequencer_public_key, deep=False)
+    _finish_report(report, None)
 
 
-# --- bulk-ingest ------------------------------------------------------------------------------
+# --- bulk-ingest ----------------------------------------------------------------------------
 
 
+@commands.command("bulk-ingest")
 def bulk_ingest(
     file: Annotated[Path, typer.Option("--file", help="export-events file, or signed envelopes")],
-    url: Annotated[
-        str, typer.Option("--url", envvar="SEQUENCER_URL", help="Sequencer base URL")
-    ] = "http://localhost:8080",
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", envvar="SEQUENCER_API_KEY", help="API key with write access"),
-    ] = None,
-    api_key_file: Annotated[
-        Path | None, typer.Option("--api-key-file", help="File holding the API key")
-    ] = None,
+    url: Url = "http://localhost:8080",
+    api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFile = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1000)] = 500,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip what the server provably holds already")
@@ -512,12 +472,7 @@ def bulk_ingest(
 ) -> None:
     """Re-submit exported or outbox events over HTTP, checking every receipt. Idempotent:
     events already stored come back as replays with their original receipts."""
-    key = api_key
-    if api_key_file is not None:
-        try:
-            key = api_key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            fail(f"{api_key_file}: {exc}", 2)
+    key = api_key_from(api_key, api_key_file)
     try:
         total = bulk_mod.count_records(file)
     except FileNotFoundError:
@@ -552,22 +507,14 @@ def _write_bulk_report(path: Path | None, report: bulk_mod.BulkReport) -> None:
         path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
-# --- doctor -----------------------------------------------------------------------------------
+# --- doctor ---------------------------------------------------------------------------------
 
 
+@commands.command("doctor")
 def doctor(
-    url: Annotated[
-        str, typer.Option("--url", envvar="SEQUENCER_URL", help="Sequencer base URL")
-    ] = "http://localhost:8080",
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key", envvar="SEQUENCER_API_KEY", help="API key: also read history via HTTP"
-        ),
-    ] = None,
-    api_key_file: Annotated[
-        Path | None, typer.Option("--api-key-file", help="File holding the API key")
-    ] = None,
+    url: Url = "http://localhost:8080",
+    api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFile = None,
     recent_hours: Annotated[
         float,
         typer.Option("--recent-hours", min=0.001, help="Window for the agents check (hours)"),
@@ -578,19 +525,10 @@ def doctor(
 ) -> None:
     """The post-recovery checklist: health, database, counters, gaps, agents, history,
     a dry-run commitment and anchoring, one PASS/FAIL/SKIP line each. Exit 1 on a FAIL."""
-    from . import doctor as doctor_mod  # here, not at the top: one edit point in this file
-
-    key = api_key
-    if api_key_file is not None:
-        try:
-            key = api_key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            fail(f"{api_key_file}: {exc}", 2)
-    options = doctor_mod.options_from_env(
+    options = doctor_mod.DoctorOptions(
+        settings=store_settings(database_url, data_dir),
         url=url,
-        api_key=key or None,
-        database_url=_url(database_url),
-        data_dir=_data_dir(data_dir),
+        api_key=api_key_from(api_key, api_key_file) or None,
         recent_hours=recent_hours,
     )
     results = asyncio.run(doctor_mod.run_checks(options))
@@ -603,16 +541,3 @@ def doctor(
         typer.echo("ok: nothing failed" if ok else "FAILED: see the FAIL lines above")
     if not ok:
         raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the recovery commands to the top-level command tree."""
-    app.command("doctor")(doctor)
-    app.command("bulk-ingest")(bulk_ingest)
-    app.command("export-events")(export_events)
-    app.command("verify-export")(verify_export)
-    app.command("verify-events")(verify_events)
-    app.command("check-gaps")(check_gaps)
-    app.command("repair-counters")(repair_counters)
-    app.add_typer(backup_app, name="backup")
-    app.command("restore")(restore)

@@ -41,6 +41,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from ..config import TestEnvironment
+
 ENV_VAR = "SEQUENCER_TEST_DATABASE_URL"
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONNECT_TIMEOUT_S = 5.0
@@ -79,7 +81,7 @@ def server_dsn() -> str:
     found = _resolve()
     if found.dsn is None:
         message = f"no PostgreSQL server for the tests: {found.reason}"
-        if found.fatal or os.environ.get("CI", "").strip().lower() in ("true", "1"):
+        if found.fatal or TestEnvironment().strict:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return found.dsn
@@ -99,7 +101,7 @@ def _resolve() -> _Resolution:
 
 
 def _find_server() -> _Resolution:
-    configured = os.environ.get(ENV_VAR, "").strip()
+    configured = (TestEnvironment().SEQUENCER_TEST_DATABASE_URL or "").strip()
     if configured:
         problem = _probe(configured)
         if problem is None:
@@ -110,7 +112,8 @@ def _find_server() -> _Resolution:
         return _Resolution(LOCAL_DSN, "local server on 127.0.0.1:5432", fatal=False)
     dsn, problem = _start_cluster()
     if dsn is not None:
-        os.environ[ENV_VAR] = dsn
+        # Exported so that the servers and CLI commands the tests start reuse it.
+        os.environ.update({ENV_VAR: dsn})
         return _Resolution(dsn, f"throwaway cluster at {dsn}", fatal=False)
     return _Resolution(
         None,

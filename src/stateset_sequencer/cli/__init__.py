@@ -1,0 +1,37 @@
+"""``sequencer-cli``: the operator's and the agent's command line.
+
+Every command exits 0 on success, 1 when the work itself fails (a bad signature, an
+unreadable key) and 2 on usage errors, and says why on stderr in one line, never with a
+traceback. The commands are thin shells over importable functions (``sequencer/``,
+``recovery/``, ``client/``), grouped here by topic: ``keys``, ``events``, ``database``,
+``recovery`` and ``server``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import database, events, keys, recovery, server
+
+app = typer.Typer(
+    name="sequencer-cli",
+    help="StateSet Sequencer: sign and verify VES v1.0 events, and operate the sequencer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("version")(server.version_command)
+app.command("serve", help="Serve the HTTP API (same as `stateset-sequencer serve`).")(
+    server.serve_command
+)
+# Topic modules declare their commands on a Typer of their own; the root takes them over
+# unnested, so every command keeps its top-level name.
+for topic in (keys, events, recovery):
+    app.registered_commands.extend(topic.commands.registered_commands)
+app.add_typer(database.migrate_app, name="migrate")
+app.add_typer(keys.api_keys_app, name="api-keys")
+app.add_typer(recovery.backup_app, name="backup")
+
+
+def main() -> None:
+    app()

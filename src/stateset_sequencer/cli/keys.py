@@ -1,0 +1,226 @@
+"""Keys: an agent's own signing key (``keygen``), registering it with a sequencer
+(``register-key``) and the sequencer's API keys (``api-keys``, straight on the database)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..client import SequencerClient
+from ..sequencer import api_keys
+from ..sequencer.api_keys import KeySpec
+from ..sequencer.auth import NIL as NIL_UUID
+from ..store.ports import Store
+from ..ves import signing
+from ..ves.errors import VesError
+from ..ves.signing import parse_public_key
+from .common import (
+    DatabaseUrl,
+    DataDir,
+    err,
+    fail,
+    print_json,
+    read_text,
+    run_on_store,
+    write_private,
+)
+from .remote import ApiKeyFile, ApiKeyOpt, Url, api_key_from, call
+
+commands = typer.Typer()
+KEY_FILE = "agent.key"
+PUB_FILE = "agent.pub"
+
+
+def load_signer(path: Path) -> signing.Signer:
+    """Read an agent key file (64 hex characters, or base64) and warn if others can read it."""
+    text = read_text(path).strip()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        err.print(f"warning: {path} is readable by other users; chmod 600 it")
+    try:
+        return signing.Signer(text)
+    except VesError as exc:
+        fail(f"{path}: not an Ed25519 seed ({exc})")
+
+
+@commands.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Directory for agent.key and agent.pub")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key")] = False,
+) -> None:
+    """Create an agent Ed25519 key: DIR/agent.key (seed, hex, mode 0600) and DIR/agent.pub."""
+    signer = create_key(out, force=force)
+    typer.echo(signer.public_key.hex())
+
+
+def create_key(out: Path, *, force: bool) -> signing.Signer:
+    key_path, pub_path = out / KEY_FILE, out / PUB_FILE
+    if key_path.exists() and not force:
+        fail(f"{key_path} already exists; pass --force to replace it (the old key is lost)")
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        signer = signing.Signer.generate()
+        write_private(key_path, signer.seed.hex() + "\n")
+        pub_path.write_text(signer.public_key.hex() + "\n", encoding="ascii")
+    except OSError as exc:
+        fail(f"cannot write the key to {out}: {exc}")
+    err.print(f"wrote {key_path} (private, 0600) and {pub_path}")
+    return signer
+
+
+@commands.command("register-key")
+def register_key(
+    tenant_id: Annotated[str, typer.Option("--tenant-id")],
+    agent_id: Annotated[str, typer.Option("--agent-id")],
+    public_key: Annotated[str, typer.Option("--public-key", help="Hex, or a file")],
+    url: Url = "http://localhost:8080",
+    key_id: Annotated[int, typer.Option("--key-id", min=0)] = 1,
+    api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFile = None,
+) -> None:
+    """Register an agent's Ed25519 public key (needs an admin key of the tenant)."""
+    text = public_key
+    if os.path.isfile(public_key):
+        text = Path(public_key).read_text(encoding="ascii").strip()
+    try:
+        tenant, agent = uuid.UUID(tenant_id), uuid.UUID(agent_id)
+        key = parse_public_key(text)
+    except (ValueError, VesError) as exc:
+        fail(str(exc), 2)
+
+    async def work(client: SequencerClient) -> Any:
+        return await client.register_agent_key(tenant, agent, key_id, key)
+
+    result = asyncio.run(call(url, api_key_from(api_key, api_key_file), work))
+    typer.echo(f"ok: key {result['keyId']} of agent {result['agentId']} registered")
+
+
+api_keys_app = typer.Typer(
+    help="Mint, list and revoke API keys directly on the database (no server needed).",
+    no_args_is_help=True,
+)
+
+CLI_ACTOR = "sequencer-cli"
+
+
+def _uuid_option(value: str | None, name: str) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"{name}: not a UUID: {value!r}", 2)
+
+
+@api_keys_app.command("create")
+def api_keys_create(
+    tenant_id: Annotated[
+        str | None, typer.Option("--tenant-id", help="Tenant UUID (omit with --admin: all)")
+    ] = None,
+    store_id: Annotated[
+        list[str] | None, typer.Option("--store-id", help="Limit to a store (repeatable)")
+    ] = None,
+    write: Annotated[bool, typer.Option("--write", help="Allow ingest")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="Admin of the tenant (or all)")] = False,
+    agent_id: Annotated[
+        str | None, typer.Option("--agent-id", help="Bind the key to one agent")
+    ] = None,
+    rate_limit: Annotated[
+        int | None, typer.Option("--rate-limit", min=1, help="Requests per window")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the key to this file (0600), not stdout")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Mint a key and print it once (only its SHA-256 is stored). Without --tenant-id,
+    --admin mints a bootstrap admin key (every tenant)."""
+    tenant = _uuid_option(tenant_id, "--tenant-id")
+    if tenant is None:
+        if not admin:
+            fail("--tenant-id is required unless --admin mints a bootstrap admin key", 2)
+        tenant = NIL_UUID
+    spec = KeySpec(
+        tenant_id=tenant,
+        store_ids=tuple(u for s in store_id or [] if (u := _uuid_option(s, "--store-id"))),
+        read=True,
+        write=write or admin,
+        admin=admin,
+        agent_id=_uuid_option(agent_id, "--agent-id"),
+        rate_limit=rate_limit,
+    )
+
+    async def work(store: Store) -> tuple[str, Any]:
+        return await api_keys.create_key(store, spec, actor=CLI_ACTOR, actor_type="cli")
+
+    try:
+        plaintext, record = run_on_store(database_url, data_dir, work)
+    except api_keys.KeyRequestError as exc:
+        fail(f"{exc.reason}: {exc.message}", 2)
+    if out is None:
+        typer.echo(plaintext)
+    else:
+        try:
+            write_private(out, plaintext + "\n")
+        except OSError as exc:
+            fail(f"{out}: {exc} (the key was created; revoke {record.key_hash[:16]})")
+    err.print(
+        f"created {api_keys.permissions(record)} key {record.key_hash[:16]} for tenant "
+        f"{record.tenant_id}; it is shown only this once"
+    )
+
+
+@api_keys_app.command("list")
+def api_keys_list(
+    tenant_id: Annotated[str | None, typer.Option("--tenant-id", help="Only this tenant")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List keys (hash prefixes and scopes; never the keys themselves)."""
+    tenant = _uuid_option(tenant_id, "--tenant-id")
+    records: list[Any] = run_on_store(
+        database_url, data_dir, lambda store: store.list_api_keys(tenant)
+    )
+    rows = [api_keys.describe(r) for r in records]
+    if as_json:
+        print_json({"keys": rows, "count": len(rows)})
+        return
+    for row in rows:
+        state = "active" if row["active"] else "revoked"
+        stores = ",".join(row["storeIds"]) or "*"
+        typer.echo(
+            f"{row['keyHashPrefix']}  {state:<7}  {row['permissions']:<10}  "
+            f"tenant={row['tenantId']}  stores={stores}  agent={row['agentId'] or '-'}"
+        )
+
+
+@api_keys_app.command("revoke")
+def api_keys_revoke(
+    key_hash_prefix: Annotated[str, typer.Argument(help="At least 8 hex digits of the hash")],
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Deactivate the one key whose hash starts with the prefix."""
+
+    async def work(store: Store) -> Any:
+        return await api_keys.revoke_key(
+            store, key_hash_prefix, tenant_id=None, actor=CLI_ACTOR, actor_type="cli"
+        )
+
+    try:
+        record = run_on_store(database_url, data_dir, work)
+    except api_keys.KeyRequestError as exc:
+        missing = exc.reason is api_keys.KeyReason.KEY_NOT_FOUND
+        fail(f"{exc.reason}: {exc.message}", 1 if missing else 2)
+    typer.echo(f"ok: revoked {record.key_hash[:16]} (tenant {record.tenant_id})")

@@ -1,0 +1,45 @@
+"""Options and error handling shared by the commands that talk to a running sequencer
+over HTTP; they work against this service or the Rust reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from ..client import ReceiptMismatch, SequencerClient, SequencerError
+from .common import fail
+
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="SEQUENCER_URL", help="Sequencer base URL"),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="SEQUENCER_API_KEY", help="API key (or $SEQUENCER_API_KEY)"),
+]
+ApiKeyFile = Annotated[Path | None, typer.Option("--api-key-file", help="File holding the API key")]
+
+
+def api_key_from(key: str | None, key_file: Path | None) -> str | None:
+    if key_file is not None:
+        try:
+            return key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            fail(f"{key_file}: {exc}", 2)
+    return key
+
+
+async def call(url: str, key: str | None, work: Any) -> Any:
+    try:
+        async with SequencerClient(url, key) as client:
+            return await work(client)
+    except SequencerError as exc:
+        reason = f" ({exc.reason})" if exc.reason else ""
+        fail(f"{exc.status} {exc.code}{reason}: {exc.message}")
+    except ReceiptMismatch as exc:
+        fail(f"receipt check failed: {exc}")
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url}: {type(exc).__name__}: {exc}")
