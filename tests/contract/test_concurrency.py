@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from stateset_sequencer.sequencer.ingest import IngestResult, Sequencer
+from stateset_sequencer.sequencer.ingest import Sequencer
+from stateset_sequencer.sequencer.outcomes import IngestResult
 from stateset_sequencer.store.ports import Store
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit

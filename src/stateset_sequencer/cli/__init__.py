@@ -26,11 +26,11 @@ app.command("serve", help="Serve the HTTP API (same as `stateset-sequencer serve
 )
 # Topic modules declare their commands on a Typer of their own; the root takes them over
 # unnested, so every command keeps its top-level name.
-for topic in (keys, events, recovery):
+for topic in (keys, events, database, recovery):
     app.registered_commands.extend(topic.commands.registered_commands)
 app.add_typer(database.migrate_app, name="migrate")
 app.add_typer(keys.api_keys_app, name="api-keys")
-app.add_typer(recovery.backup_app, name="backup")
+app.add_typer(database.backup_app, name="backup")
 
 
 def main() -> None:

@@ -1,16 +1,25 @@
-"""The database: apply, inspect and roll back schema migrations."""
+"""The database: apply, inspect and roll back schema migrations; back it up, check a
+backup, restore one (then verify every stream)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..runtime import Runtime
+from ..recovery import backup as backup_mod
+from ..runtime import Runtime, database_config, snapshots
 from ..store.records import MigrationStatus
-from .common import DatabaseUrl, DataDir, run_on_store, store_settings, with_runtime
+from .common import DatabaseUrl, DataDir, fail, run_on_store, store_settings, with_runtime
+from .recovery import SequencerKey, finish_report, progress, verify
 
+commands = typer.Typer()
+backup_app = typer.Typer(
+    help="Back up the database (pg_dump -Fc or SQLite online backup) with a manifest.",
+    no_args_is_help=False,
+)
 migrate_app = typer.Typer(
     help="Apply, inspect or roll back schema migrations.", no_args_is_help=False
 )
@@ -59,3 +68,88 @@ def migrate_rollback(
         typer.echo(f"ok: rolled back {', '.join(f'{v:03d}' for v in reverted)}")
     else:
         typer.echo(f"ok: nothing above {to:03d} to roll back")
+
+
+# --- backup, backup verify, restore ---------------------------------------------------------
+
+
+@backup_app.callback(invoke_without_command=True)
+def backup(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="New (or empty) directory for the backup")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Back up the database into DIR with DIR/manifest.json (the default action)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if output is None:
+        fail("give --output DIR", 2)
+    with progress("backing up", None) as advance:
+        done = [0]
+
+        def pages(copied: int, _total: int) -> None:
+            advance(copied - done[0])
+            done[0] = copied
+
+        try:
+            source = snapshots(store_settings(database_url, data_dir))
+            manifest = asyncio.run(backup_mod.take_backup(source, output, pages))
+        except (backup_mod.BackupError, OSError) as exc:
+            fail(f"backup failed: {exc}")
+    contents = manifest["contents"]
+    typer.echo(
+        f"ok: {manifest['dialect']} backup in {output}: {len(contents['streams'])} stream(s), "
+        f"{contents['tables'].get('ves_events', 0)} events; manifest {output / backup_mod.MANIFEST}"
+    )
+
+
+@backup_app.command("verify")
+def backupverify(
+    directory: Annotated[Path, typer.Argument(help="A backup directory")],
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="PostgreSQL backups: a server to test-restore on (a temporary database "
+            "is created and dropped); default: $DATABASE_URL",
+        ),
+    ] = None,
+) -> None:
+    """Re-check checksums and test-restore into a scratch database, comparing the manifest."""
+    configured = store_settings(database_url, None)
+    try:
+        server = database_config(configured) if configured.DATABASE_URL else None
+        restored = asyncio.run(backup_mod.verify_backup(directory, server))
+    except (backup_mod.BackupError, OSError) as exc:
+        fail(f"backup verify failed: {exc}")
+    typer.echo(
+        f"ok: {directory}: checksums match and a test restore matches the manifest "
+        f"({len(restored['streams'])} stream(s), {restored['tables'].get('ves_events', 0)} events)"
+    )
+
+
+@commands.command("restore")
+def restore(
+    directory: Annotated[Path, typer.Argument(help="A backup directory")],
+    database_url: Annotated[
+        str, typer.Option("--database-url", help="Target: postgres://… or sqlite:///path")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a target that holds events or keys")
+    ] = False,
+    sequencer_public_key: SequencerKey = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Restore a backup into --database-url, then verify every stream (verify-events)."""
+    target = store_settings(database_url, data_dir)
+    try:
+        where = database_config(target)
+        asyncio.run(backup_mod.restore_backup(directory, snapshots(target), force=force))
+    except (backup_mod.BackupError, OSError) as exc:
+        fail(f"restore failed: {exc}")
+    typer.echo(f"ok: restored {directory} into {where.location}; verifying every stream")
+    report = verify(target, None, None, None, key_option=sequencer_public_key, deep=False)
+    finish_report(report, None)

@@ -18,14 +18,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import Settings
-from ..recovery import backup as backup_mod
 from ..recovery import bulk_ingest as bulk_mod
 from ..recovery import doctor as doctor_mod
 from ..recovery import export as export_mod
 from ..recovery import repair as repair_mod
 from ..recovery import verify as verify_mod
 from ..recovery.streams import UnknownStream, export_ranges, stream_states
-from ..runtime import Runtime, database_config, receipt_public_key, snapshots
+from ..runtime import Runtime, receipt_public_key
 from ..sequencer.identity import IdentityError
 from ..store.errors import ConcurrentWriteError
 from ..store.records import CounterState, StreamKey
@@ -43,17 +42,13 @@ from .common import (
 from .remote import ApiKeyFile, ApiKeyOpt, Url, api_key_from
 
 commands = typer.Typer()
-backup_app = typer.Typer(
-    help="Back up the database (pg_dump -Fc or SQLite online backup) with a manifest.",
-    no_args_is_help=False,
-)
 
 TenantOpt = Annotated[str | None, typer.Option("--tenant-id", help="Tenant UUID")]
 StoreOpt = Annotated[str | None, typer.Option("--store-id", help="Store UUID")]
 FromOpt = Annotated[int | None, typer.Option("--from", min=1, help="First sequence (default 1)")]
 ToOpt = Annotated[int | None, typer.Option("--to", min=1, help="Last sequence (default: head)")]
 AllStreamsOpt = Annotated[bool, typer.Option("--all-streams", help="Every stream in the store")]
-SequencerKeyOpt = Annotated[
+SequencerKey = Annotated[
     str | None,
     typer.Option(
         "--sequencer-public-key",
@@ -109,7 +104,7 @@ def _name(stream: StreamKey) -> str:
 
 
 @contextmanager
-def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr (only on a terminal); yields ``advance(n)``."""
     bar = Progress(
         TextColumn("{task.description}"),
@@ -167,7 +162,7 @@ def export_events(
     async def work(runtime: Runtime) -> dict[str, object]:
         ranges = export_ranges(await _states(runtime, stream), start, end)
         total = sum(max(r.end - r.start + 1, 0) for r in ranges)
-        with _progress("exporting", total) as advance:
+        with progress("exporting", total) as advance:
             return await export_mod.export_events(
                 runtime.store, ranges, output, "json" if fmt == "json" else "ndjson", advance
             )
@@ -219,7 +214,7 @@ def _print_report(report: verify_mod.Report) -> None:
     )
 
 
-def _finish_report(report: verify_mod.Report, report_path: Path | None) -> None:
+def finish_report(report: verify_mod.Report, report_path: Path | None) -> None:
     _print_report(report)
     if report_path is not None:
         try:
@@ -237,7 +232,7 @@ def _finish_report(report: verify_mod.Report, report_path: Path | None) -> None:
         )
 
 
-def _verify(
+def verify(
     configured: Settings,
     stream: StreamKey | None,
     start: int | None,
@@ -250,7 +245,7 @@ def _verify(
         key = _sequencer_key(key_option, runtime)
         states = await _states(runtime, stream)
         total = sum(verify_mod.plan_run(s, start, end).size for s in states)
-        with _progress("verifying", total) as advance:
+        with progress("verifying", total) as advance:
             return await verify_mod.verify_streams(
                 runtime.store,
                 states,
@@ -273,7 +268,7 @@ def verify_events(
     deep: Annotated[bool, typer.Option("--deep", help="Also check anchors on chain")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON report")] = None,
     all_streams: AllStreamsOpt = False,
-    sequencer_public_key: SequencerKeyOpt = None,
+    sequencer_public_key: SequencerKey = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -281,7 +276,7 @@ def verify_events(
     agent signatures and key validity, receipts, and commitments. Exit 1 on any finding."""
     _check_range(start, end)
     stream = _one_stream(tenant_id, store_id, all_streams)
-    result = _verify(
+    result = verify(
         store_settings(database_url, data_dir),
         stream,
         start,
@@ -289,7 +284,7 @@ def verify_events(
         key_option=sequencer_public_key,
         deep=deep,
     )
-    _finish_report(result, report)
+    finish_report(result, report)
 
 
 # --- check-gaps and repair-counters ---------------------------------------------------------
@@ -370,91 +365,6 @@ def repair_counters(
         fail(f"{refused} counter(s) left unchanged (see REFUSED above)")
 
 
-# --- backup, backup verify, restore ---------------------------------------------------------
-
-
-@backup_app.callback(invoke_without_command=True)
-def backup(
-    ctx: typer.Context,
-    output: Annotated[
-        Path | None, typer.Option("--output", help="New (or empty) directory for the backup")
-    ] = None,
-    database_url: DatabaseUrl = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Back up the database into DIR with DIR/manifest.json (the default action)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    if output is None:
-        fail("give --output DIR", 2)
-    with _progress("backing up", None) as advance:
-        done = [0]
-
-        def pages(copied: int, _total: int) -> None:
-            advance(copied - done[0])
-            done[0] = copied
-
-        try:
-            source = snapshots(store_settings(database_url, data_dir))
-            manifest = asyncio.run(backup_mod.take_backup(source, output, pages))
-        except (backup_mod.BackupError, OSError) as exc:
-            fail(f"backup failed: {exc}")
-    contents = manifest["contents"]
-    typer.echo(
-        f"ok: {manifest['dialect']} backup in {output}: {len(contents['streams'])} stream(s), "
-        f"{contents['tables'].get('ves_events', 0)} events; manifest {output / backup_mod.MANIFEST}"
-    )
-
-
-@backup_app.command("verify")
-def backup_verify(
-    directory: Annotated[Path, typer.Argument(help="A backup directory")],
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            help="PostgreSQL backups: a server to test-restore on (a temporary database "
-            "is created and dropped); default: $DATABASE_URL",
-        ),
-    ] = None,
-) -> None:
-    """Re-check checksums and test-restore into a scratch database, comparing the manifest."""
-    configured = store_settings(database_url, None)
-    try:
-        server = database_config(configured) if configured.DATABASE_URL else None
-        restored = asyncio.run(backup_mod.verify_backup(directory, server))
-    except (backup_mod.BackupError, OSError) as exc:
-        fail(f"backup verify failed: {exc}")
-    typer.echo(
-        f"ok: {directory}: checksums match and a test restore matches the manifest "
-        f"({len(restored['streams'])} stream(s), {restored['tables'].get('ves_events', 0)} events)"
-    )
-
-
-@commands.command("restore")
-def restore(
-    directory: Annotated[Path, typer.Argument(help="A backup directory")],
-    database_url: Annotated[
-        str, typer.Option("--database-url", help="Target: postgres://… or sqlite:///path")
-    ],
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite a target that holds events or keys")
-    ] = False,
-    sequencer_public_key: SequencerKeyOpt = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Restore a backup into --database-url, then verify every stream (verify-events)."""
-    target = store_settings(database_url, data_dir)
-    try:
-        where = database_config(target)
-        asyncio.run(backup_mod.restore_backup(directory, snapshots(target), force=force))
-    except (backup_mod.BackupError, OSError) as exc:
-        fail(f"restore failed: {exc}")
-    typer.echo(f"ok: restored {directory} into {where.location}; verifying every stream")
-    report = _verify(target, None, None, None, key_option=sequencer_public_key, deep=False)
-    _finish_report(report, None)
-
-
 # --- bulk-ingest ----------------------------------------------------------------------------
 
 
@@ -480,7 +390,7 @@ def bulk_ingest(
     except export_mod.ExportError as exc:
         fail(f"{exc} (nothing was sent)")
     try:
-        with _progress("re-ingesting", total) as advance:
+        with progress("re-ingesting", total) as advance:
             report = asyncio.run(
                 bulk_mod.bulk_ingest(
                     file, url, key, batch_size=batch_size, resume=resume, progress=advance

@@ -12,7 +12,7 @@ A reader should see the order of checks as the order of the code:
    valid);
 5. :func:`check_signature` — Ed25519 over the event signing hash;
 6. :func:`dedupe_commands_in_batch` — a ``command_id`` used twice in one batch;
-7–10. :class:`StreamWriter` — the counter lock, ``command_id`` reservation,
+7–10. :class:`~.group_commit.StreamWriter` — the counter lock, ``command_id`` reservation,
    ``base_version`` concurrency, insert with receipt and entity-version bump, and commit,
    for all batches of a stream that arrived meanwhile (group commit).
 
@@ -33,16 +33,17 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from ..store.errors import ConcurrentWriteError
 from ..store.ports import Store
-from ..store.records import Existing, NewEvent, StoredEvent, StreamKey
+from ..store.records import Existing, StreamKey
 from ..ves import envelope as ves_envelope
 from ..ves.envelope import VesEventEnvelope
 from ..ves.errors import EnvelopeInvalid, VesError
 from ..ves.jsontext import bundle_text, payload_size
 from ..ves.signing import Receipt, ReceiptSigner, verify
 from ..ves.storable import UnstorableText, storable_text
+from .group_commit import StreamWriter
 from .keys import KeyCache, key_problem
+from .outcomes import Accepted, IngestResult, Rejection, Replayed, Verified, replay_verdict
 
 DEFAULT_MAX_EVENTS_PER_BATCH = 1000
 DEFAULT_MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
@@ -50,29 +51,6 @@ INLINE_CHECK_MAX = 4  # events; ~50 µs each, less than two thread hand-offs
 
 
 # --- results ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """One event refused, with the reference's per-event reason code."""
-
-    event_id: uuid.UUID
-    reason: str
-    message: str
-
-
-@dataclass(slots=True)
-class IngestResult:
-    """What one ingest call did. Its wire form is built by the HTTP layer."""
-
-    batch_id: uuid.UUID
-    events_accepted: int
-    events_rejected: int
-    sequence_start: int | None
-    sequence_end: int | None
-    head_sequence: int
-    rejections: list[Rejection]
-    receipts: list[Receipt]
 
 
 class BatchReason(enum.StrEnum):
@@ -214,13 +192,6 @@ def _payload_size(env: VesEventEnvelope) -> int:
 # --- step 2: known event ids --------------------------------------------------------------
 
 
-def is_exact_replay(stored: VesEventEnvelope, incoming: VesEventEnvelope) -> bool:
-    """Same event in every signed and sequencing-relevant field (the PQC scheme and bundle
-    are not compared, as in the reference)."""
-    skip = {"agent_signature_scheme", "agent_signature_bundle"}
-    return bool(stored.model_dump(exclude=skip) == incoming.model_dump(exclude=skip))
-
-
 @dataclass(slots=True)
 class _Classified:
     pending: list[VesEventEnvelope] = field(default_factory=list)
@@ -254,28 +225,7 @@ def classify_known_ids(
     return out
 
 
-def replay_verdict(stream: StreamKey, env: VesEventEnvelope, hit: Existing) -> Receipt | Rejection:
-    stored = hit.event.envelope
-    if StreamKey(stored.tenant_id, stored.store_id) != stream:
-        return Rejection(env.event_id, "duplicate_event_id", "Event ID already exists")
-    if not is_exact_replay(stored, env):
-        return Rejection(
-            env.event_id, "duplicate_event_id", "Event ID already exists with different contents"
-        )
-    if hit.receipt is None:
-        return Rejection(env.event_id, "duplicate_event_id", "Event ID already exists")
-    return hit.receipt
-
-
 # --- steps 3–5: validation, key, signature ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    """An event that passed every per-event check, with its signing hash."""
-
-    envelope: VesEventEnvelope
-    signing_hash: bytes
 
 
 def validate_event(env: VesEventEnvelope, strict_format: bool) -> bytes | Rejection:
@@ -335,191 +285,6 @@ def dedupe_commands_in_batch(
             seen.add(command)
         kept.append(item)
     return kept, rejections
-
-
-# --- steps 7–10: the stream transaction, with group commit --------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    receipt: Receipt
-
-
-@dataclass(frozen=True, slots=True)
-class Replayed:
-    receipt: Receipt
-
-
-Outcome = Accepted | Replayed | Rejection
-
-
-@dataclass(slots=True)
-class _Request:
-    items: Sequence[Verified]
-    future: asyncio.Future[tuple[list[Outcome], int]]
-
-
-class StreamWriter:
-    """Appends verified events to streams, merging batches that queue up for one stream
-    into a single transaction (group commit) while giving each caller its own outcomes.
-
-    One worker task per busy stream drains its queue; it exits when the queue is empty.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        receipt_signer: ReceiptSigner,
-        clock: Callable[[], datetime],
-        max_group_events: int = 5000,
-        max_retries: int = 3,
-    ) -> None:
-        self._store = store
-        self._signer = receipt_signer
-        self._clock = clock
-        self._max_group_events = max_group_events
-        self._max_retries = max_retries
-        self._queues: dict[StreamKey, list[_Request]] = {}
-        self._workers: set[asyncio.Task[None]] = set()
-
-    @property
-    def busy_streams(self) -> int:
-        """Streams with a group-commit worker running now."""
-        return len(self._queues)
-
-    async def append(
-        self, stream: StreamKey, items: Sequence[Verified]
-    ) -> tuple[list[Outcome], int]:
-        """Outcomes in the order of ``items``, and the stream head after the commit."""
-        future: asyncio.Future[tuple[list[Outcome], int]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        queue = self._queues.get(stream)
-        if queue is None:
-            queue = self._queues[stream] = []
-            queue.append(_Request(items, future))
-            # The loop keeps only weak references to tasks: hold the worker until it ends.
-            task = asyncio.get_running_loop().create_task(self._drain(stream, queue))
-            self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
-        else:
-            queue.append(_Request(items, future))
-        return await future
-
-    async def _drain(self, stream: StreamKey, queue: list[_Request]) -> None:
-        try:
-            while queue:
-                group: list[_Request] = []
-                size = 0
-                while queue and (not group or size + len(queue[0].items) <= self._max_group_events):
-                    request = queue.pop(0)
-                    group.append(request)
-                    size += len(request.items)
-                await self._commit_group(stream, group)
-        finally:
-            del self._queues[stream]
-
-    async def _commit_group(self, stream: StreamKey, group: list[_Request]) -> None:
-        for attempt in range(self._max_retries + 1):
-            try:
-                results, head = await self._transaction(stream, group)
-            except ConcurrentWriteError:
-                if attempt < self._max_retries:
-                    continue  # another stream took an event id meanwhile: re-classify
-                # A store fault like any other: the HTTP layer maps it (503, retry).
-                self._fail(group, ConcurrentWriteError("event id conflict persisted after retries"))
-                return
-            except Exception as exc:  # a database fault fails every merged batch, whole
-                self._fail(group, exc)
-                return
-            for request, outcomes in zip(group, results, strict=True):
-                if not request.future.done():
-                    request.future.set_result((outcomes, head))
-            return
-
-    @staticmethod
-    def _fail(group: list[_Request], exc: BaseException) -> None:
-        for request in group:
-            if not request.future.done():
-                request.future.set_exception(exc)
-
-    async def _transaction(
-        self, stream: StreamKey, group: list[_Request]
-    ) -> tuple[list[list[Outcome]], int]:
-        all_items = [item for request in group for item in request.items]
-        async with self._store.stream_transaction(stream) as tx:
-            known = await tx.existing([i.envelope.event_id for i in all_items])
-            commands = [i.envelope.command_id for i in all_items if i.envelope.command_id]
-            taken = await tx.taken_commands(commands) if commands else {}
-            entities = list({(i.envelope.entity_type, i.envelope.entity_id) for i in all_items})
-            versions = await tx.entity_versions(entities)
-            state = _TxState(tx.head, known, taken, versions)
-            now = self._clock()
-            results = [
-                [self._place(stream, state, item, now) for item in request.items]
-                for request in group
-            ]
-            if state.new_events:
-                touched = {(e.envelope.entity_type, e.envelope.entity_id) for e in state.new_events}
-                await tx.write(
-                    state.new_events, {k: state.versions[k] for k in touched}, state.head
-                )
-            return results, state.head
-
-    def _place(self, stream: StreamKey, state: _TxState, item: Verified, now: datetime) -> Outcome:
-        """Decide one event's fate under the lock: replay, command duplicate, version
-        conflict, or the next sequence number with a fresh receipt."""
-        env = item.envelope
-        hit = state.known.get(env.event_id)
-        if hit is not None:
-            verdict = replay_verdict(stream, env, hit)
-            return Replayed(verdict) if isinstance(verdict, Receipt) else verdict
-        if env.command_id is not None and env.command_id in state.taken:
-            return Rejection(
-                env.event_id, "duplicate_command_id", f"Command {env.command_id} already processed"
-            )
-        entity = (env.entity_type, env.entity_id)
-        actual = state.versions.get(entity, 0)
-        if env.base_version is not None and env.base_version != actual:
-            return Rejection(
-                env.event_id,
-                f"version_conflict: expected {env.base_version}, actual {actual}",
-                f"Entity {env.entity_type}/{env.entity_id} is at version {actual}",
-            )
-        seq = state.head + 1
-        receipt = self._signer.issue(
-            tenant_id=stream.tenant_id,
-            store_id=stream.store_id,
-            event_id=env.event_id,
-            sequence_number=seq,
-            event_signing_hash=item.signing_hash,
-            sequenced_at=now,
-        )
-        new = NewEvent(env, item.signing_hash, seq, now, receipt)
-        state.head = seq
-        state.versions[entity] = actual + 1
-        state.new_events.append(new)
-        # Later batches merged into this transaction see this event as already stored.
-        state.known[env.event_id] = _existing_from_new(new)
-        if env.command_id is not None:
-            state.taken[env.command_id] = env.event_id
-        return Accepted(receipt)
-
-
-@dataclass(slots=True)
-class _TxState:
-    head: int
-    known: dict[uuid.UUID, Existing]
-    taken: dict[uuid.UUID, uuid.UUID]
-    versions: dict[tuple[str, str], int]
-    new_events: list[NewEvent] = field(default_factory=list)
-
-
-def _existing_from_new(new: NewEvent) -> Existing:
-    return Existing(
-        StoredEvent(new.envelope, new.sequence_number, new.sequenced_at, new.event_signing_hash),
-        new.receipt,
-    )
 
 
 # --- the service --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from ..store.records import SCHEMA_COMPATIBILITIES, SCHEMA_STATUSES, SchemaRecor
 from ..ves.envelope import MAX_EVENT_TYPE_BYTES, PAYLOAD_KIND_ENCRYPTED, VesEventEnvelope
 from ..ves.jsontext import load_json
 from ..ves.storable import TextFault, is_storable, text_fault
-from .ingest import Rejection
+from .outcomes import Rejection
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...sequencer.auth import AuthError, ensure_write
-from ...sequencer.ingest import BatchRejected, IngestResult, Limits, Rejection
+from ...sequencer.ingest import BatchRejected, Limits
+from ...sequencer.outcomes import IngestResult, Rejection
 from ...store.errors import StoreError
 from ...store.records import StreamKey
 from ...ves import jcs
