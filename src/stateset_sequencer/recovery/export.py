@@ -27,7 +27,7 @@ from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 
-from ..store.ports import Store
+from ..store.ports import EventLog
 from ..store.records import StoredEvent, StreamKey
 from ..ves import envelope as ves_envelope
 from ..ves.codec import format_rfc3339
@@ -120,7 +120,7 @@ class _HashingWriter:
 
 
 async def export_events(
-    store: Store,
+    store: EventLog,
     ranges: list[StreamRange],
     output: Path,
     fmt: Format = "ndjson",

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..store.ports import Store
+from ..store.ports import Maintenance
 from ..store.records import AuditEntry, CounterState, SequenceGap, StreamKey
 
 AUDIT_ACTION = "repair_counter"
@@ -75,7 +75,7 @@ def plan(states: list[CounterState], *, allow_lower: bool) -> list[CounterPlan]:
     return plans
 
 
-async def apply(store: Store, item: CounterPlan, *, actor: str) -> CounterState:
+async def apply(store: Maintenance, item: CounterPlan, *, actor: str) -> CounterState:
     """Set one counter in one transaction with its audit row (see the module docstring)."""
     if item.refused is not None:
         raise ValueError(item.refused)
@@ -164,7 +164,12 @@ for a dry run or a refused plan)."""
 
 
 async def repair_counters(
-    store: Store, plans: list[CounterPlan], *, apply_changes: bool, actor: str, on_step: Applied
+    store: Maintenance,
+    plans: list[CounterPlan],
+    *,
+    apply_changes: bool,
+    actor: str,
+    on_step: Applied,
 ) -> int:
     """Apply (or only report) each plan in turn; returns how many were refused. A plan whose
     stream changed since it was read raises ``ConcurrentWriteError`` and stops the run."""

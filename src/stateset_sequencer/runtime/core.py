@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import Settings
 from ..sequencer import identity
 from ..store.factory import DatabaseConfig, open_snapshots, open_store, parse_database_url
-from ..store.ports import Snapshots, Store
+from ..store.ports import Database, Snapshots, Store
 from ..ves.signing import Signer
 
 # A command-line tool holds one connection for its work and one for a concurrent read.
@@ -61,14 +61,14 @@ async def open_runtime(
         await runtime.close()
 
 
-def receipt_key_dir(settings: Settings, store: Store) -> Path | None:
+def receipt_key_dir(settings: Settings, store: Database) -> Path | None:
     """Where the receipt-signing seed lives when it is not configured: the data directory
     of an embedded store. A server database gets none, because a production key belongs in
     a secret store (``VES_SEQUENCER_SIGNING_KEY``), not on one node's disk."""
     return settings.DATA_DIR if store.capabilities.embedded else None
 
 
-def receipt_public_key(settings: Settings, store: Store) -> bytes | None:
+def receipt_public_key(settings: Settings, store: Database) -> bytes | None:
     """The receipt signer's public key as the service would use it, read and never created:
     the configured seed, else the embedded default's key file, else None (unsigned)."""
     key_dir = receipt_key_dir(settings, store)

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..store.ports import Store
+from ..store.ports import AccessStore
 from ..store.records import ApiKeyRecord, AuditEntry
 from .auth import NIL, hash_api_key, mint_api_key
 
@@ -96,7 +96,7 @@ def describe(record: ApiKeyRecord) -> dict[str, Any]:
 
 
 async def create_key(
-    store: Store, spec: KeySpec, *, actor: str, actor_type: str, request_id: str | None = None
+    store: AccessStore, spec: KeySpec, *, actor: str, actor_type: str, request_id: str | None = None
 ) -> tuple[str, ApiKeyRecord]:
     spec.check()
     plaintext = mint_api_key(spec.tenant_id)
@@ -133,7 +133,7 @@ async def create_key(
 
 
 async def find_by_prefix(
-    store: Store, prefix: str, tenant_id: uuid.UUID | None
+    store: AccessStore, prefix: str, tenant_id: uuid.UUID | None
 ) -> list[ApiKeyRecord]:
     """Keys whose hash starts with ``prefix``, within one tenant (None: every tenant)."""
     text = prefix.strip().lower()
@@ -147,7 +147,7 @@ async def find_by_prefix(
 
 
 async def revoke_key(
-    store: Store,
+    store: AccessStore,
     prefix: str,
     *,
     tenant_id: uuid.UUID | None,

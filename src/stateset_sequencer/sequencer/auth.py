@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from ..store.ports import Store
+from ..store.ports import AccessStore
 from ..store.records import ApiKeyRecord
 from ..ves.codec import b64url_encode
 
@@ -203,7 +203,7 @@ class Authenticator:
 
     def __init__(
         self,
-        store: Store,
+        store: AccessStore,
         *,
         jwt_settings: JwtSettings | None = None,
         cache_ttl_seconds: float = 5.0,

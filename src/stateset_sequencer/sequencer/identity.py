@@ -14,7 +14,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ..store.ports import Store
+from ..store.ports import Database
 from ..ves.codec import parse_uuid
 from ..ves.errors import VesError
 from ..ves.signing import ReceiptSigner, Signer, parse_seed
@@ -27,7 +27,7 @@ class IdentityError(Exception):
     """The configured sequencer id or key is unusable."""
 
 
-async def sequencer_id(store: Store, configured: str | None) -> uuid.UUID:
+async def sequencer_id(store: Database, configured: str | None) -> uuid.UUID:
     if configured:
         try:
             return parse_uuid(configured.strip())
@@ -61,7 +61,7 @@ def signing_seed(configured: str | None, data_dir: Path | None) -> bytes | None:
 
 
 async def receipt_signer(
-    store: Store, *, configured_id: str | None, configured_key: str | None, key_dir: Path | None
+    store: Database, *, configured_id: str | None, configured_key: str | None, key_dir: Path | None
 ) -> ReceiptSigner:
     """Build the receipt signer. ``key_dir`` is the data directory on the embedded default
     and None on PostgreSQL."""

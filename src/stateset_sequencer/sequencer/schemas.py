@@ -30,7 +30,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
 from ..store.errors import StoreError
-from ..store.ports import Store
+from ..store.ports import SchemaStore
 from ..store.records import SCHEMA_COMPATIBILITIES, SCHEMA_STATUSES, SchemaRecord
 from ..ves.envelope import MAX_EVENT_TYPE_BYTES, PAYLOAD_KIND_ENCRYPTED, VesEventEnvelope
 from ..ves.jsontext import load_json
@@ -147,7 +147,7 @@ def _json_pointer(parts: Iterable[str | int]) -> str:
 
 
 class SchemaRegistry:
-    """Registration, lookup and payload validation over a :class:`Store`.
+    """Registration, lookup and payload validation over a :class:`SchemaStore`.
 
     Compiled validators are cached by schema id: a schema's document never changes once
     registered (only its status does), so an entry never goes stale. The cache is bounded
@@ -156,7 +156,7 @@ class SchemaRegistry:
 
     def __init__(
         self,
-        store: Store,
+        store: SchemaStore,
         *,
         cache_size: int = DEFAULT_VALIDATOR_CACHE_SIZE,
         latest_ttl_seconds: float = 0.0,
