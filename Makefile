@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src/stateset_sequencer
+	$(BIN)/mypy --strict src/stateset_sequencer tests bench
 
 unit: $(STAMP) debian-deps
 	$(BIN)/pytest

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit
 from stateset_sequencer.ves import hashing
 from stateset_sequencer.ves.signing import Receipt, verify_receipt
@@ -166,7 +167,7 @@ def _wire_event(**changes: Any) -> dict[str, Any]:
 _DROP = object()
 
 
-def _body(events: list[dict[str, Any]], agent: Any = str(kit.AGENT_ID)) -> str:
+def _body(events: list[Any], agent: Any = str(kit.AGENT_ID)) -> str:
     return json.dumps({"agentId": agent, "events": events})
 
 
@@ -285,7 +286,7 @@ async def test_bad_bodies(
 
 async def test_mixed_streams_and_foreign_tenant_refused(api: Api) -> None:
     await api.register_agent()
-    other = kit.StreamKey(kit.TENANT, uuid.uuid4())
+    other = StreamKey(kit.TENANT, uuid.uuid4())
     before = await kit.snapshot(api.store, [kit.STREAM, other])
     mixed = await api.ingest([kit.event(1), kit.event(2, stream=other)])
     assert mixed.status_code == 400

@@ -168,11 +168,14 @@ async def test_revoked_key(store: Store) -> None:
 async def test_byte_limits_with_multibyte_characters(store: Store, field: str, limit: int) -> None:
     await kit.register(store)
     at_limit = "ü" * (limit // 2)
-    ok = await ingest(store, [kit.event(1, **{field: at_limit})])
+    # ``field`` names one of several parameters, so the mapping's values are not static.
+    at: dict[str, Any] = {field: at_limit}
+    ok = await ingest(store, [kit.event(1, **at)])
     assert ok.events_accepted == 1, ok.rejections
     # Over the limit fails the whole request (400), as the reference's handler does, even
     # when the batch also holds a valid event.
-    over = kit.event(2, **{field: at_limit + "x"})
+    over_by_one: dict[str, Any] = {field: at_limit + "x"}
+    over = kit.event(2, **over_by_one)
     before = await kit.snapshot(store)
     with pytest.raises(BatchRejected) as info:
         await ingest(store, [kit.event(3), over])

@@ -17,6 +17,7 @@ from stateset_sequencer.recovery.export import read_export
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, loadkit
 from stateset_sequencer.testing.serverproc import server
+from stateset_sequencer.ves import signing
 from tests.recovery.conftest import STREAM_2, Db, cli, populate
 
 ADMIN_KEY = "ss_00000000" + "bulkingestadminkey00000000000000"
@@ -97,7 +98,7 @@ async def test_reingest_reproduces_every_receipt(db: Db, target: tuple[str, Path
         )
     verified = cli(
         "verify-events", "--all-streams", "--database-url", f"sqlite:///{folder / 'target.db'}",
-        "--sequencer-public-key", kit.signing.Signer(kit.SEQUENCER_SEED).public_key.hex(),
+        "--sequencer-public-key", signing.Signer(kit.SEQUENCER_SEED).public_key.hex(),
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
 

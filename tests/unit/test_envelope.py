@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -418,21 +418,25 @@ def test_sign_unsigned_refuses(golden: dict[str, Any], change: dict[str, Any], r
     assert info.value.reason == reason
 
 
+# Surrogates cannot be encoded as UTF-8 (typed as hypothesis's category literal).
+_NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 _payloads = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**60), 2**60)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(exclude_categories=("Cs",)), max_size=8),
+    | st.text(st.characters(exclude_categories=_NO_SURROGATES), max_size=8),
     lambda c: st.lists(c, max_size=4)
     | st.dictionaries(
-        st.text(st.characters(exclude_categories=("Cs",)), max_size=6), c, max_size=4
+        st.text(st.characters(exclude_categories=_NO_SURROGATES), max_size=6), c, max_size=4
     ),
     max_leaves=12,
 ).filter(lambda v: v is not None)
 
 
-@given(_payloads, st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
+@given(
+    _payloads, st.text(st.characters(exclude_categories=_NO_SURROGATES), min_size=1, max_size=40)
+)
 def test_sign_then_verify_round_trips(payload: Any, entity_id: str) -> None:
     env = make(payload=payload, entity_id=entity_id)
     again = envelope.parse_envelope(env.to_wire())

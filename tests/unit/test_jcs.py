@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -184,7 +184,9 @@ def test_enc_vector_canonicalisation(enc_vectors: dict[str, Any]) -> None:
 
 # --- properties ---------------------------------------------------------------------------
 
-_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+# Surrogates cannot be encoded as UTF-8 (typed as hypothesis's category literal).
+_NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+_text = st.text(st.characters(exclude_categories=_NO_SURROGATES), max_size=12)
 _json = st.recursive(
     st.none()
     | st.booleans()

@@ -246,11 +246,14 @@ def test_a_valid_chain_of_any_length_has_no_faults(sizes: list[int]) -> None:
 
 def _changed(c: merkle.Commitment, name: str, delta: int) -> merkle.Commitment:
     value = getattr(c, name)
+    changed: dict[str, Any]  # ``name`` is any field, so its value's type is not static
     if isinstance(value, bytes):
-        return replace(c, **{name: bytes([value[0] ^ 1]) + value[1:]})
-    if isinstance(value, uuid.UUID):
-        return replace(c, **{name: uuid.UUID(int=value.int ^ 1)})
-    return replace(c, **{name: value + delta})
+        changed = {name: bytes([value[0] ^ 1]) + value[1:]}
+    elif isinstance(value, uuid.UUID):
+        changed = {name: uuid.UUID(int=value.int ^ 1)}
+    else:
+        changed = {name: value + delta}
+    return replace(c, **changed)
 
 
 @given(SIZES, st.data())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from hypothesis import given
@@ -35,6 +35,14 @@ SMALL_ORDER_KEYS = [
 ]
 # y = p (not reduced): a non-canonical encoding of a point.
 NON_CANONICAL_KEY = "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"
+
+
+class _ReceiptSubject(TypedDict):
+    """What ``verify_receipt`` checks a receipt against, besides the key."""
+
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+    event_signing_hash: bytes
 
 
 def test_key_generation_vectors(sig_vectors: dict[str, Any]) -> None:
@@ -195,7 +203,7 @@ def test_receipt_signed_and_verified(golden: dict[str, Any]) -> None:
         "0x"
     )
     assert signing.Receipt.from_wire(wire) == receipt
-    kwargs = {
+    kwargs: _ReceiptSubject = {
         "tenant_id": uuid.UUID(ev["tenant_id"]),
         "store_id": uuid.UUID(ev["store_id"]),
         "event_signing_hash": bytes.fromhex(ev["_event_signing_hash"]),
@@ -205,7 +213,7 @@ def test_receipt_signed_and_verified(golden: dict[str, Any]) -> None:
         signing.verify_receipt(
             receipt, sequencer_public_key=signing.Signer(bytes(32)).public_key, **kwargs
         )
-    bad = dict(kwargs, event_signing_hash=bytes(32))
+    bad: _ReceiptSubject = {**kwargs, "event_signing_hash": bytes(32)}
     with pytest.raises(ReceiptHashMismatch):
         signing.verify_receipt(receipt, sequencer_public_key=issuer.public_key, **bad)
     # The hash is checked first, and without a key only the hash.
