@@ -9,16 +9,12 @@ traceback. The commands are thin shells over importable functions (``sequencer/`
 
 from __future__ import annotations
 
-import typer
-
 from . import database, events, keys, recovery, server
+from .common import program
 
-app = typer.Typer(
-    name="sequencer-cli",
-    help="StateSet Sequencer: sign and verify VES v1.0 events, and operate the sequencer.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+app = program(
+    "sequencer-cli",
+    "StateSet Sequencer: sign and verify VES v1.0 events, and operate the sequencer.",
 )
 app.command("version")(server.version_command)
 app.command("serve", help="Serve the HTTP API (same as `stateset-sequencer serve`).")(

@@ -39,6 +39,19 @@ DataDir = Annotated[
 ]
 
 
+def program(name: str, summary: str) -> typer.Typer:
+    """The root of an installed command. Both commands answer a bare call with help and
+    fail in one line (no rich traceback, see :func:`fail`); neither installs shell
+    completion."""
+    return typer.Typer(
+        name=name,
+        help=summary,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", markup=True)
     raise typer.Exit(code)

@@ -20,7 +20,7 @@ from ..logs import configure
 from ..runtime import StartupError, start_services
 from ..sequencer.identity import IdentityError
 from ..store.errors import StoreError
-from .common import fail, with_overrides
+from .common import fail, program, with_overrides
 
 Host = Annotated[
     str | None, typer.Option("--host", help="Listen address (default $HOST or 0.0.0.0)")
@@ -69,13 +69,7 @@ def version_command() -> None:
     typer.echo(__version__)
 
 
-app = typer.Typer(
-    name="stateset-sequencer",
-    help="StateSet Sequencer service.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = program("stateset-sequencer", "StateSet Sequencer service.")
 app.command("serve")(serve_command)
 app.command("version")(version_command)
 

@@ -30,10 +30,9 @@ from ..ves.signing import Receipt
 from .export import (
     ExportedEvent,
     ExportError,
-    file_sha256,
+    check_file,
     manifest_path,
     read_export,
-    read_manifest,
 )
 
 DEFAULT_BATCH = 500
@@ -123,17 +122,13 @@ def count_records(path: Path) -> int:
     checksum (then every record is exactly as exported; pass two still checks each one);
     a plain file has no checksum, so every record is parsed and checked now."""
     if manifest_path(path).exists():
-        manifest = read_manifest(path)
-        try:
-            digest, size = file_sha256(path)
-        except OSError as exc:
-            raise ExportError(f"{path}: cannot read ({exc})") from None
-        if digest != manifest.get("file_sha256") or size != manifest.get("file_bytes"):
+        check = check_file(path)
+        if not check.matches:
             raise ExportError(
-                f"{path}: does not match its manifest ({size} bytes, sha256 {digest[:16]}…): "
-                "truncated or altered"
+                f"{path}: does not match its manifest ({check.size} bytes, sha256 "
+                f"{check.sha256[:16]}…): truncated or altered"
             )
-        return int(manifest.get("event_count", 0))
+        return int(check.manifest.get("event_count", 0))
     return sum(1 for _ in records(path))
 
 

@@ -203,6 +203,31 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """An export file measured against the manifest beside it."""
+
+    manifest: dict[str, Any]
+    sha256: str
+    size: int
+
+    @property
+    def matches(self) -> bool:
+        expected = (self.manifest.get("file_sha256"), self.manifest.get("file_bytes"))
+        return (self.sha256, self.size) == expected
+
+
+def check_file(path: Path) -> FileCheck:
+    """Read the manifest and measure the file; what the caller does with a mismatch is
+    its own (reading an export refuses it, as does re-ingest, each in its own words)."""
+    manifest = read_manifest(path)
+    try:
+        digest, size = file_sha256(path)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read ({exc})") from None
+    return FileCheck(manifest, digest, size)
+
+
 def _lines(path: Path, fmt: str) -> Iterator[tuple[int, bytes]]:
     """The records' JSON texts with their line numbers (both formats put one per line)."""
     with path.open("rb") as handle:
@@ -242,15 +267,12 @@ def read_export(path: Path) -> Iterator[ExportedEvent]:
     """Check the manifest's file checksum, then yield every record in order; raises
     :class:`ExportError` naming the line of the first bad record, and at the end if the
     counts or the signing-hash digest disagree with the manifest."""
-    manifest = read_manifest(path)
-    try:
-        digest, size = file_sha256(path)
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot read ({exc})") from None
-    if digest != manifest.get("file_sha256") or size != manifest.get("file_bytes"):
+    check = check_file(path)
+    manifest = check.manifest
+    if not check.matches:
         raise ExportError(
-            f"{path}: file does not match its manifest ({size} bytes, sha256 {digest[:16]}…; "
-            f"manifest says {manifest.get('file_bytes')} bytes, "
+            f"{path}: file does not match its manifest ({check.size} bytes, sha256 "
+            f"{check.sha256[:16]}…; manifest says {manifest.get('file_bytes')} bytes, "
             f"{str(manifest.get('file_sha256'))[:16]}…): truncated or altered"
         )
     overall = hashlib.sha256()

@@ -95,6 +95,28 @@ def describe(record: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
+def _key_audit(
+    action: str,
+    record: ApiKeyRecord,
+    actor: str,
+    actor_type: str,
+    request_id: str | None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """The audit row of a change to one key, named by its hash prefix as listings show it.
+    ``record`` is the key as stored: its tenant is the one the change was made in."""
+    return AuditEntry(
+        action=action,
+        actor=actor,
+        actor_type=actor_type,
+        tenant_id=record.tenant_id,
+        resource_type="api_key",
+        resource_id=record.key_hash[:16],
+        request_id=request_id,
+        details={} if details is None else details,
+    )
+
+
 async def create_key(
     store: AccessStore, spec: KeySpec, *, actor: str, actor_type: str, request_id: str | None = None
 ) -> tuple[str, ApiKeyRecord]:
@@ -112,22 +134,14 @@ async def create_key(
             rate_limit=spec.rate_limit,
         )
     )
+    details = {
+        "permissions": permissions(record),
+        "store_ids": [str(s) for s in spec.store_ids],
+        "agent_id": str(spec.agent_id) if spec.agent_id else None,
+        "bootstrap": spec.tenant_id == NIL and spec.admin,
+    }
     await store.append_audit(
-        AuditEntry(
-            action="api_key.create",
-            actor=actor,
-            actor_type=actor_type,
-            tenant_id=spec.tenant_id,
-            resource_type="api_key",
-            resource_id=record.key_hash[:16],
-            request_id=request_id,
-            details={
-                "permissions": permissions(record),
-                "store_ids": [str(s) for s in spec.store_ids],
-                "agent_id": str(spec.agent_id) if spec.agent_id else None,
-                "bootstrap": spec.tenant_id == NIL and spec.admin,
-            },
-        )
+        _key_audit("api_key.create", record, actor, actor_type, request_id, details)
     )
     return plaintext, record
 
@@ -173,15 +187,5 @@ async def revoke_key(
     if not record.active:
         raise KeyRequestError(KeyReason.ALREADY_REVOKED, "API key is already revoked")
     await store.deactivate_api_keys(record.key_hash)
-    await store.append_audit(
-        AuditEntry(
-            action="api_key.revoke",
-            actor=actor,
-            actor_type=actor_type,
-            tenant_id=record.tenant_id,
-            resource_type="api_key",
-            resource_id=record.key_hash[:16],
-            request_id=request_id,
-        )
-    )
+    await store.append_audit(_key_audit("api_key.revoke", record, actor, actor_type, request_id))
     return record

@@ -1,5 +1,6 @@
 """What both adapters share about rows: column lists, the few queries that are the same
-text on both, the envelope rebuilt from its columns, and the time text format.
+text on both and the records their rows make, the envelope rebuilt from its columns, the
+checks made before a write, and the time text format.
 
 Payload columns hold exact JSON text (``ves.jsontext``), never canonical JSON.
 """
@@ -15,7 +16,18 @@ from typing import Any, Generic, TypeVar
 
 from ..ves.envelope import VesEventEnvelope, parse_envelope
 from ..ves.jsontext import load_json
-from .records import AgentKey, ApiKeyRecord, AuditEntry, CommitmentRow, SchemaRecord
+from .errors import ConcurrentWriteError, IntegrityError
+from .records import (
+    SCHEMA_STATUSES,
+    AgentKey,
+    ApiKeyRecord,
+    AuditEntry,
+    CommitmentRow,
+    CounterState,
+    SchemaRecord,
+    SequenceGap,
+    StreamKey,
+)
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -237,6 +249,44 @@ COMMITMENT_DIGEST_SQL = (
     "SELECT tenant_id, store_id, sequence_start, sequence_end, merkle_root, new_state_root "
     "FROM ves_commitments ORDER BY tenant_id, store_id, sequence_start"
 )
+
+
+# Each adapter decodes a row's (tenant_id, store_id) into its StreamKey, as its driver
+# returns UUIDs; the other columns read the same on both.
+def counter_state(stream: StreamKey, row: Any) -> CounterState:
+    """One row of :data:`COUNTER_STATES_SQL`."""
+    return CounterState(
+        stream=stream,
+        counter=None if row["current_sequence"] is None else int(row["current_sequence"]),
+        max_sequence=int(row["max_seq"]),
+        event_count=int(row["n"]),
+    )
+
+
+def sequence_gap(stream: StreamKey, row: Any) -> SequenceGap:
+    """One row of :data:`GAPS_SQL`."""
+    return SequenceGap(stream, int(row["first_missing"]), int(row["last_missing"]))
+
+
+def unchanged_state(
+    stream: StreamKey, found: list[CounterState], expected: CounterState
+) -> CounterState:
+    """The stream's state read under the counter lock (``found``: what ``counter_states``
+    returned for it), refused unless it is still the one a repair was planned on."""
+    current = found[0] if found else CounterState(stream, None, 0, 0)
+    if current != expected:
+        raise ConcurrentWriteError(
+            f"stream {stream.tenant_id}/{stream.store_id} changed since it was inspected "
+            f"(now counter {current.counter}, max {current.max_sequence}); run again"
+        )
+    return current
+
+
+def check_schema_status(status: str) -> None:
+    """Checked before the UPDATE as well as by the table's CHECK, which only fires when a
+    row matches: a bad status is refused whether or not the schema exists."""
+    if status not in SCHEMA_STATUSES:
+        raise IntegrityError(f"schema status must be one of {', '.join(SCHEMA_STATUSES)}")
 
 
 def column_list(columns: tuple[str, ...]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from ..ves.codec import u64
 from .records import CounterState, StreamKey, StreamSummary
@@ -37,10 +38,11 @@ class SummaryBuilder:
         self._counts: dict[StreamKey, int] = {}
         self._last: dict[StreamKey, tuple[int, bytes]] = {}
 
-    def add_commitment(
-        self, stream: StreamKey, start: int, end: int, merkle_root: bytes, state_root: bytes
-    ) -> None:
-        """One commitment row; call in ``sequence_start`` order within each stream."""
+    def add_commitment(self, stream: StreamKey, row: Any) -> None:
+        """One row of ``rows.COMMITMENT_DIGEST_SQL`` (``stream``: its key as the adapter
+        decodes it); call in ``sequence_start`` order within each stream."""
+        start, end = int(row["sequence_start"]), int(row["sequence_end"])
+        merkle_root, state_root = bytes(row["merkle_root"]), bytes(row["new_state_root"])
         digest = self._digests.get(stream)
         if digest is None:
             digest = self._digests[stream] = hashlib.sha256()

@@ -402,45 +402,31 @@ def sign_event(
         )
         encrypted, plain = sealed.payload_encrypted, sealed.payload_plain_hash
         cipher = sealed.payload_cipher_hash
-    fields = hashing.SigningFields(
-        ves_version=VES_VERSION,
-        tenant_id=tenant_id,
-        store_id=store_id,
-        event_id=event_id,
-        source_agent_id=source_agent_id,
-        agent_key_id=agent_key_id,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        event_type=event_type,
-        created_at=created_at,
-        payload_kind=kind,
-        payload_plain_hash=plain,
-        payload_cipher_hash=cipher,
-    )
-    signature = signer.sign(hashing.event_signing_hash(fields))
+    unsigned: dict[str, Any] = {
+        "ves_version": VES_VERSION,
+        "event_id": event_id,
+        "tenant_id": tenant_id,
+        "store_id": store_id,
+        "source_agent_id": source_agent_id,
+        "agent_key_id": agent_key_id,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "event_type": event_type,
+        "created_at": created_at,
+        "payload_kind": kind,
+        "payload": payload if kind == PAYLOAD_KIND_PLAINTEXT else None,
+        "payload_encrypted": encrypted,
+        "payload_plain_hash": plain,
+        "payload_cipher_hash": cipher,
+        "command_id": command_id,
+        "base_version": base_version,
+    }
+    # Not validated yet: a value the signing hash cannot encode (an agent_key_id beyond
+    # u32, a UUID given as text) fails there with the hash's own error, before schema
+    # validation; and which fields are signed is said once, by signing_fields().
+    signature = signer.sign(VesEventEnvelope.model_construct(**unsigned).signing_hash())
     try:
-        return VesEventEnvelope.model_validate(
-            {
-                "ves_version": VES_VERSION,
-                "event_id": event_id,
-                "tenant_id": tenant_id,
-                "store_id": store_id,
-                "source_agent_id": source_agent_id,
-                "agent_key_id": agent_key_id,
-                "entity_type": entity_type,
-                "entity_id": entity_id,
-                "event_type": event_type,
-                "created_at": created_at,
-                "payload_kind": kind,
-                "payload": payload if kind == PAYLOAD_KIND_PLAINTEXT else None,
-                "payload_encrypted": encrypted,
-                "payload_plain_hash": plain,
-                "payload_cipher_hash": cipher,
-                "agent_signature": signature,
-                "command_id": command_id,
-                "base_version": base_version,
-            }
-        )
+        return VesEventEnvelope.model_validate({**unsigned, "agent_signature": signature})
     except ValidationError as exc:
         raise EnvelopeInvalid("schema_validation", _first_error(exc)) from None
 

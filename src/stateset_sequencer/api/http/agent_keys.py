@@ -6,6 +6,7 @@ reference offers those only over gRPC). Errors use the agent handlers' body,
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -99,6 +100,28 @@ def _admin(ctx: AuthContext, tenant_id: uuid.UUID) -> None:
         raise agent_error(exc.reason, exc.message) from None
 
 
+def _key_audit(
+    request: Request,
+    ctx: AuthContext,
+    action: str,
+    key: tuple[uuid.UUID, uuid.UUID, int],
+    details: Mapping[str, Any] | None = None,
+) -> AuditEntry:
+    """The audit row of a change to one agent key, ``key`` as (tenant, agent, key id)."""
+    tenant_id, agent_id, key_id = key
+    who, kind = actor(ctx)
+    return AuditEntry(
+        action=action,
+        actor=who,
+        actor_type=kind,
+        tenant_id=tenant_id,
+        resource_type="agent_key",
+        resource_id=f"{agent_id}/{key_id}",
+        request_id=getattr(request.state, "request_id", None),
+        details={} if details is None else details,
+    )
+
+
 def _parse_time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -149,17 +172,13 @@ async def register_agent_key(
             409, "KEY_EXISTS", f"key {body.keyId} of agent {body.agentId} is already registered"
         ) from None
     services.sequencer.keys.invalidate(body.tenantId, body.agentId, body.keyId)
-    who, kind = actor(ctx)
     await services.store.append_audit(
-        AuditEntry(
-            action="agent_key.register",
-            actor=who,
-            actor_type=kind,
-            tenant_id=body.tenantId,
-            resource_type="agent_key",
-            resource_id=f"{body.agentId}/{body.keyId}",
-            request_id=getattr(request.state, "request_id", None),
-            details={"public_key": public_key.hex(), "key_algorithm": algorithm},
+        _key_audit(
+            request,
+            ctx,
+            "agent_key.register",
+            (body.tenantId, body.agentId, body.keyId),
+            {"public_key": public_key.hex(), "key_algorithm": algorithm},
         )
     )
     return {
@@ -212,16 +231,7 @@ async def revoke_agent_key(
     if revoked is None:
         raise AgentError(404, "KEY_NOT_FOUND", "Agent key not found")
     services.sequencer.keys.invalidate(tenant_id, agent_id, key_id)
-    who, kind = actor(ctx)
     await services.store.append_audit(
-        AuditEntry(
-            action="agent_key.revoke",
-            actor=who,
-            actor_type=kind,
-            tenant_id=tenant_id,
-            resource_type="agent_key",
-            resource_id=f"{agent_id}/{key_id}",
-            request_id=getattr(request.state, "request_id", None),
-        )
+        _key_audit(request, ctx, "agent_key.revoke", (tenant_id, agent_id, key_id))
     )
     return {"success": True, "key": key_out(revoked), "message": "Agent key revoked"}

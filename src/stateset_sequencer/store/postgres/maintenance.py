@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 from ..errors import ConcurrentWriteError
 from ..ports import Maintenance
 from ..records import AuditEntry, CounterState, SequenceGap, StreamKey, StreamSummary
-from ..rows import AUDIT_LOG, COMMITMENT_DIGEST_SQL, COUNTER_STATES_SQL, GAPS_SQL
+from ..rows import (
+    AUDIT_LOG,
+    COMMITMENT_DIGEST_SQL,
+    COUNTER_STATES_SQL,
+    GAPS_SQL,
+    counter_state,
+    sequence_gap,
+    unchanged_state,
+)
 from ..summaries import OCCUPIED_TABLES, SummaryBuilder, checked_table
 from . import convert
 from .access import APPEND_AUDIT_SQL
@@ -41,27 +49,12 @@ def _filter_args(stream: StreamKey | None) -> tuple[uuid.UUID | None, uuid.UUID 
 
 async def counter_states(conn: Executor, stream: StreamKey | None) -> list[CounterState]:
     rows = await conn.fetch(_COUNTER_STATES_SQL, *_filter_args(stream))
-    return [
-        CounterState(
-            stream=StreamKey(r["tenant_id"], r["store_id"]),
-            counter=None if r["current_sequence"] is None else int(r["current_sequence"]),
-            max_sequence=int(r["max_seq"]),
-            event_count=int(r["n"]),
-        )
-        for r in rows
-    ]
+    return [counter_state(StreamKey(r["tenant_id"], r["store_id"]), r) for r in rows]
 
 
 async def sequence_gaps(conn: Executor, stream: StreamKey | None) -> list[SequenceGap]:
     rows = await conn.fetch(_GAPS_SQL, *_filter_args(stream))
-    return [
-        SequenceGap(
-            StreamKey(r["tenant_id"], r["store_id"]),
-            int(r["first_missing"]),
-            int(r["last_missing"]),
-        )
-        for r in rows
-    ]
+    return [sequence_gap(StreamKey(r["tenant_id"], r["store_id"]), r) for r in rows]
 
 
 async def set_counter_to_max(
@@ -71,13 +64,7 @@ async def set_counter_to_max(
         # The row lock every append takes first: with it held, no event can be added to
         # the stream until this commits, so max(sequence_number) read next stays true.
         await conn.fetchval(LOCK_COUNTER_SQL, stream.tenant_id, stream.store_id)
-        found = await counter_states(conn, stream)
-        current = found[0] if found else CounterState(stream, None, 0, 0)
-        if current != expected:
-            raise ConcurrentWriteError(
-                f"stream {stream.tenant_id}/{stream.store_id} changed since it was inspected "
-                f"(now counter {current.counter}, max {current.max_sequence}); run again"
-            )
+        current = unchanged_state(stream, await counter_states(conn, stream), expected)
         # With no counter row there was nothing to lock: an append creating one meanwhile
         # makes this upsert wait on, then overwrite, a row whose value it re-checks below.
         await conn.execute(
@@ -104,13 +91,7 @@ async def stream_summaries(conn: Conn) -> list[StreamSummary]:
     if await _table_exists(conn, "ves_commitments"):
         # A cursor keeps memory bounded however many commitments there are.
         async for r in conn.cursor(COMMITMENT_DIGEST_SQL, prefetch=1000):
-            builder.add_commitment(
-                StreamKey(r["tenant_id"], r["store_id"]),
-                int(r["sequence_start"]),
-                int(r["sequence_end"]),
-                bytes(r["merkle_root"]),
-                bytes(r["new_state_root"]),
-            )
+            builder.add_commitment(StreamKey(r["tenant_id"], r["store_id"]), r)
     return builder.build(states)
 
 

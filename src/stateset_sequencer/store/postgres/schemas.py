@@ -11,10 +11,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..errors import IntegrityError
 from ..ports import SchemaStore
-from ..records import SCHEMA_STATUSES, SchemaRecord
-from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, column_list
+from ..records import SchemaRecord
+from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, check_schema_status, column_list
 from . import convert
 from .errors import mapped
 from .pool import Pools, one
@@ -119,10 +118,7 @@ async def latest_active_schema(
 async def set_schema_status(
     pool: Pool, schema_id: uuid.UUID, status: str, now: datetime
 ) -> SchemaRecord | None:
-    # Checked here as well as by the table's CHECK, which only fires when a row matches:
-    # a bad status is refused whether or not the schema exists.
-    if status not in SCHEMA_STATUSES:
-        raise IntegrityError(f"schema status must be one of {', '.join(SCHEMA_STATUSES)}")
+    check_schema_status(status)
     row = await pool.fetchrow(_SET_STATUS_SQL, schema_id, status, now)
     return None if row is None else convert.record(EVENT_SCHEMAS, row)
 

@@ -14,10 +14,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from ..errors import ConcurrentWriteError
 from ..ports import Maintenance
 from ..records import AuditEntry, CounterState, SequenceGap, StreamKey, StreamSummary
-from ..rows import AUDIT_LOG, COMMITMENT_DIGEST_SQL, COUNTER_STATES_SQL, GAPS_SQL, time_to_text
+from ..rows import (
+    AUDIT_LOG,
+    COMMITMENT_DIGEST_SQL,
+    COUNTER_STATES_SQL,
+    GAPS_SQL,
+    counter_state,
+    sequence_gap,
+    time_to_text,
+    unchanged_state,
+)
 from ..summaries import OCCUPIED_TABLES, SummaryBuilder, checked_table
 from . import convert
 from .access import AUDIT_INSERT
@@ -42,25 +50,12 @@ def _stream(tenant: str, store: str) -> StreamKey:
 
 def counter_states(conn: sqlite3.Connection, stream: StreamKey | None) -> list[CounterState]:
     rows = conn.execute(_COUNTER_STATES, _filter_params(stream)).fetchall()
-    return [
-        CounterState(
-            stream=_stream(r["tenant_id"], r["store_id"]),
-            counter=None if r["current_sequence"] is None else int(r["current_sequence"]),
-            max_sequence=int(r["max_seq"]),
-            event_count=int(r["n"]),
-        )
-        for r in rows
-    ]
+    return [counter_state(_stream(r["tenant_id"], r["store_id"]), r) for r in rows]
 
 
 def sequence_gaps(conn: sqlite3.Connection, stream: StreamKey | None) -> list[SequenceGap]:
     rows = conn.execute(_GAPS, _filter_params(stream)).fetchall()
-    return [
-        SequenceGap(
-            _stream(r["tenant_id"], r["store_id"]), int(r["first_missing"]), int(r["last_missing"])
-        )
-        for r in rows
-    ]
+    return [sequence_gap(_stream(r["tenant_id"], r["store_id"]), r) for r in rows]
 
 
 def set_counter_to_max(
@@ -69,13 +64,7 @@ def set_counter_to_max(
     # BEGIN IMMEDIATE takes the database write lock that every append also needs, so the
     # state compared below cannot change before the commit.
     with immediate(conn):
-        found = counter_states(conn, stream)
-        current = found[0] if found else CounterState(stream, None, 0, 0)
-        if current != expected:
-            raise ConcurrentWriteError(
-                f"stream {stream.tenant_id}/{stream.store_id} changed since it was inspected "
-                f"(now counter {current.counter}, max {current.max_sequence}); run again"
-            )
+        current = unchanged_state(stream, counter_states(conn, stream), expected)
         now = time_to_text(audit.timestamp) if audit.timestamp is not None else None
         conn.execute(
             "INSERT INTO sequence_counters (tenant_id, store_id, current_sequence, updated_at) "
@@ -95,13 +84,7 @@ def stream_summaries(conn: sqlite3.Connection) -> list[StreamSummary]:
         states = counter_states(conn, None)
         if _table_exists(conn, "ves_commitments"):
             for r in conn.execute(COMMITMENT_DIGEST_SQL):
-                builder.add_commitment(
-                    _stream(r["tenant_id"], r["store_id"]),
-                    int(r["sequence_start"]),
-                    int(r["sequence_end"]),
-                    bytes(r["merkle_root"]),
-                    bytes(r["new_state_root"]),
-                )
+                builder.add_commitment(_stream(r["tenant_id"], r["store_id"]), r)
     return builder.build(states)
 
 

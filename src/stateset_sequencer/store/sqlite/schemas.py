@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from ..errors import IntegrityError
 from ..ports import SchemaStore
-from ..records import SCHEMA_STATUSES, SchemaRecord
-from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, column_list, time_to_text
+from ..records import SchemaRecord
+from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, check_schema_status, column_list, time_to_text
 from . import convert
 from .worker import Connections, immediate
 
@@ -106,10 +106,7 @@ def latest_active_schema(
 def set_schema_status(
     conn: sqlite3.Connection, schema_id: uuid.UUID, status: str, now: datetime
 ) -> SchemaRecord | None:
-    # Checked here as well as by the table's CHECK, which only fires when a row matches:
-    # a bad status is refused whether or not the schema exists.
-    if status not in SCHEMA_STATUSES:
-        raise IntegrityError(f"schema status must be one of {', '.join(SCHEMA_STATUSES)}")
+    check_schema_status(status)
     with immediate(conn):
         conn.execute(
             "UPDATE event_schemas SET status = ?, updated_at = ? WHERE id = ?",
