@@ -99,7 +99,15 @@ class TestEnvironment(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=True, extra="ignore")
 
     SEQUENCER_TEST_DATABASE_URL: str | None = None
+    # Set on a server whose shared_preload_libraries has citus: every scratch database
+    # then gets the extension, with the server as a coordinator that holds shards, so the
+    # suites run on a distributed schema (docs/SCALING.md). Never set in CI.
+    SEQUENCER_TEST_CITUS: str = ""
     CI: str = ""
+
+    @property
+    def citus(self) -> bool:
+        return _truthy(self.SEQUENCER_TEST_CITUS)
 
     @property
     def strict(self) -> bool:

@@ -110,3 +110,40 @@ async def test_two_sequencers_on_one_database_share_the_counter(store: Store) ->
     numbers = sorted(r.sequence_number for res in results for r in res.receipts)
     assert numbers == list(range(1, 201))
     assert await store.head(kit.STREAM) == 200
+
+
+async def test_two_tenants_racing_for_the_same_event_ids_get_one_winner_each(
+    store: Store,
+) -> None:
+    """Each id is accepted for exactly one tenant; the other is told it exists, with no
+    sequence number spent and nothing written on its side."""
+    other = StreamKey(uuid.UUID(int=0xA2), kit.STORE_ID)
+    await kit.register(store)
+    await kit.register(store, tenant_id=other.tenant_id)
+    first, second = kit.sequencer(store), kit.sequencer(store)
+    ids: set[uuid.UUID] = set()
+    try:
+        for round_ in range(8):
+            mine = [kit.event(round_ * 100 + i) for i in range(10)]
+            theirs = [kit.resign(e, tenant_id=other.tenant_id) for e in mine]
+            ids |= {e.event_id for e in mine}
+            a, b = await asyncio.gather(
+                first.ingest(kit.AGENT_ID, mine), second.ingest(kit.AGENT_ID, theirs)
+            )
+            assert a.events_accepted + b.events_accepted == len(mine)
+            for result in (a, b):
+                assert {r.reason for r in result.rejections} <= {"duplicate_event_id"}
+    finally:
+        first.close()
+        second.close()
+    heads = await store.head(kit.STREAM), await store.head(other)
+    assert sum(heads) == len(ids)
+    owners = {}
+    for stream, head in zip((kit.STREAM, other), heads, strict=True):
+        events = await store.read_range(stream, 1, head)
+        assert [e.sequence_number for e in events] == list(range(1, head + 1))
+        owners.update({e.envelope.event_id: stream for e in events})
+    assert set(owners) == ids
+    for event_id, stream in owners.items():
+        got = await store.get_event(event_id)
+        assert got is not None and got.envelope.tenant_id == stream.tenant_id

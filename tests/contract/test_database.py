@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stateset_sequencer.store import migrations
+from stateset_sequencer.store import migrations, placement
 from stateset_sequencer.store.errors import MigrationError
 from stateset_sequencer.store.migrations import Migration
 from stateset_sequencer.store.ports import Database
@@ -74,3 +74,17 @@ async def test_capabilities_describe_the_backend(opened: Opened) -> None:
         assert (caps.name, caps.embedded) == ("sqlite", True)
     else:
         assert (caps.name, caps.embedded) == ("postgresql", False)
+
+
+async def test_distribution_names_every_table_with_its_declared_placement(opened: Opened) -> None:
+    """Without a distributed engine every table is local; with Citus (SEQUENCER_TEST_CITUS)
+    every table is placed as store.placement declares. Either way each table the
+    migrations made is listed once, with the placement it is declared to have."""
+    found = await opened.store.distribution()
+    assert [t.table for t in found.tables] == [p.table for p in placement.TABLES]
+    assert [t.expected for t in found.tables] == [placement.declared(p) for p in placement.TABLES]
+    if found.engine is None:
+        assert {t.placement for t in found.tables} == {placement.LOCAL}
+    else:
+        assert found.engine.startswith("citus ")
+        assert all(t.placement == t.expected for t in found.tables)

@@ -18,7 +18,7 @@ import pytest
 
 from stateset_sequencer.store.errors import ConcurrentWriteError
 from stateset_sequencer.store.ports import EventLog
-from stateset_sequencer.store.records import NewEvent, StreamKey
+from stateset_sequencer.store.records import Existing, NewEvent, StreamKey
 from stateset_sequencer.ves.codec import format_rfc3339
 from stateset_sequencer.ves.envelope import VesEventEnvelope
 from tests.contract.builders import (
@@ -190,6 +190,47 @@ async def test_event_id_stored_in_another_stream_is_a_concurrent_write(event_log
     assert got is not None and got.envelope == taken
     async with event_log.stream_transaction(two) as tx:
         assert await tx.taken_commands([command]) == {}
+
+
+async def test_an_id_claimed_by_an_open_transaction_of_another_tenant_is_a_concurrent_write(
+    event_log: EventLog,
+) -> None:
+    """Event ids are unique across tenants although every key starts with tenant_id:
+    ves_event_ids' primary key makes the second writer wait for the first and then fail,
+    however the two interleave (each holds only its own stream's lock)."""
+    one, two = new_stream(), new_stream()
+    assert one.tenant_id != two.tenant_id
+    first = make_event(one, 1)
+    second = make_event(two, 1, event_id=first.event_id)
+    first_written = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def hold_first() -> None:
+        async with event_log.stream_transaction(one) as tx:
+            await tx.write([make_new_event(first, 1)], {("order", "ORD-1"): 1}, 1)
+            first_written.set()
+            await release_first.wait()
+
+    async def write_second() -> None:
+        await first_written.wait()
+        async with event_log.stream_transaction(two) as tx:
+            await tx.write([make_new_event(second, 1)], {("order", "ORD-1"): 1}, 1)
+
+    holder = asyncio.create_task(hold_first())
+    racer = asyncio.create_task(write_second())
+    await first_written.wait()
+    await asyncio.sleep(0.2)  # let the racer reach the write (or its stream's turn)
+    assert not racer.done()
+    release_first.set()
+    await holder
+    with pytest.raises(ConcurrentWriteError):
+        await racer
+    got = await event_log.get_event(first.event_id)
+    assert got is not None and got.envelope == first
+    assert await event_log.head(two) == 0
+    assert await event_log.existing([first.event_id]) == {
+        first.event_id: Existing(got, (await event_log.get_receipt(first.event_id)))
+    }
 
 
 async def test_transactions_on_one_stream_take_turns(event_log: EventLog) -> None:

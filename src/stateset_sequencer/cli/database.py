@@ -11,7 +11,7 @@ import typer
 
 from ..recovery import backup as backup_mod
 from ..runtime import Runtime, database_config, snapshots
-from ..store.records import MigrationStatus
+from ..store.records import Distribution, MigrationStatus
 from .common import DatabaseUrl, DataDir, fail, run_on_store, store_settings, with_runtime
 from .recovery import SequencerKey, finish_report, progress, verify
 
@@ -25,33 +25,57 @@ migrate_app = typer.Typer(
 )
 
 
-async def _migrate(runtime: Runtime) -> tuple[list[int], str]:
-    return await runtime.store.migrate(), runtime.database.display
+async def _migrate(runtime: Runtime) -> tuple[list[int], Distribution, str]:
+    applied = await runtime.store.migrate()
+    return applied, await runtime.store.distribution(), runtime.database.display
 
 
 @migrate_app.callback(invoke_without_command=True)
 def migrate(ctx: typer.Context, database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
-    """Apply pending migrations (the default action)."""
+    """Apply pending migrations (the default action); on a database with the citus
+    extension, also distribute every table by tenant as the schema declares."""
     if ctx.invoked_subcommand is not None:
         return
-    applied, where = asyncio.run(with_runtime(store_settings(database_url, data_dir), _migrate))
+    applied, placed, where = asyncio.run(
+        with_runtime(store_settings(database_url, data_dir), _migrate)
+    )
     if applied:
         typer.echo(f"ok: applied migrations {', '.join(f'{v:03d}' for v in applied)} on {where}")
     else:
         typer.echo(f"ok: schema is up to date on {where}")
+    typer.echo(distribution_line(placed))
+
+
+def distribution_line(placed: Distribution) -> str:
+    if placed.engine is None:
+        return "distribution: skipped, the citus extension is not installed here; tables stay local"
+    wrong = [t.table for t in placed.tables if t.placement != t.expected]
+    if wrong:
+        return f"distribution: NOT as declared on {placed.engine}: {', '.join(wrong)}"
+    spread = sum(1 for t in placed.tables if t.placement != "reference")
+    return (
+        f"distribution: {placed.engine}, {spread} distributed and "
+        f"{len(placed.tables) - spread} reference tables, as declared"
+    )
+
+
+async def _status(runtime: Runtime) -> tuple[list[MigrationStatus], Distribution]:
+    return await runtime.store.migration_status(), await runtime.store.distribution()
 
 
 @migrate_app.command("status")
 def migrate_status(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
-    """List every migration and whether it is applied."""
-    rows: list[MigrationStatus] = run_on_store(
-        database_url, data_dir, lambda store: store.migration_status()
-    )
+    """List every migration and whether it is applied, then each table's placement."""
+    rows, placed = asyncio.run(with_runtime(store_settings(database_url, data_dir), _status))
     for row in rows:
         state = "applied" if row.applied else "pending"
         if row.applied and not row.checksum_ok:
             state = "EDITED AFTER APPLYING"
         typer.echo(f"{row.version:03d}  {row.name:<24} {state}")
+    typer.echo(distribution_line(placed))
+    for table in placed.tables:
+        note = "" if table.placement == table.expected else f"  (declared: {table.expected})"
+        typer.echo(f"  {table.table:<24} {table.placement}{note}")
     if any(r.applied and not r.checksum_ok for r in rows):
         raise typer.Exit(1)
 

@@ -37,6 +37,7 @@ from .records import (
     Capabilities,
     CommitmentRow,
     CounterState,
+    Distribution,
     Existing,
     MigrationStatus,
     NewEvent,
@@ -370,7 +371,13 @@ class Database(ABC):
     @abstractmethod
     async def migrate(self) -> list[int]:
         """Apply pending migrations; returns the versions applied. Several processes
-        migrating one database at once apply each migration exactly once."""
+        migrating one database at once apply each migration exactly once. Where the
+        database can spread tables over several machines (Citus), every table not yet
+        placed as ``store.placement`` declares is placed so, after the migrations."""
+
+    @abstractmethod
+    async def distribution(self) -> Distribution:
+        """Each table's placement, and the engine that places them (if any)."""
 
     @abstractmethod
     async def rollback(self, to_version: int) -> list[int]:

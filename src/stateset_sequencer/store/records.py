@@ -179,6 +179,25 @@ class MigrationStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class TableDistribution:
+    """Where one table lives: ``local`` (one database holds it), ``reference`` (a copy on
+    every Citus node) or ``distributed by <column>``."""
+
+    table: str
+    placement: str
+    expected: str  # what ``store.placement`` declares for it, in the same words
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """The database's scale-out engine (None: plain PostgreSQL or SQLite) and each table's
+    placement."""
+
+    engine: str | None
+    tables: tuple[TableDistribution, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CounterState:
     """A stream's counter beside what ``ves_events`` actually holds (recovery checks)."""
 

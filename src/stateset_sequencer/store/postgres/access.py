@@ -14,13 +14,15 @@ from .errors import mapped
 from .pool import Pools, affected, one
 
 _API_KEY_COLUMNS = column_list(API_KEY_COLUMNS)
-# "Replace" keeps nothing of the old row, as an INSERT OR REPLACE would.
+# "Replace" keeps nothing of the old row, as an INSERT OR REPLACE would. The update clause
+# reads the new updated_at from the proposed row: Citus allows only IMMUTABLE functions
+# there.
 _PUT_API_KEY_SQL = (
     f"INSERT INTO api_keys ({_API_KEY_COLUMNS}, updated_at) "  # noqa: S608 - fixed names
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, NOW()), NOW()) "
     "ON CONFLICT (key_hash) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in API_KEY_COLUMNS if c != "key_hash")
-    + f", updated_at = NOW() RETURNING {_API_KEY_COLUMNS}"
+    + f", updated_at = EXCLUDED.updated_at RETURNING {_API_KEY_COLUMNS}"
 )
 _API_KEYS_FROM = f"SELECT {_API_KEY_COLUMNS} FROM api_keys"  # noqa: S608 - fixed names
 _LIST_API_KEYS_SQL = (

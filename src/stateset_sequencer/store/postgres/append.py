@@ -20,6 +20,10 @@ from .errors import mapped
 
 Versions = Mapping[tuple[str, str], int]
 
+# Which tenant owns each known id: ves_event_ids is the only table keyed by the event id
+# alone. The events are then read from their tenant's rows, a query that names its tenant
+# (on Citus it runs on that tenant's shard alone).
+OWNERS_SQL = "SELECT event_id, tenant_id FROM ves_event_ids WHERE event_id = ANY($1::uuid[])"
 # Lookups by a list of keys go through LATERAL subqueries with LIMIT 1, which PostgreSQL
 # never flattens: the plan is one index probe per key whatever the statistics said when
 # the statement was first prepared. (A plain join against the array was cached as a hash
@@ -27,10 +31,12 @@ Versions = Mapping[tuple[str, str], int]
 # batch at 100k rows.)
 EXISTING_SQL = (
     f"SELECT {EVENT_SELECT}, {RECEIPT_SELECT} "  # noqa: S608 - fixed names
-    "FROM unnest($1::uuid[]) AS q(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM ves_events WHERE event_id = q.id LIMIT 1) AS e "
+    "FROM unnest($2::uuid[]) AS q(id) "
+    "CROSS JOIN LATERAL "
+    "(SELECT * FROM ves_events WHERE tenant_id = $1 AND event_id = q.id LIMIT 1) AS e "
     "LEFT JOIN LATERAL "
-    "(SELECT * FROM ves_sequencer_receipts WHERE event_id = q.id LIMIT 1) AS r ON TRUE"
+    "(SELECT * FROM ves_sequencer_receipts WHERE tenant_id = $1 AND event_id = q.id LIMIT 1) "
+    "AS r ON TRUE"
 )
 
 # Taking the row lock on the counter is what serialises writers of one stream, in this
@@ -75,11 +81,19 @@ _INSERT_COMMANDS_SQL = """
 INSERT INTO ves_command_dedupe (tenant_id, store_id, command_id, event_id)
 SELECT $1, $2, c, e FROM unnest($3::uuid[], $4::uuid[]) AS u(c, e)
 """
+# The update clause takes updated_at from the proposed row (its column default): a
+# distributed table allows no function there that is not IMMUTABLE.
 _UPSERT_VERSIONS_SQL = """
 INSERT INTO entity_versions (tenant_id, store_id, entity_type, entity_id, version)
 SELECT $1, $2, t, i, v FROM unnest($3::text[], $4::text[], $5::bigint[]) AS u(t, i, v)
 ON CONFLICT (tenant_id, store_id, entity_type, entity_id)
-DO UPDATE SET version = EXCLUDED.version, updated_at = NOW()
+DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+"""
+# Claiming the ids first: an id another stream or tenant took meanwhile fails here, on
+# ves_event_ids' primary key, before any event row is written.
+_CLAIM_IDS_SQL = """
+INSERT INTO ves_event_ids (event_id, tenant_id, store_id)
+SELECT u.id, $1, $2 FROM unnest($3::uuid[]) AS u(id)
 """
 _SET_HEAD_SQL = (
     "UPDATE sequence_counters SET current_sequence = $3, updated_at = NOW() "
@@ -123,7 +137,7 @@ _WRITE_PARTS = [
     "INSERT INTO entity_versions (tenant_id, store_id, entity_type, entity_id, version)",
     "SELECT $1, $2, t, i, v FROM unnest($38::text[], $39::text[], $40::bigint[]) AS u(t, i, v)",
     "ON CONFLICT (tenant_id, store_id, entity_type, entity_id)",
-    "DO UPDATE SET version = EXCLUDED.version, updated_at = NOW()",
+    "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
     ")",
 ]
 _COMMAND_PART = [
@@ -146,8 +160,14 @@ async def fetch_existing(
 ) -> dict[uuid.UUID, Existing]:
     if not event_ids:
         return {}
-    rows = await conn.fetch(EXISTING_SQL, list(event_ids))
-    return {row["event_id"]: convert.existing(row) for row in rows}
+    owners: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for row in await conn.fetch(OWNERS_SQL, list(event_ids)):
+        owners.setdefault(row["tenant_id"], []).append(row["event_id"])
+    found: dict[uuid.UUID, Existing] = {}
+    for tenant_id, ids in owners.items():
+        for row in await conn.fetch(EXISTING_SQL, tenant_id, ids):
+            found[row["event_id"]] = convert.existing(row)
+    return found
 
 
 class PgStreamTransaction(StreamTransaction):
@@ -202,6 +222,13 @@ class PgStreamTransaction(StreamTransaction):
         # as it was before the call, usable and still holding the stream lock.
         with mapped(appending=True):
             async with self._conn.transaction():
+                if events:
+                    await self._conn.execute(
+                        _CLAIM_IDS_SQL,
+                        self._stream.tenant_id,
+                        self._stream.store_id,
+                        [e.envelope.event_id for e in events],
+                    )
                 if events and entity_versions:
                     sql, args = _one_statement(self._stream, events, entity_versions, new_head)
                     await self._conn.execute(sql, *args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,7 +12,14 @@ from ..errors import ConcurrentWriteError, IntegrityError, OperationalError, Sto
 
 # Constraints whose violation inside an append means another stream's writer won the race
 # for the same event id: the caller may retry and will then see the event as existing.
-_RACE_CONSTRAINTS = frozenset({"ves_events_pkey", "ves_sequencer_receipts_pkey"})
+_RACE_CONSTRAINTS = frozenset(
+    {"ves_event_ids_pkey", "ves_events_pkey", "ves_sequencer_receipts_pkey"}
+)
+# Citus reports the shard's copy of a constraint ("ves_events_pkey_102042"), in the
+# constraint field or, from some code paths, only in the message. No constraint of ours
+# ends in digits (tests/unit/test_schema_guard.py checks), so the suffix is always a shard's.
+_CONSTRAINT_IN_MESSAGE = re.compile(r'constraint "([^"]+)"')
+_SHARD_SUFFIX = re.compile(r"_\d+$")
 
 # Client-side faults: the server is unreachable, the connection broke, or a timeout hit.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -27,7 +35,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.PostgresError):
         # str() of a server error already appends its DETAIL; start from the bare message.
         text = exc.message or text
-        constraint = exc.constraint_name
+        constraint = constraint_of(exc)
         detail = exc.detail
         if constraint:
             text = f"{text} (constraint {constraint})"
@@ -36,12 +44,24 @@ def describe(exc: BaseException) -> str:
     return text
 
 
+def constraint_of(exc: asyncpg.PostgresError) -> str | None:
+    """The violated constraint's name as the schema declares it, whether the server
+    reported it in its own field (PostgreSQL) or only in the message (a Citus shard)."""
+    name = exc.constraint_name
+    if not name:
+        match = _CONSTRAINT_IN_MESSAGE.search(exc.message or str(exc))
+        if match is None:
+            return None
+        name = match.group(1)
+    return _SHARD_SUFFIX.sub("", name)
+
+
 def translate(exc: BaseException, *, appending: bool = False) -> StoreError | None:
     """The contract exception for ``exc``; None when it is not a database fault."""
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, asyncpg.UniqueViolationError):
-        if appending and exc.constraint_name in _RACE_CONSTRAINTS:
+        if appending and constraint_of(exc) in _RACE_CONSTRAINTS:
             return ConcurrentWriteError(describe(exc))
         return IntegrityError(describe(exc))
     # Class 23 (integrity) and class 22 (data: a value the column cannot hold) both mean

@@ -35,18 +35,21 @@ _READ_RANGE_SQL = (
 _PAGE_SQL = f"{_READ_RANGE_SQL} LIMIT $5"
 _PAGE_WITH_RECEIPTS_SQL = (
     f"SELECT {EVENT_SELECT}, {RECEIPT_SELECT} FROM ves_events e "  # noqa: S608
-    "LEFT JOIN ves_sequencer_receipts r ON r.event_id = e.event_id "
+    "LEFT JOIN ves_sequencer_receipts r ON r.tenant_id = e.tenant_id AND r.event_id = e.event_id "
     f"WHERE {_STREAM_WHERE} AND e.sequence_number BETWEEN $3 AND $4 "
     "ORDER BY e.sequence_number LIMIT $5"
 )
-_GET_EVENT_SQL = f"{_EVENTS_FROM} WHERE e.event_id = $1"
+# An event named by id alone: its owner first (ves_event_ids), then a read that names the
+# tenant, so that on Citus neither query leaves one shard.
+_OWNER_SQL = "SELECT tenant_id FROM ves_event_ids WHERE event_id = $1"
+_GET_EVENT_SQL = f"{_EVENTS_FROM} WHERE e.tenant_id = $1 AND e.event_id = $2"
 _ENTITY_COUNT_SQL = f"SELECT count(*) FROM ves_events e WHERE {_ENTITY_WHERE}"  # noqa: S608
 _ENTITY_PAGE_SQL = (
     f"{_EVENTS_FROM} WHERE {_ENTITY_WHERE} ORDER BY e.sequence_number OFFSET $5 LIMIT $6"
 )
 _RECEIPT_SQL = (
     f"SELECT {column_list(RECEIPT_COLUMNS)} "  # noqa: S608
-    "FROM ves_sequencer_receipts WHERE event_id = $1"
+    "FROM ves_sequencer_receipts WHERE tenant_id = $1 AND event_id = $2"
 )
 _HEAD_SQL = "SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2"
 _ENTITY_VERSION_SQL = (
@@ -125,14 +128,20 @@ class PostgresEventLog(Pools, EventLog):
             cursor = rows[-1]["sequence_number"] + 1
 
     async def get_event(self, event_id: uuid.UUID) -> StoredEvent | None:
-        with mapped():
-            row = await self._reader.fetchrow(_GET_EVENT_SQL, event_id)
+        row = await self._owned_row(_GET_EVENT_SQL, event_id)
         return convert.stored_event(row) if row is not None else None
 
     async def get_receipt(self, event_id: uuid.UUID) -> Receipt | None:
-        with mapped():
-            row = await self._reader.fetchrow(_RECEIPT_SQL, event_id)
+        row = await self._owned_row(_RECEIPT_SQL, event_id)
         return convert.receipt(row) if row is not None else None
+
+    async def _owned_row(self, sql: str, event_id: uuid.UUID) -> asyncpg.Record | None:
+        with mapped():
+            async with self._reader.acquire() as conn:
+                tenant_id = await conn.fetchval(_OWNER_SQL, event_id)
+                if tenant_id is None:
+                    return None
+                return await conn.fetchrow(sql, tenant_id, event_id)
 
     async def read_entity(
         self, stream: StreamKey, entity_type: str, entity_id: str, offset: int, limit: int

@@ -33,27 +33,33 @@ from .pool import Pools
 if TYPE_CHECKING:
     from .pool import Conn, Executor
 
-_FILTER = "($1::uuid IS NULL OR (tenant_id = $1 AND store_id = $2))"
-_COUNTER_STATES_SQL = COUNTER_STATES_SQL.format(filter=_FILTER)
-_GAPS_SQL = GAPS_SQL.format(filter=_FILTER)
+# One text for all streams and one naming the stream: a filter that may or may not name a
+# tenant ("$1 IS NULL OR tenant_id = $1") would send a one-stream query to every shard.
+_ALL = "TRUE"
+_ONE = "tenant_id = $1 AND store_id = $2"
+_COUNTER_STATES_SQL = {
+    False: COUNTER_STATES_SQL.format(filter=_ALL),
+    True: COUNTER_STATES_SQL.format(filter=_ONE),
+}
+_GAPS_SQL = {False: GAPS_SQL.format(filter=_ALL), True: GAPS_SQL.format(filter=_ONE)}
 _UPSERT_COUNTER_SQL = (
     "INSERT INTO sequence_counters (tenant_id, store_id, current_sequence) VALUES ($1, $2, $3) "
     "ON CONFLICT (tenant_id, store_id) "
-    "DO UPDATE SET current_sequence = EXCLUDED.current_sequence, updated_at = NOW()"
+    "DO UPDATE SET current_sequence = EXCLUDED.current_sequence, updated_at = EXCLUDED.updated_at"
 )
 
 
-def _filter_args(stream: StreamKey | None) -> tuple[uuid.UUID | None, uuid.UUID | None]:
-    return (None, None) if stream is None else (stream.tenant_id, stream.store_id)
+def _filter_args(stream: StreamKey | None) -> tuple[uuid.UUID, ...]:
+    return () if stream is None else (stream.tenant_id, stream.store_id)
 
 
 async def counter_states(conn: Executor, stream: StreamKey | None) -> list[CounterState]:
-    rows = await conn.fetch(_COUNTER_STATES_SQL, *_filter_args(stream))
+    rows = await conn.fetch(_COUNTER_STATES_SQL[stream is not None], *_filter_args(stream))
     return [counter_state(StreamKey(r["tenant_id"], r["store_id"]), r) for r in rows]
 
 
 async def sequence_gaps(conn: Executor, stream: StreamKey | None) -> list[SequenceGap]:
-    rows = await conn.fetch(_GAPS_SQL, *_filter_args(stream))
+    rows = await conn.fetch(_GAPS_SQL[stream is not None], *_filter_args(stream))
     return [sequence_gap(StreamKey(r["tenant_id"], r["store_id"]), r) for r in rows]
 
 

@@ -31,11 +31,16 @@ _SELECT = f"SELECT {_COLUMNS} FROM event_schemas"  # noqa: S608 - fixed names
 _ORDER = "ORDER BY event_type, version"
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock($1::integer, $2::integer)"
+# Two statements, not one INSERT … SELECT MAX(version) + 1: Citus runs such an INSERT on
+# the shard with explicit casts to the column types, which cut an over-long event type to
+# 256 characters instead of refusing it.
+_NEXT_VERSION_SQL = (
+    "SELECT COALESCE(MAX(version), 0) + 1 FROM event_schemas "
+    "WHERE tenant_id = $1 AND event_type = $2"
+)
 _INSERT_SQL = (
     f"INSERT INTO event_schemas ({_COLUMNS}) "  # noqa: S608 - fixed names
-    "SELECT $1::uuid, $2::uuid, $3::text, COALESCE(MAX(version), 0) + 1, $4::json, 'active', "
-    "$5::text, $6::text, $7::timestamptz, $7::timestamptz, $8::text "
-    "FROM event_schemas WHERE tenant_id = $2 AND event_type = $3 "
+    "VALUES ($1, $2, $3, $4, $5::json, 'active', $6, $7, $8, $8, $9) "
     f"RETURNING {_COLUMNS}"
 )
 _LIST_SQL = f"{_SELECT} WHERE tenant_id = $1 AND ($2::text IS NULL OR event_type = $2) {_ORDER}"
@@ -72,14 +77,16 @@ async def put_schema(
     async with pool.acquire() as conn, conn.transaction():
         # MAX(version) + 1 alone would let two transactions read the same maximum; the
         # loser would then fail on the unique key. The lock makes registrations of one
-        # (tenant, event_type) take turns, and under READ COMMITTED the INSERT, a new
+        # (tenant, event_type) take turns, and under READ COMMITTED the SELECT, a new
         # statement, sees the version the previous holder committed.
         await conn.execute(_LOCK_SQL, _LOCK_CLASS, _lock_key(tenant_id, event_type))
+        version = await conn.fetchval(_NEXT_VERSION_SQL, tenant_id, event_type)
         row = await conn.fetchrow(
             _INSERT_SQL,
             schema_id,
             tenant_id,
             event_type,
+            version,
             schema_json,
             compatibility,
             description,

@@ -11,8 +11,10 @@ import asyncio
 import os
 import re
 import shutil
+import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -56,18 +58,20 @@ class PostgresSnapshots(Snapshots):
         return TakenSnapshot(await _tool_version(tool), contents)
 
     async def restore_snapshot(self, file: Path, tables: Sequence[str]) -> SnapshotContents:
-        await _run_tool(
-            [
-                pg_tool("pg_restore"),
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "--single-transaction",
-                "--exit-on-error",
-                str(file),
-            ],
-            self._dsn,
-        )
+        async with _restore_list(file) as listing:
+            await _run_tool(
+                [
+                    pg_tool("pg_restore"),
+                    "--clean",
+                    "--if-exists",
+                    "--no-owner",
+                    "--single-transaction",
+                    "--exit-on-error",
+                    f"--use-list={listing}",
+                    str(file),
+                ],
+                self._dsn,
+            )
         return await database_contents(self._dsn, tables)
 
     async def test_restore(self, file: Path, tables: Sequence[str]) -> SnapshotContents:
@@ -78,9 +82,17 @@ class PostgresSnapshots(Snapshots):
             await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
             try:
                 scratch = with_database(self._dsn, name)
-                await _run_tool(
-                    [pg_tool("pg_restore"), "--no-owner", "--exit-on-error", str(file)], scratch
-                )
+                async with _restore_list(file) as listing:
+                    await _run_tool(
+                        [
+                            pg_tool("pg_restore"),
+                            "--no-owner",
+                            "--exit-on-error",
+                            f"--use-list={listing}",
+                            str(file),
+                        ],
+                        scratch,
+                    )
                 return await database_contents(scratch, tables)
             finally:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -123,6 +135,43 @@ async def _connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
 
 
 # --- the client tools -------------------------------------------------------------------------
+
+# A dump taken on a Citus coordinator holds every row of the distributed tables, read
+# through the coordinator, as plain tables, and CREATE EXTENSION for Citus itself. The
+# extensions are left out of every restore: a plain server cannot load them, and with
+# --clean a Citus target would drop its own (its nodes and shards with it). A restore
+# into Citus is distributed again by ``migrate`` (docs/SCALING.md).
+_LEFT_OUT_EXTENSIONS = ("citus", "citus_columnar")
+# "2; 3079 19496 EXTENSION - citus" and "4587; 0 0 COMMENT - EXTENSION citus"
+_EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ (?:COMMENT - )?EXTENSION (?:- )?(\S+)")
+
+
+@asynccontextmanager
+async def _restore_list(file: Path) -> AsyncIterator[Path]:
+    """``file``'s table of contents without the entries of the extensions left out, as a
+    file for ``pg_restore --use-list``."""
+    proc = await asyncio.create_subprocess_exec(
+        pg_tool("pg_restore"),
+        "--list",
+        str(file),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, errors = await proc.communicate()
+    if proc.returncode != 0:
+        text = " ".join(errors.decode("utf-8", "replace").split())[-500:]
+        raise SnapshotError(f"pg_restore could not read {file.name}: {text}")
+    kept = []
+    for line in out.decode("utf-8", "replace").splitlines():
+        match = _EXTENSION_ENTRY.match(line)
+        if match is not None and match.group(1) in _LEFT_OUT_EXTENSIONS:
+            continue
+        kept.append(line)
+    with tempfile.TemporaryDirectory(prefix="sequencer-restore-") as folder:
+        listing = Path(folder) / "restore.list"
+        listing.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        yield listing
 
 
 def pg_tool(name: str) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import OperationalError
 from ..ports import Store
-from ..records import Capabilities, MigrationStatus, PoolStats, SnapshotContents
+from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, SnapshotContents
 from . import migrate
 from .access import PostgresAccessStore
 from .commitments import PostgresCommitments
@@ -60,7 +60,12 @@ class PostgresStore(
     ) -> PostgresStore:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        settings: dict[str, str] = {}
+        # Citus hides its shards from the catalog of every session by default, which makes
+        # asyncpg's type introspection of each new connection take seconds. Showing them
+        # to our own sessions only (never as the database's default) keeps pg_dump, which
+        # must not dump the shards, on the default. Plain PostgreSQL keeps the name as an
+        # unused placeholder setting.
+        settings: dict[str, str] = {"citus.override_table_visibility": "off"}
         if statement_timeout_ms is not None:
             settings["statement_timeout"] = str(int(statement_timeout_ms))
         pool = await create_pool(dsn, max_connections, settings)
@@ -99,6 +104,11 @@ class PostgresStore(
         with mapped():
             async with self._pool.acquire() as conn:
                 return await migrate.migration_status(conn)
+
+    async def distribution(self) -> Distribution:
+        with mapped():
+            async with self._pool.acquire() as conn:
+                return await migrate.distribution(conn)
 
     def pool_stats(self) -> PoolStats:
         total = self._pool.get_size()

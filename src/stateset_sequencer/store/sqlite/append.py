@@ -40,8 +40,10 @@ _RECEIPT_INSERT = (
 )
 EVENT_WITH_RECEIPT_FROM = (
     f"SELECT {EVENT_SELECT}, {RECEIPT_SELECT} FROM ves_events e "  # noqa: S608 - fixed names
-    "LEFT JOIN ves_sequencer_receipts r ON r.event_id = e.event_id"
+    "LEFT JOIN ves_sequencer_receipts r ON r.tenant_id = e.tenant_id AND r.event_id = e.event_id"
 )
+# Which tenant owns an id: ves_event_ids is the only table keyed by the event id alone.
+_CLAIM_ID = "INSERT INTO ves_event_ids (event_id, tenant_id, store_id) VALUES (?, ?, ?)"
 STREAM = "tenant_id = ? AND store_id = ?"
 _COMMAND_INSERT = (
     "INSERT INTO ves_command_dedupe (tenant_id, store_id, command_id, event_id, created_at) "
@@ -124,6 +126,7 @@ def write(
         tenant, store = stream_params(stream)
         now = _now_text()
         try:
+            conn.executemany(_CLAIM_ID, [(str(e.envelope.event_id), tenant, store) for e in events])
             conn.executemany(_EVENT_INSERT, [convert.event_params(e) for e in events])
             conn.executemany(_RECEIPT_INSERT, [convert.receipt_params(e) for e in events])
         except sqlite3.IntegrityError as exc:
@@ -147,20 +150,37 @@ def write(
 
 def _is_event_id_conflict(exc: sqlite3.IntegrityError) -> bool:
     message = str(exc)
-    return message.startswith("UNIQUE constraint failed") and (
-        "ves_events.event_id" in message or "ves_sequencer_receipts.event_id" in message
+    return message.startswith("UNIQUE constraint failed") and any(
+        f"{table}.event_id" in message
+        for table in ("ves_event_ids", "ves_events", "ves_sequencer_receipts")
     )
+
+
+def owners(conn: sqlite3.Connection, event_ids: Sequence[uuid.UUID]) -> dict[str, list[str]]:
+    """The known ids among ``event_ids``, by the tenant that owns them."""
+    found: dict[str, list[str]] = {}
+    for part in chunks(list(dict.fromkeys(event_ids)), MAX_PARAMS):
+        rows = conn.execute(
+            "SELECT event_id, tenant_id FROM ves_event_ids "  # noqa: S608 - placeholders
+            f"WHERE event_id IN ({convert.placeholders(len(part))})",
+            [str(i) for i in part],
+        ).fetchall()
+        for row in rows:
+            found.setdefault(row["tenant_id"], []).append(row["event_id"])
+    return found
 
 
 def existing(conn: sqlite3.Connection, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
     found: dict[uuid.UUID, Existing] = {}
-    for part in chunks(list(dict.fromkeys(event_ids)), MAX_PARAMS):
-        rows = conn.execute(
-            f"{EVENT_WITH_RECEIPT_FROM} WHERE e.event_id IN ({convert.placeholders(len(part))})",
-            [str(i) for i in part],
-        ).fetchall()
-        for row in rows:
-            found[uuid.UUID(row["event_id"])] = convert.existing(row)
+    for tenant_id, ids in owners(conn, event_ids).items():
+        for part in chunks(ids, MAX_PARAMS - 1):
+            rows = conn.execute(
+                f"{EVENT_WITH_RECEIPT_FROM} WHERE e.tenant_id = ? "
+                f"AND e.event_id IN ({convert.placeholders(len(part))})",
+                [tenant_id, *part],
+            ).fetchall()
+            for row in rows:
+                found[uuid.UUID(row["event_id"])] = convert.existing(row)
     return found
 
 

@@ -49,17 +49,31 @@ def read_range(
     return [convert.stored_event(r) for r in rows]
 
 
+# An event named by id alone: its owner first (ves_event_ids), then a read that names the
+# tenant, as on PostgreSQL.
+_OWNER_SQL = "SELECT tenant_id FROM ves_event_ids WHERE event_id = ?"
+_GET_EVENT_SQL = f"{_EVENT_FROM} WHERE e.tenant_id = ? AND e.event_id = ?"
+_RECEIPT_SQL = (
+    f"SELECT {', '.join(RECEIPT_COLUMNS)} FROM ves_sequencer_receipts "  # noqa: S608
+    "WHERE tenant_id = ? AND event_id = ?"
+)
+
+
+def _owned_row(conn: sqlite3.Connection, sql: str, event_id: uuid.UUID) -> sqlite3.Row | None:
+    owner = conn.execute(_OWNER_SQL, (str(event_id),)).fetchone()
+    if owner is None:
+        return None
+    row: sqlite3.Row | None = conn.execute(sql, (owner["tenant_id"], str(event_id))).fetchone()
+    return row
+
+
 def get_event(conn: sqlite3.Connection, event_id: uuid.UUID) -> StoredEvent | None:
-    row = conn.execute(f"{_EVENT_FROM} WHERE e.event_id = ?", (str(event_id),)).fetchone()
+    row = _owned_row(conn, _GET_EVENT_SQL, event_id)
     return None if row is None else convert.stored_event(row)
 
 
 def get_receipt(conn: sqlite3.Connection, event_id: uuid.UUID) -> Receipt | None:
-    row = conn.execute(
-        f"SELECT {', '.join(RECEIPT_COLUMNS)} FROM ves_sequencer_receipts "  # noqa: S608
-        "WHERE event_id = ?",
-        (str(event_id),),
-    ).fetchone()
+    row = _owned_row(conn, _RECEIPT_SQL, event_id)
     return None if row is None else convert.receipt(row)
 
 

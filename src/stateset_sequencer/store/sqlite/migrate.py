@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from .. import migrations
 from ..errors import MigrationError
 from ..migrations import Migration
-from ..records import MigrationStatus
+from ..placement import LOCAL, TABLES, declared
+from ..records import Distribution, MigrationStatus, TableDistribution
 from ..rows import time_to_text
 from .worker import immediate
 
@@ -48,6 +49,20 @@ def rollback(conn: sqlite3.Connection, to_version: int) -> list[int]:
 def status(conn: sqlite3.Connection) -> list[MigrationStatus]:
     applied = _applied(conn) if _table_exists(conn) else {}
     return migrations.status(migrations.load("sqlite"), applied)
+
+
+def distribution(conn: sqlite3.Connection) -> Distribution:
+    """One file holds every table: each is local, whatever a distributed engine would do."""
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    present = {str(r["name"]) for r in rows}
+    return Distribution(
+        None,
+        tuple(
+            TableDistribution(entry.table, LOCAL, declared(entry))
+            for entry in TABLES
+            if entry.table in present
+        ),
+    )
 
 
 def _run_steps(

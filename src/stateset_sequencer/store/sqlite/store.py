@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import OperationalError
 from ..ports import Store
-from ..records import Capabilities, MigrationStatus, PoolStats, SnapshotContents
+from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, SnapshotContents
 from . import migrate
 from .access import SqliteAccessStore
 from .commitments import SqliteCommitments
@@ -84,6 +84,9 @@ class SqliteStore(
 
     async def migration_status(self) -> list[MigrationStatus]:
         return await self._read(migrate.status)
+
+    async def distribution(self) -> Distribution:
+        return await self._read(migrate.distribution)
 
     async def ping(self) -> float:
         started = time.perf_counter()
