@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,20 +244,26 @@ def _claims(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
+# Made when the test runs, not at collection: a suite slower than the tokens' ten
+# minutes of validity would otherwise see them expired first.
 @pytest.mark.parametrize(
-    "token",
+    "make_token",
     [
-        issue_jwt(JwtSettings(JWT_SECRET, audience="someone-else"), tenant_id=kit.TENANT),
-        issue_jwt(JwtSettings(JWT_SECRET, issuer="someone-else"), tenant_id=kit.TENANT),
-        issue_jwt(JwtSettings("another-secret-of-enough-length-000000000"), tenant_id=kit.TENANT),
-        jwt.encode(_claims(), JWT_SECRET, algorithm="HS384"),  # HS256 only
-        jwt.encode(_claims(), "", algorithm="none"),
-        jwt.encode(_claims(exp=None), JWT_SECRET, algorithm="HS256"),  # exp is required
-        jwt.encode(_claims(stores="not-a-uuid"), JWT_SECRET, algorithm="HS256"),
-        jwt.encode(_claims(stores=f"{kit.STORE_ID},not-a-uuid"), JWT_SECRET, algorithm="HS256"),
-        jwt.encode(_claims(sub="not-a-uuid"), JWT_SECRET, algorithm="HS256"),
-        jwt.encode(_claims(agent="nope"), JWT_SECRET, algorithm="HS256"),
-        "not.a.jwt",
+        lambda: issue_jwt(JwtSettings(JWT_SECRET, audience="someone-else"), tenant_id=kit.TENANT),
+        lambda: issue_jwt(JwtSettings(JWT_SECRET, issuer="someone-else"), tenant_id=kit.TENANT),
+        lambda: issue_jwt(
+            JwtSettings("another-secret-of-enough-length-000000000"), tenant_id=kit.TENANT
+        ),
+        lambda: jwt.encode(_claims(), JWT_SECRET, algorithm="HS384"),  # HS256 only
+        lambda: jwt.encode(_claims(), "", algorithm="none"),
+        lambda: jwt.encode(_claims(exp=None), JWT_SECRET, algorithm="HS256"),  # exp is required
+        lambda: jwt.encode(_claims(stores="not-a-uuid"), JWT_SECRET, algorithm="HS256"),
+        lambda: jwt.encode(
+            _claims(stores=f"{kit.STORE_ID},not-a-uuid"), JWT_SECRET, algorithm="HS256"
+        ),
+        lambda: jwt.encode(_claims(sub="not-a-uuid"), JWT_SECRET, algorithm="HS256"),
+        lambda: jwt.encode(_claims(agent="nope"), JWT_SECRET, algorithm="HS256"),
+        lambda: "not.a.jwt",
     ],
     ids=[
         "audience",
@@ -272,8 +279,8 @@ def _claims(**overrides: Any) -> dict[str, Any]:
         "garbage",
     ],
 )
-async def test_bad_jwts_are_invalid_jwt(jwt_api: Api, token: str) -> None:
-    auth_failure(await head(jwt_api, bearer(token)), 401, "invalid_jwt")
+async def test_bad_jwts_are_invalid_jwt(jwt_api: Api, make_token: Callable[[], str]) -> None:
+    auth_failure(await head(jwt_api, bearer(make_token())), 401, "invalid_jwt")
 
 
 async def test_bearer_without_jwt_configured_is_invalid_jwt(sqlite_api: Api) -> None:

@@ -1,5 +1,6 @@
-"""Runbook validation: every ```bash and ```sql block of docs/DISASTER_RECOVERY.md and
-docs/RUNBOOK.md runs, in order, against a real PostgreSQL database and a real server.
+"""Runbook validation: every ```bash and ```sql block of docs/DISASTER_RECOVERY.md,
+docs/RUNBOOK.md and docs/SCALING.md runs, in order, against a real PostgreSQL database and
+a real server.
 
 Each document becomes ONE bash script run with ``set -euo pipefail``, so its blocks share
 shell variables and files the way an operator's terminal session would; a ```sql block
@@ -33,7 +34,7 @@ from stateset_sequencer.testing.serverproc import server
 from tests.recovery.conftest import STREAM_2, populate
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("DISASTER_RECOVERY.md", "RUNBOOK.md")
+DOCS = ("DISASTER_RECOVERY.md", "RUNBOOK.md", "SCALING.md")
 RUN = {"bash", "sql"}
 SHOW = {"text"}
 DOCS_ADDRESS = "localhost:8080"

@@ -89,8 +89,8 @@ SELECT $1, $2, t, i, v FROM unnest($3::text[], $4::text[], $5::bigint[]) AS u(t,
 ON CONFLICT (tenant_id, store_id, entity_type, entity_id)
 DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
 """
-# Claiming the ids first: an id another stream or tenant took meanwhile fails here, on
-# ves_event_ids' primary key, before any event row is written.
+# Each new event's id claimed for its tenant and store, in the same transaction as the
+# event: an id another stream or tenant took meanwhile fails on ves_event_ids' primary key.
 _CLAIM_IDS_SQL = """
 INSERT INTO ves_event_ids (event_id, tenant_id, store_id)
 SELECT u.id, $1, $2 FROM unnest($3::uuid[]) AS u(id)
@@ -126,10 +126,14 @@ def _renumbered(sql: str, offset: int) -> str:
 
 
 # $1 tenant, $2 store, $3 new head, $4-$27 event columns, $28-$37 receipt columns,
-# $38-$40 entity versions, then ($41, $42) command reservations when there are any.
+# $38-$40 entity versions, then ($41, $42) command reservations when there are any; the
+# event ids ($4) are claimed in ves_event_ids too.
 # Joined once at import from the constants above; no input ever reaches the text.
 _WRITE_PARTS = [
-    "WITH inserted_events AS (",
+    "WITH claimed_ids AS (",
+    "INSERT INTO ves_event_ids (event_id, tenant_id, store_id)",
+    "SELECT u.id, $1, $2 FROM unnest($4::uuid[]) AS u(id)",
+    "), inserted_events AS (",
     _renumbered(_INSERT_EVENTS_SQL, 3).strip(),
     "), inserted_receipts AS (",
     _renumbered(_INSERT_RECEIPTS_SQL, 27).strip(),
@@ -222,13 +226,6 @@ class PgStreamTransaction(StreamTransaction):
         # as it was before the call, usable and still holding the stream lock.
         with mapped(appending=True):
             async with self._conn.transaction():
-                if events:
-                    await self._conn.execute(
-                        _CLAIM_IDS_SQL,
-                        self._stream.tenant_id,
-                        self._stream.store_id,
-                        [e.envelope.event_id for e in events],
-                    )
                 if events and entity_versions:
                     sql, args = _one_statement(self._stream, events, entity_versions, new_head)
                     await self._conn.execute(sql, *args)
@@ -240,6 +237,9 @@ class PgStreamTransaction(StreamTransaction):
         """A write with no events or no entity versions: a statement per table."""
         tenant_id, store_id = self._stream.tenant_id, self._stream.store_id
         if events:
+            await self._conn.execute(
+                _CLAIM_IDS_SQL, tenant_id, store_id, [e.envelope.event_id for e in events]
+            )
             await self._conn.execute(_INSERT_EVENTS_SQL, *_event_columns(events))
             await self._conn.execute(_INSERT_RECEIPTS_SQL, *_receipt_columns(events))
             commands = [e for e in events if e.envelope.command_id is not None]

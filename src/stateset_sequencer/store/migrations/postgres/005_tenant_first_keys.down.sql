@@ -8,6 +8,14 @@ ALTER TABLE ves_commitments ADD CONSTRAINT ves_commitments_pkey PRIMARY KEY (bat
 
 DROP TABLE ves_event_ids;
 
+DROP INDEX ves_events_agent;
+CREATE INDEX ves_events_agent ON ves_events (tenant_id, source_agent_id, sequenced_at);
+DROP INDEX ves_events_entity;
+CREATE INDEX ves_events_entity ON ves_events (tenant_id, store_id, entity_type, entity_id, sequence_number);
+ALTER TABLE ves_events DROP CONSTRAINT ves_events_stream_sequence;
+ALTER TABLE ves_events
+    ADD CONSTRAINT ves_events_stream_sequence UNIQUE (tenant_id, store_id, sequence_number);
+
 ALTER TABLE ves_sequencer_receipts DROP CONSTRAINT ves_sequencer_receipts_event_fkey;
 ALTER TABLE ves_sequencer_receipts DROP CONSTRAINT ves_sequencer_receipts_pkey;
 ALTER TABLE ves_events DROP CONSTRAINT ves_events_pkey;

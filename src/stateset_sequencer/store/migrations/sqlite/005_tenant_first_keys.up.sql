@@ -1,5 +1,5 @@
 -- Tenant-first keys, as in the PostgreSQL schema: every tenant table's primary key, unique
--- constraints and foreign keys start with tenant_id, and ves_event_ids keeps event ids
+-- constraints and foreign keys hold tenant_id, and ves_event_ids keeps event ids
 -- unique across tenants. SQLite cannot change a primary key in place, so each table is
 -- rebuilt: the old one renamed aside (its foreign keys follow it), the new one created and
 -- filled, the old one dropped, child before parent so no cascade fires.
@@ -35,14 +35,15 @@ CREATE TABLE ves_events (
     sequence_number        INTEGER NOT NULL CHECK (sequence_number >= 1),
     base_version           TEXT,
     PRIMARY KEY (tenant_id, event_id),
-    CONSTRAINT ves_events_stream_sequence UNIQUE (tenant_id, store_id, sequence_number),
+    CONSTRAINT ves_events_stream_sequence UNIQUE (store_id, tenant_id, sequence_number),
     CONSTRAINT ves_events_payload_kind CHECK (
         (payload_kind = 0 AND payload IS NOT NULL AND payload_encrypted IS NULL)
         OR (payload_kind = 1 AND payload IS NULL AND payload_encrypted IS NOT NULL)
     )
 );
-CREATE INDEX ves_events_entity ON ves_events (tenant_id, store_id, entity_type, entity_id, sequence_number);
-CREATE INDEX ves_events_agent ON ves_events (tenant_id, source_agent_id, sequenced_at);
+-- Only the primary key is led by tenant_id, as on PostgreSQL (see its 005 for why).
+CREATE INDEX ves_events_entity ON ves_events (store_id, tenant_id, entity_type, entity_id, sequence_number);
+CREATE INDEX ves_events_agent ON ves_events (source_agent_id, tenant_id, sequenced_at);
 
 CREATE TABLE ves_sequencer_receipts (
     event_id              TEXT    NOT NULL,
