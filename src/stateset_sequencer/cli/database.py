@@ -11,6 +11,7 @@ import typer
 
 from ..recovery import backup as backup_mod
 from ..runtime import Runtime, database_config, snapshots
+from ..store.placement import REFERENCE
 from ..store.records import Distribution, MigrationStatus
 from .common import DatabaseUrl, DataDir, fail, run_on_store, store_settings, with_runtime
 from .recovery import SequencerKey, finish_report, progress, verify
@@ -52,7 +53,7 @@ def distribution_line(placed: Distribution) -> str:
     wrong = [t.table for t in placed.tables if t.placement != t.expected]
     if wrong:
         return f"distribution: NOT as declared on {placed.engine}: {', '.join(wrong)}"
-    spread = sum(1 for t in placed.tables if t.placement != "reference")
+    spread = sum(1 for t in placed.tables if t.placement != REFERENCE)
     return (
         f"distribution: {placed.engine}, {spread} distributed and "
         f"{len(placed.tables) - spread} reference tables, as declared"

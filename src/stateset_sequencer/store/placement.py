@@ -12,8 +12,11 @@ tenants without a copy on every node.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
+
+from .records import Distribution, TableDistribution
 
 
 class Placement(Enum):
@@ -70,6 +73,19 @@ def declared(entry: TablePlacement) -> str:
     if entry.column is None:
         return REFERENCE
     return distributed_by(entry.column)
+
+
+def report(engine: str | None, present: Collection[str], placed: Mapping[str, str]) -> Distribution:
+    """Each declared table that exists, where it is (``placed``; local when absent) and
+    where it is declared to be, in declaration order."""
+    return Distribution(
+        engine,
+        tuple(
+            TableDistribution(entry.table, placed.get(entry.table, LOCAL), declared(entry))
+            for entry in TABLES
+            if entry.table in present
+        ),
+    )
 
 
 def placement_of(table: str) -> TablePlacement | None:

@@ -19,14 +19,14 @@ from ..placement import (
     DISTRIBUTABLE_FROM,
     LOCAL,
     REFERENCE,
-    TABLES,
     Placement,
     TablePlacement,
     declared,
     distributed_by,
     distribution_order,
+    report,
 )
-from ..records import Distribution, MigrationStatus, TableDistribution
+from ..records import Distribution, MigrationStatus
 from .errors import describe
 
 # Session advisory lock held while migrating, so that several sequencers started at once
@@ -145,13 +145,8 @@ async def citus_version(conn: Conn) -> str | None:
 async def distribution(conn: Conn) -> Distribution:
     engine = await citus_version(conn)
     placed = await _placed(conn) if engine is not None else {}
-    present = await _present_tables(conn)
-    tables = tuple(
-        TableDistribution(entry.table, placed.get(entry.table, LOCAL), declared(entry))
-        for entry in TABLES
-        if entry.table in present
-    )
-    return Distribution(None if engine is None else f"citus {engine}", tables)
+    name = None if engine is None else f"citus {engine}"
+    return report(name, await _present_tables(conn), placed)
 
 
 async def distribute(conn: Conn) -> list[str]:

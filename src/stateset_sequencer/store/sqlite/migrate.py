@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from .. import migrations
 from ..errors import MigrationError
 from ..migrations import Migration
-from ..placement import LOCAL, TABLES, declared
-from ..records import Distribution, MigrationStatus, TableDistribution
+from ..placement import report
+from ..records import Distribution, MigrationStatus
 from ..rows import time_to_text
 from .worker import immediate
 
@@ -54,15 +54,7 @@ def status(conn: sqlite3.Connection) -> list[MigrationStatus]:
 def distribution(conn: sqlite3.Connection) -> Distribution:
     """One file holds every table: each is local, whatever a distributed engine would do."""
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    present = {str(r["name"]) for r in rows}
-    return Distribution(
-        None,
-        tuple(
-            TableDistribution(entry.table, LOCAL, declared(entry))
-            for entry in TABLES
-            if entry.table in present
-        ),
-    )
+    return report(None, {str(r["name"]) for r in rows}, {})
 
 
 def _run_steps(
