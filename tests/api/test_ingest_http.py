@@ -381,7 +381,7 @@ async def test_store_scoped_admin_sees_and_revokes_only_keys_within_its_stores(a
 
 
 async def test_streamed_body_over_the_limit_on_a_model_route_is_413(make_api: MakeApi) -> None:
-    api = await make_api("sqlite", MAX_BODY_SIZE_BYTES=2_000)
+    api = await make_api("sqlite", MAX_JSON_BODY_BYTES=2_000)
 
     async def chunks() -> Any:  # no Content-Length, so only the streaming limit can act
         yield b'{"tenantId": "' + str(kit.TENANT).encode() + b'", "agentId": "'
@@ -394,5 +394,6 @@ async def test_streamed_body_over_the_limit_on_a_model_route_is_413(make_api: Ma
         headers={**api.headers(), "content-type": "application/json"},
     )
     assert response.status_code == 413, response.text
-    assert response.json()["error"]["details"]["reason"] == "BODY_TOO_LARGE"
+    assert response.json()["error"]["details"] == {"reason": "BODY_TOO_LARGE", "limit_bytes": 2000}
+    assert "MAX_JSON_BODY_BYTES" in response.json()["error"]["message"]
     assert await api.store.list_agent_keys(kit.TENANT) == []

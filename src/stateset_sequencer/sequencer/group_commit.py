@@ -5,21 +5,28 @@ per busy stream merges what has queued into a single transaction and still hands
 caller its own outcomes. Inside the transaction each event is placed in turn: a replay,
 a ``command_id`` already taken, a ``base_version`` conflict, or the next sequence number
 with a freshly signed receipt.
+
+Ingest's checks keep what a store cannot hold out of the transaction; should something
+still fail it (other than the database being down), the merged batches are committed one
+by one, so the batch at fault fails alone and every other caller gets its receipts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..store.errors import ConcurrentWriteError
+from ..store.errors import ConcurrentWriteError, OperationalError, StoreError
 from ..store.ports import EventLog
 from ..store.records import Existing, NewEvent, StoredEvent, StreamKey
 from ..ves.signing import Receipt, ReceiptSigner
 from .outcomes import Accepted, Outcome, Rejection, Replayed, Verified, replay_verdict
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -89,22 +96,42 @@ class StreamWriter:
             del self._queues[stream]
 
     async def _commit_group(self, stream: StreamKey, group: list[_Request]) -> None:
-        for attempt in range(self._max_retries + 1):
-            try:
-                results, head = await self._transaction(stream, group)
-            except ConcurrentWriteError:
-                if attempt < self._max_retries:
-                    continue  # another stream took an event id meanwhile: re-classify
-                # A store fault like any other: the HTTP layer maps it (503, retry).
-                self._fail(group, ConcurrentWriteError("event id conflict persisted after retries"))
+        """Commit the merged group; if its transaction fails for a reason that may lie in
+        one batch's data, commit each batch alone, so only the batch at fault fails."""
+        try:
+            results, head = await self._commit(stream, group)
+        except Exception as exc:
+            if len(group) == 1 or not _may_be_one_batch(exc):
+                self._fail(group, _as_store_fault(exc))
                 return
-            except Exception as exc:  # a database fault fails every merged batch, whole
-                self._fail(group, exc)
-                return
-            for request, outcomes in zip(group, results, strict=True):
-                if not request.future.done():
-                    request.future.set_result((outcomes, head))
+            log.warning(
+                "group commit of %d batches failed (%s: %s); committing them one by one",
+                len(group),
+                type(exc).__name__,
+                str(exc)[:300],
+            )
+            for request in group:
+                await self._commit_group(stream, [request])
             return
+        for request, outcomes in zip(group, results, strict=True):
+            if not request.future.done():
+                request.future.set_result((outcomes, head))
+
+    async def _commit(
+        self, stream: StreamKey, group: list[_Request]
+    ) -> tuple[list[list[Outcome]], int]:
+        """One transaction for the group, retried while another stream's writer takes an
+        event id meanwhile (each attempt re-classifies every event)."""
+        for _attempt in range(self._max_retries):
+            try:
+                return await self._transaction(stream, group)
+            except ConcurrentWriteError:
+                continue
+        try:
+            return await self._transaction(stream, group)
+        except ConcurrentWriteError:
+            # A store fault like any other: the HTTP layer maps it (503, retry).
+            raise ConcurrentWriteError("event id conflict persisted after retries") from None
 
     @staticmethod
     def _fail(group: list[_Request], exc: BaseException) -> None:
@@ -182,6 +209,25 @@ class _TxState:
     taken: dict[uuid.UUID, uuid.UUID]
     versions: dict[tuple[str, str], int]
     new_events: list[NewEvent] = field(default_factory=list)
+
+
+def _may_be_one_batch(exc: Exception) -> bool:
+    """Whether a failed group transaction may owe its fault to one batch's data, so that
+    committing the batches one by one can save the others. Not when the database is
+    unreachable or refused the work (every batch would wait for the same fault again, one
+    after the other), nor when concurrent writers kept colliding (already retried)."""
+    return not isinstance(exc, OperationalError | ConcurrentWriteError)
+
+
+def _as_store_fault(exc: Exception) -> Exception:
+    """A fault inside the transaction as the store fault the callers are told of: a value
+    a driver could not encode (anything not a :class:`StoreError`) is the store refusing
+    the batch. The driver's text stays in the message, for the log, never a response."""
+    if isinstance(exc, StoreError):
+        return exc
+    fault = StoreError(f"the store refused the batch: {type(exc).__name__}: {exc}"[:500])
+    fault.__cause__ = exc
+    return fault
 
 
 def _existing_from_new(new: NewEvent) -> Existing:

@@ -38,9 +38,9 @@ from ..store.records import Existing, StreamKey
 from ..ves import envelope as ves_envelope
 from ..ves.envelope import VesEventEnvelope
 from ..ves.errors import EnvelopeInvalid, VesError
-from ..ves.jsontext import bundle_text, payload_size
+from ..ves.jsontext import bundle_text, encrypted_text, payload_size, payload_text
 from ..ves.signing import Receipt, ReceiptSigner, verify
-from ..ves.storable import UnstorableText, storable_text
+from ..ves.storable import INT32_MAX, UnstorableText, is_storable, json_fault, storable_text
 from .group_commit import StreamWriter
 from .keys import KeyCache, key_problem
 from .outcomes import Accepted, IngestResult, Rejection, Replayed, Verified, replay_verdict
@@ -123,7 +123,7 @@ def check_batch(
         )
     for env in events:
         check_fields(env)
-        size = _payload_size(env)
+        size = payload_size(env)  # over text check_fields found storable (valid UTF-8)
         if size > limits.max_event_payload_bytes:
             raise BatchRejected(
                 BatchReason.PAYLOAD_TOO_LARGE,
@@ -134,13 +134,19 @@ def check_batch(
 
 
 def check_fields(env: VesEventEnvelope) -> None:
-    """Text both stores can hold (``ves.storable``) and a payload for the event's kind.
+    """Everything the event puts in a row, held to what both stores can keep
+    (``ves.storable``), and a payload for the event's kind.
 
     The envelope's own check gives the reference's rule (UTF-8 byte lengths); the rest of
-    the storable-text rule (no NUL, which PostgreSQL text cannot hold) and the JSON texts
-    kept beside the fields (a lone surrogate in the bundle) are checked here, where events
-    are stored. The reference's HTTP and gRPC handlers fail the whole request on field
-    faults (400) before any event is sequenced; so do we, on every backend alike."""
+    the storable-text rule (no NUL, which PostgreSQL text cannot hold) is checked here,
+    where events are stored, on every stored field, signed or not: the three text fields,
+    the JSON texts of the payload, the encrypted payload and the signature bundle (a lone
+    surrogate anywhere in them), and the integer the stores keep in 32 bits. So nothing
+    a store would refuse reaches the stream transaction, where it would fail every batch
+    merged with it. (``created_at`` is stored too, but only once it has parsed as an
+    RFC 3339 timestamp, which is ASCII.) The reference's HTTP and gRPC handlers fail the
+    whole request on field faults (400) before any event is sequenced; so do we, on every
+    backend alike."""
     try:
         ves_envelope.check_lengths(env)
     except EnvelopeInvalid as exc:
@@ -149,8 +155,20 @@ def check_fields(env: VesEventEnvelope) -> None:
         ) from None
     for name, _limit in ves_envelope.TEXT_FIELDS:  # the limits were checked just above
         _storable(env, name, getattr(env, name))
-    if env.agent_signature_bundle is not None:
-        _storable(env, "agent_signature_bundle", bundle_text(env))
+    encrypted = env.payload_encrypted
+    _storable_json(env, "payload", env.payload, payload_text(env))
+    if encrypted is not None:
+        _storable_json(
+            env, "payload_encrypted", encrypted.model_dump(mode="json"), encrypted_text(env)
+        )
+    _storable_json(env, "agent_signature_bundle", env.agent_signature_bundle, bundle_text(env))
+    scheme = env.agent_signature_scheme
+    if scheme is not None and scheme > INT32_MAX:
+        raise BatchRejected(
+            BatchReason.INVALID_FIELD,
+            f"event {env.event_id}: agent_signature_scheme must be at most {INT32_MAX}, "
+            f"got {scheme}",
+        )
     if env.payload_kind == ves_envelope.PAYLOAD_KIND_PLAINTEXT and env.payload is None:
         raise BatchRejected(
             BatchReason.MISSING_PAYLOAD, f"event {env.event_id}: payload is required for kind 0"
@@ -163,9 +181,7 @@ def check_fields(env: VesEventEnvelope) -> None:
 
 
 def _storable(env: VesEventEnvelope, name: str, text: str | None) -> None:
-    """Refuse the batch for text no store can hold. (In JSON texts such as the bundle,
-    only a lone surrogate, from JSON's ``"\\ud800"`` escape, can be at fault: the codec
-    writes NUL as the escape ``\\u0000``.)"""
+    """Refuse the batch for text no store can hold."""
     if text is None:
         return
     try:
@@ -176,17 +192,15 @@ def _storable(env: VesEventEnvelope, name: str, text: str | None) -> None:
         ) from None
 
 
-def _payload_size(env: VesEventEnvelope) -> int:
-    """The payload-size rule (``ves.jsontext``), with text that is not UTF-8 refused as
-    the storable-text rule refuses it rather than crashing the count."""
-    try:
-        return payload_size(env)
-    except UnicodeEncodeError:
-        name = "payload_encrypted" if env.payload_encrypted is not None else "payload"
-        raise BatchRejected(
-            BatchReason.INVALID_FIELD,
-            f"event {env.event_id}: {name} is not valid UTF-8 (it holds a lone surrogate)",
-        ) from None
+def _storable_json(env: VesEventEnvelope, name: str, value: Any, text: str | None) -> None:
+    """Refuse the batch for a JSON value whose stored text no store can hold, naming the
+    string at fault. (Only a lone surrogate, from JSON's ``"\\ud800"`` escape, can be at
+    fault in a JSON text: the codec writes NUL as the escape ``\\u0000``.)"""
+    if text is None or is_storable(text):
+        return
+    fault = json_fault(value, field=name)
+    message = fault.message if fault is not None else f"{name} cannot be stored"
+    raise BatchRejected(BatchReason.INVALID_FIELD, f"event {env.event_id}: {message}")
 
 
 # --- step 2: known event ids --------------------------------------------------------------

@@ -19,6 +19,24 @@ _pack_u32 = struct.Struct(">I").pack
 _pack_u64 = struct.Struct(">Q").pack
 
 
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words (``null``, ``a number``), for messages
+    a client reads: Python's type names (``NoneType``, ``dict``) are not the client's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a value of another kind"
+
+
 def u32(value: int) -> bytes:
     """Unsigned 32-bit big-endian."""
     if not 0 <= value <= U32_MAX:
@@ -52,7 +70,7 @@ def uuid_bytes(value: uuid.UUID | str) -> bytes:
 def parse_uuid(text: str) -> uuid.UUID:
     """Parse a UUID in any form serde's parser accepts: hyphenated, simple, braced, urn."""
     if not isinstance(text, str):
-        raise BadUuid(f"expected a UUID string, got {type(text).__name__}")
+        raise BadUuid(f"expected a UUID string, got {json_kind(text)}")
     try:
         return uuid.UUID(text)
     except ValueError:
@@ -66,7 +84,7 @@ def parse_hex(text: str, length: int | None = None, *, strict: bool = False) -> 
     digits must be lowercase. ``length`` is the expected number of decoded bytes.
     """
     if not isinstance(text, str):
-        raise BadHex(f"expected a hex string, got {type(text).__name__}")
+        raise BadHex(f"expected a hex string, got {json_kind(text)}")
     body = text[2:] if text[:2] in ("0x", "0X") else text
     if strict and (not text.startswith("0x") or body != body.lower()):
         raise BadHex("strict format requires 0x-prefixed lowercase hex")
@@ -125,7 +143,7 @@ def parse_key_text(text: str, length: int = 32) -> bytes:
     the expected ``length`` then settles which reading is meant.
     """
     if not isinstance(text, str):
-        raise BadHex(f"expected key text, got {type(text).__name__}")
+        raise BadHex(f"expected key text, got {json_kind(text)}")
     stripped = text.strip()
     body = stripped[2:] if stripped[:2] in ("0x", "0X") else stripped
     if len(body) == 2 * length and _HEX_CHARS.issuperset(body):
@@ -162,7 +180,7 @@ def parse_rfc3339(text: str) -> datetime:
     accepted, as chrono does, and folded into the last nanosecond of the minute.
     """
     if not isinstance(text, str):
-        raise BadTimestamp(f"expected an RFC 3339 string, got {type(text).__name__}")
+        raise BadTimestamp(f"expected an RFC 3339 string, got {json_kind(text)}")
     m = _RFC3339_RE.fullmatch(text)
     if m is None:
         raise BadTimestamp(f"not an RFC 3339 timestamp: {text[:64]!r}")

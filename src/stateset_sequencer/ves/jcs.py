@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -179,14 +180,28 @@ def es_number(x: float) -> str:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse JSON as serde_json does for hashing: NaN/Infinity literals and numbers beyond
-    the double range are refused; duplicate keys keep the last value."""
+    """Parse JSON as serde_json does for hashing: UTF-8 only (no byte-order mark, no
+    UTF-16), NaN/Infinity literals and numbers beyond the double range are refused;
+    duplicate keys keep the last value. Every fault is a :class:`NonCanonical` that says
+    in our words what is wrong with the text and where, never the decoder's own message."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NonCanonical(f"not valid UTF-8 (byte {exc.start})") from None
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_parse_float)
     except NonCanonical:
         raise
-    except (ValueError, RecursionError) as exc:
-        raise NonCanonical(f"not valid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise NonCanonical(f"not valid JSON at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise NonCanonical("nested too deeply") from None
+    except ValueError:
+        # The decoder's only other fault: an integer longer than Python converts.
+        raise NonCanonical(
+            f"an integer has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
 
 
 def _refuse_constant(name: str) -> Any:

@@ -22,13 +22,26 @@ that puts text in a row: the ingest pipeline (which refuses the whole request), 
 schema registry, the HTTP layer. Both are pure functions of the text, so none of their
 callers knows which backend is behind the store. Writers refuse unstorable text; readers
 answer that it matches nothing, since nothing stored can equal it.
+
+A JSON value (a payload, an encrypted payload's fields, a signature bundle) is stored as
+its JSON text, so the rule applies to that text, whatever the value's strings hold:
+NUL in a string is written as the escape ``\\u0000`` and is storable, while a lone
+surrogate stays one and is not. Every string of the value, member names included, is
+thus covered by checking the one text; :func:`json_fault` then names the string at fault
+by its path, so the refusal says where.
+
+Integers have a bound of their own: :data:`INT32_MAX`, for a value a store keeps in a
+32-bit column (PostgreSQL ``INTEGER``) although the protocol allows a u32.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from .errors import VesError
+
+INT32_MAX = 2**31 - 1
 
 
 class TextFault(enum.StrEnum):
@@ -124,3 +137,42 @@ def make_storable(value: str, *, max_bytes: int) -> str:
     cleaned = "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in value)
     raw = cleaned.encode("utf-8")
     return cleaned if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", "ignore")
+
+
+def _member(key: str) -> str:
+    """A member name as a path step: ``.name`` when plain, else quoted (and cut short)."""
+    if key.isidentifier() and key.isascii():
+        return f".{key}"
+    quoted = "".join(c if c.isprintable() and c not in '"\\' else "?" for c in key[:40])
+    return f'["{quoted}{"..." if len(key) > 40 else ""}"]'
+
+
+def _shorten(path: str, limit: int = 200) -> str:
+    """A path short enough for a message, keeping its start and its end."""
+    return path if len(path) <= limit else f"{path[: limit - 63]}...{path[-60:]}"
+
+
+def json_fault(value: Any, *, field: str) -> UnstorableText | None:
+    """A string of a decoded JSON value (member names included) that its stored JSON text
+    cannot hold, named by its path (``payload.items[2].note``); None when every string is
+    valid UTF-8. Walked depth first, without recursion (the value may be deeply nested)."""
+    stack: list[tuple[str, Any]] = [(field, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if utf8_size(item) is None:
+                where = _shorten(path)
+                message = f"{where} is not valid UTF-8 (it holds a lone surrogate)"
+                return UnstorableText(where, TextFault.NOT_UTF8, message, None)
+        elif isinstance(item, dict):
+            children: list[tuple[str, Any]] = []
+            for key, child in item.items():
+                if isinstance(key, str) and utf8_size(key) is None:
+                    where = _shorten(path)
+                    message = f"a member name in {where} is not valid UTF-8 (a lone surrogate)"
+                    return UnstorableText(where, TextFault.NOT_UTF8, message, None)
+                children.append((path + _member(str(key)), child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed([(f"{path}[{i}]", child) for i, child in enumerate(item)]))
+    return None

@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,6 +41,7 @@ from .metrics import rejection_label
 from .validation import pydantic_error
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
+log = structlog.get_logger("stateset_sequencer.http")
 
 
 # Only the OpenAPI document is built from this model (the body is parsed by
@@ -174,8 +176,8 @@ def document_limits(document: dict[str, Any], limits: Limits) -> None:
 def parse_body(raw: bytes, strict_format: bool) -> tuple[uuid.UUID, list[VesEventEnvelope]]:
     try:
         body = jcs.loads(raw)
-    except VesError as exc:
-        raise ApiError("INVALID_REQUEST_BODY", f"Malformed JSON: {exc}") from None
+    except VesError as exc:  # jcs.loads says what is wrong in its own words, never the decoder's
+        raise ApiError("INVALID_REQUEST_BODY", f"Malformed JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError("INVALID_REQUEST_BODY", "Request body must be a JSON object", status=422)
     for name, kind in (("agentId", str), ("events", list)):
@@ -237,6 +239,14 @@ async def ingest_ves_events(request: Request, services: ServicesDep, ctx: Auth) 
         raise api_error(exc.reason, exc.message) from None
     except StoreError as exc:
         metrics.db_errors.inc()
+        # The driver's text goes to the log, with the request id; the body names the
+        # class of fault only (errors.STORE_FAULTS).
+        log.error(
+            "ingest store fault",
+            request_id=getattr(request.state, "request_id", None),
+            error=type(exc).__name__,
+            detail=str(exc)[:500],
+        )
         raise store_fault(exc) from None
     metrics.events_sequenced.inc(result.events_accepted)
     metrics.events_replayed.inc(len(result.receipts) - result.events_accepted)
