@@ -6,20 +6,24 @@ with no configuration at all does (what ``make run`` does).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from stateset_sequencer.client import SequencerClient, SequencerError
 from stateset_sequencer.testing import kit, pg
 from stateset_sequencer.testing.serverproc import free_port, server
+from stateset_sequencer.ves import signing
 
 ADMIN_KEY = "ss_00000000" + "serverprocessadminkey00000000000"
 KEY_LINE = re.compile(r"^\s+(ss_[A-Za-z0-9_-]{40})\s*$", re.MULTILINE)
@@ -136,3 +140,130 @@ def test_logs_are_json_lines_naming_request_tenant_and_store(tmp_path: Path) -> 
     assert access["route"] == "/api/v1/ves/head" and access["status"] == 200
     assert (access["tenant_id"], access["store_id"]) == (str(kit.TENANT), str(kit.STORE_ID))
     assert ADMIN_KEY not in out.read_text()
+
+
+# --- the receipt-signing key: always one, and beside the data ------------------------------
+
+
+def refused_start(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VES_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "stateset_sequencer", "serve", "--port", str(free_port())],
+        cwd=cwd,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def public_tables(dsn: str) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            n: int = await conn.fetchval(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            return n
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+async def signed_round_trip(url: str, expected_key: bytes) -> None:
+    """Register an agent, ingest, and check each receipt under ``expected_key``."""
+    async with SequencerClient(url, ADMIN_KEY) as admin:
+        await admin.register_agent_key(kit.TENANT, kit.AGENT_ID, 1, kit.AGENT.public_key)
+    async with SequencerClient(url, ADMIN_KEY, sequencer_public_key=expected_key) as client:
+        outcome = await client.ingest(kit.AGENT_ID, [kit.event(i) for i in range(2)])
+        assert outcome.events_accepted == 2
+        assert [r.signature_alg for r in outcome.receipts] == ["ed25519"] * 2
+        assert (await client.sequencer_info())["publicKey"] == expected_key.hex()
+
+
+def kept_public_key(path: Path) -> bytes:
+    return signing.Signer(path.read_text().strip()).public_key
+
+
+def test_postgres_without_a_key_in_production_refuses_to_start(tmp_path: Path) -> None:
+    database = pg.create_database("seqkey")
+    try:
+        env = {
+            "DATABASE_URL": database.dsn,
+            "DATA_DIR": str(tmp_path / "data"),
+            "SEQUENCER_ENV": "production",
+            "BOOTSTRAP_ADMIN_API_KEY": ADMIN_KEY,
+        }
+        result = refused_start(tmp_path, env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "VES_SEQUENCER_SIGNING_KEY " in result.stderr
+        assert "VES_SEQUENCER_SIGNING_KEY_FILE" in result.stderr
+        assert "Traceback" not in result.stderr
+        # Refused before anything was created: no key on disk, no schema.
+        assert not (tmp_path / "data").exists()
+        assert public_tables(database.dsn) == 0
+    finally:
+        pg.drop_database(database.name)
+
+
+async def test_postgres_in_development_makes_a_key_beside_the_data_and_signs(
+    tmp_path: Path,
+) -> None:
+    database = pg.create_database("seqkey")
+    data = tmp_path / "pgdata"
+    env = {
+        "DATABASE_URL": database.dsn,
+        "DATA_DIR": str(data),
+        "SEQUENCER_ENV": "development",
+        "BOOTSTRAP_ADMIN_API_KEY": ADMIN_KEY,
+        "LOG_LEVEL": "info",
+    }
+    try:
+        with server(tmp_path, env) as (url, out):
+            key_file = data / "sequencer.key"
+            assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+            assert stat.S_IMODE(data.stat().st_mode) == 0o700
+            await signed_round_trip(url, kept_public_key(key_file))
+        lines = [json.loads(x) for x in out.read_text().splitlines() if x.startswith("{")]
+        (warning,) = [x for x in lines if x.get("receipt_key_file") == str(key_file)]
+        assert warning["level"] == "warning" and "same key" in warning["event"]
+        assert "VES_SEQUENCER_SIGNING_KEY_FILE" in warning["event"]
+        (ready,) = [x for x in lines if x["event"] == "sequencer ready to serve"]
+        assert ready["receipt_key"] == f"{key_file} (generated now beside the data)"
+        assert not (tmp_path / "data").exists()  # DATA_DIR, not the working directory
+    finally:
+        pg.drop_database(database.name)
+
+
+async def test_sqlite_elsewhere_keeps_its_key_beside_the_database(tmp_path: Path) -> None:
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere" / "db"
+    work.mkdir()
+    env = {
+        "DATABASE_URL": f"sqlite:///{elsewhere / 'events.db'}",
+        "SEQUENCER_ENV": "test",
+        "BOOTSTRAP_ADMIN_API_KEY": ADMIN_KEY,
+    }
+    with server(work, env) as (url, _out):
+        key_file = elsewhere / "sequencer.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        await signed_round_trip(url, kept_public_key(key_file))
+    assert not (work / "data").exists()  # neither DATA_DIR nor the working directory
+
+    # The same key named by VES_SEQUENCER_SIGNING_KEY_FILE serves production, as the
+    # refusal message says; loosened permissions refuse the start.
+    production = {**env, "SEQUENCER_ENV": "production"}
+    refused = refused_start(work, production)
+    assert refused.returncode == 1
+    assert f"VES_SEQUENCER_SIGNING_KEY_FILE={key_file}" in refused.stderr
+    key_file.chmod(0o644)
+    loose = refused_start(work, {**production, "VES_SEQUENCER_SIGNING_KEY_FILE": str(key_file)})
+    assert loose.returncode == 1 and "chmod 600" in loose.stderr
+    assert "Traceback" not in loose.stderr
+    key_file.chmod(0o600)
+    with server(work, {**production, "VES_SEQUENCER_SIGNING_KEY_FILE": str(key_file)}) as (
+        url,
+        _out,
+    ):
+        async with SequencerClient(url, ADMIN_KEY) as client:
+            assert await client.use_sequencer_key() == kept_public_key(key_file)

@@ -10,6 +10,7 @@ from typing import Any
 
 from stateset_sequencer.store.ports import EventLog
 from stateset_sequencer.store.records import NewEvent, StoredEvent, StreamKey
+from stateset_sequencer.testing.kit import LegacyUnsignedReceipts
 from stateset_sequencer.ves.envelope import VesEventEnvelope, sign_event
 from stateset_sequencer.ves.signing import ReceiptSigner, Signer
 
@@ -17,7 +18,8 @@ SIGNER = Signer(bytes(range(32)))
 AGENT_ID = uuid.UUID("22222222-2222-2222-2222-222222222222")
 SEQUENCER_ID = uuid.UUID("33333333-3333-3333-3333-333333333333")
 RECEIPTS = ReceiptSigner(SEQUENCER_ID, bytes([7]) * 32)
-UNSIGNED_RECEIPTS = ReceiptSigner(SEQUENCER_ID, None)
+# Receipts as a keyless sequencer stored them before every receipt was signed.
+UNSIGNED_RECEIPTS = LegacyUnsignedReceipts(SEQUENCER_ID)
 X25519_PUBLIC = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
 BASE_TIME = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 

@@ -359,11 +359,13 @@ async def test_credential_bound_to_another_agent(store: Store) -> None:
     assert await store.head(STREAM) == 0
 
 
-async def test_unsigned_receipts_without_a_key(store: Store) -> None:
+async def test_legacy_unsigned_receipts_are_read_back_and_refused_by_a_key(store: Store) -> None:
+    """Older versions stored unsigned receipts when run without a key; the store still
+    reads them as data, and a check under the sequencer's key refuses them."""
     from stateset_sequencer.sequencer.ingest import Sequencer
 
     await kit.register(store)
-    seq = Sequencer(store, signing.ReceiptSigner(uuid.UUID(int=8), None))
+    seq = Sequencer(store, kit.LegacyUnsignedReceipts(uuid.UUID(int=8)))
     env = kit.event(1)
     try:
         result = await seq.ingest(AGENT_ID, [env])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +19,7 @@ import pytest
 from stateset_sequencer.recovery import verify
 from stateset_sequencer.recovery.streams import stream_top
 from stateset_sequencer.sequencer.commitments import event_leaf
+from stateset_sequencer.sequencer.ingest import Sequencer
 from stateset_sequencer.store.records import CommitmentRow, CounterState, StoredEvent
 from stateset_sequencer.testing import kit
 from stateset_sequencer.ves import hashing, merkle, signing
@@ -339,3 +342,93 @@ async def test_every_hook_runs_on_the_event_loop_in_sequence_order(tmp_path: Pat
         loop_thread = threading.get_ident()
         assert where.threads == {hook: {loop_thread} for hook in ("prepare", "examine", "absorb")}
         assert where.examined == list(range(1, 31, 4))
+
+
+async def store_legacy_unsigned(db: Db, count: int) -> None:
+    """Events with receipts as an older version stored them when run without a key."""
+    await kit.register(db.store)
+    seq = Sequencer(db.store, kit.LegacyUnsignedReceipts(), key_cache_ttl_seconds=0)
+    try:
+        result = await seq.ingest(kit.AGENT_ID, [kit.event(i) for i in range(count)])
+        assert result.events_accepted == count
+    finally:
+        seq.close()
+
+
+async def test_an_unsigned_receipt_is_a_finding_unless_allowed(db: Db, tmp_path: Path) -> None:
+    await store_legacy_unsigned(db, 3)
+    report = tmp_path / "report.json"
+    refused = verify_cli(db, "--report", str(report))
+    assert refused.returncode == 1, refused.stdout
+    assert "first bad sequence 1: receipt.receipt_unsigned" in refused.stderr
+    assert "--allow-unsigned-receipts" in refused.stderr
+    body = report_of(report)
+    assert [f["code"] for f in body["findings"]] == ["receipt_unsigned"] * 3
+    allowed = verify_cli(db, "--allow-unsigned-receipts", "--report", str(report))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert report_of(report)["checks"]["receipt"].endswith(
+        "3 receipts unsigned (alg none), allowed"
+    )
+
+
+async def test_a_wrongly_signed_receipt_fails_even_with_unsigned_allowed(db: Db) -> None:
+    await populate(db.store, 10)
+    bad = await resign_receipt_with_other_key(db)
+    result = verify_cli(db, "--allow-unsigned-receipts")
+    assert result.returncode == 1
+    assert f"first bad sequence {bad}: receipt.receipt_signature_invalid" in result.stderr
+    # A receipt that says "none" but is not empty is not a legacy unsigned one either.
+    await db.sql(
+        "UPDATE ves_sequencer_receipts SET signature_alg = 'none' WHERE sequence_number = 2"
+    )
+    relabelled = verify_cli(db, "--allow-unsigned-receipts")
+    assert "first bad sequence 2: receipt.receipt_signature_invalid" in relabelled.stderr
+
+
+def verify_with_env(db: Db, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    """verify-events with no --sequencer-public-key: the key is resolved as the service
+    resolves it, from ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VES_", "DATA_DIR"))}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stateset_sequencer",
+            "verify-events",
+            *stream_args(),
+            "--database-url",
+            db.url,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, **env},
+        check=False,
+    )
+
+
+async def test_verify_events_finds_the_key_where_the_service_does(db: Db, tmp_path: Path) -> None:
+    await populate(db.store, 4)
+    no_key = verify_with_env(db, {"DATA_DIR": str(tmp_path / "empty")})
+    assert no_key.returncode == 0 and "signatures NOT checked" in no_key.stdout
+    # A key file, as production gives one.
+    secret = tmp_path / "secret.seed"
+    secret.write_text(kit.SEQUENCER_SEED.hex() + "\n")
+    secret.chmod(0o600)
+    from_file = verify_with_env(db, {"VES_SEQUENCER_SIGNING_KEY_FILE": str(secret)})
+    assert from_file.returncode == 0, from_file.stderr
+    assert "receipt: hashes checked; signatures checked" in from_file.stdout
+    # The key kept beside the data: the database file's directory, or DATA_DIR.
+    data = tmp_path if db.dialect == "sqlite" else tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    kept = data / "sequencer.key"
+    kept.write_text(bytes([1]).hex() * 32)  # not the key that signed: every receipt fails
+    kept.chmod(0o600)
+    beside = verify_with_env(db, {"DATA_DIR": str(tmp_path / "data")})
+    assert beside.returncode == 1 and "receipt.receipt_signature_invalid" in beside.stderr
+    # A key file anyone can read is refused, with the fix.
+    secret.chmod(0o644)
+    loose = verify_with_env(db, {"VES_SEQUENCER_SIGNING_KEY_FILE": str(secret)})
+    assert loose.returncode == 1 and "chmod 600" in loose.stderr
+    assert "Traceback" not in loose.stderr

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stateset_sequencer.testing.kit import LegacyUnsignedReceipts
 from stateset_sequencer.ves import hashing, signing
 from stateset_sequencer.ves.errors import (
     BadKey,
@@ -179,8 +180,14 @@ def test_sign_verify_round_trip_and_any_flipped_bit_fails(
 
 
 def _golden_receipt(golden: dict[str, Any], seed: bytes | None) -> tuple[signing.Receipt, Any]:
+    """``seed`` None: the receipt a keyless sequencer stored before receipts were always
+    signed."""
     ev = golden["golden_example"]["events"][0]
-    issuer = signing.ReceiptSigner(uuid.UUID(int=99), seed)
+    issuer = (
+        signing.ReceiptSigner(uuid.UUID(int=99), seed)
+        if seed is not None
+        else LegacyUnsignedReceipts(uuid.UUID(int=99))
+    )
     receipt = issuer.issue(
         tenant_id=uuid.UUID(ev["tenant_id"]),
         store_id=uuid.UUID(ev["store_id"]),
@@ -195,7 +202,7 @@ def _golden_receipt(golden: dict[str, Any], seed: bytes | None) -> tuple[signing
 def test_receipt_signed_and_verified(golden: dict[str, Any]) -> None:
     receipt, (issuer, ev) = _golden_receipt(golden, bytes([5]) * 32)
     assert receipt.receipt_hash.hex() == ev["_receipt_hash"]
-    assert receipt.signature_alg == "ed25519"
+    assert receipt.signature_alg == "ed25519" and not receipt.unsigned
     assert receipt.sequenced_at == "2025-01-01T00:00:01.500+00:00"
     wire = receipt.to_wire()
     assert wire["receiptHash"] == ev["_receipt_hash"]
@@ -221,10 +228,14 @@ def test_receipt_signed_and_verified(golden: dict[str, Any]) -> None:
         signing.verify_receipt(receipt, sequencer_public_key=None, **bad)
 
 
-def test_unsigned_receipt(golden: dict[str, Any]) -> None:
-    receipt, (issuer, ev) = _golden_receipt(golden, None)
-    assert issuer.public_key is None
-    assert receipt.signature_alg == "none"
+def test_receipt_signer_has_no_unsigned_mode() -> None:
+    with pytest.raises(BadKey):
+        signing.ReceiptSigner(uuid.UUID(int=1), None)  # type: ignore[arg-type]
+
+
+def test_legacy_unsigned_receipt_is_read_as_data(golden: dict[str, Any]) -> None:
+    receipt, (_issuer, ev) = _golden_receipt(golden, None)
+    assert receipt.signature_alg == "none" and receipt.unsigned
     assert receipt.to_wire()["sequencerSignature"] == ""
     assert signing.Receipt.from_wire(receipt.to_wire()) == receipt
     with pytest.raises(ReceiptSignatureInvalid, match="not Ed25519-signed"):
@@ -268,7 +279,7 @@ def test_receipt_from_wire_missing_field(golden: dict[str, Any]) -> None:
 
 def test_receipt_hash_ignores_sequencer_id_and_time() -> None:
     t = uuid.UUID(int=1)
-    a = signing.ReceiptSigner(uuid.UUID(int=2), None).issue(
+    a = signing.ReceiptSigner(uuid.UUID(int=2), bytes([2]) * 32).issue(
         tenant_id=t,
         store_id=t,
         event_id=t,
@@ -276,7 +287,7 @@ def test_receipt_hash_ignores_sequencer_id_and_time() -> None:
         event_signing_hash=bytes(32),
         sequenced_at="x",
     )
-    b = signing.ReceiptSigner(uuid.UUID(int=3), None).issue(
+    b = signing.ReceiptSigner(uuid.UUID(int=3), bytes([3]) * 32).issue(
         tenant_id=t,
         store_id=t,
         event_id=t,

@@ -14,7 +14,7 @@ from ..runtime import Runtime, database_config, snapshots
 from ..store.placement import REFERENCE
 from ..store.records import Distribution, MigrationStatus
 from .common import DatabaseUrl, DataDir, fail, run_on_store, store_settings, with_runtime
-from .recovery import SequencerKey, finish_report, progress, verify
+from .recovery import AllowUnsigned, SequencerKey, finish_report, progress, verify
 
 commands = typer.Typer()
 backup_app = typer.Typer(
@@ -166,6 +166,7 @@ def restore(
         bool, typer.Option("--force", help="Overwrite a target that holds events or keys")
     ] = False,
     sequencer_public_key: SequencerKey = None,
+    allow_unsigned_receipts: AllowUnsigned = False,
     data_dir: DataDir = None,
 ) -> None:
     """Restore a backup into --database-url, then verify every stream (verify-events)."""
@@ -176,5 +177,13 @@ def restore(
     except (backup_mod.BackupError, OSError) as exc:
         fail(f"restore failed: {exc}")
     typer.echo(f"ok: restored {directory} into {where.location}; verifying every stream")
-    report = verify(target, None, None, None, key_option=sequencer_public_key, deep=False)
+    report = verify(
+        target,
+        None,
+        None,
+        None,
+        key_option=sequencer_public_key,
+        deep=False,
+        allow_unsigned_receipts=allow_unsigned_receipts,
+    )
     finish_report(report, None)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from ..client import SequencerClient
+from ..client import SequencerClient, UnsignedReceipt
 from ..ves import envelope, jcs, signing
 from ..ves.codec import format_rfc3339
 from ..ves.envelope import VesEventEnvelope, parse_envelope
@@ -146,20 +146,35 @@ def send(
     url: Url = "http://localhost:8080",
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFile = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, max=1000)] = 100,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=1000, help="Events per ingest request (1-1000)")
+    ] = 100,
+    allow_unsigned_receipts: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned-receipts",
+            help="Accept unsigned receipts (alg none) from a sequencer without a signing "
+            "key; a wrongly signed receipt still fails",
+        ),
+    ] = False,
 ) -> None:
     """Send signed events and print each receipt, checked against its event and the
-    sequencer's published key. Exit 1 if any event is rejected."""
+    sequencer's published key. Exit 1 if any event is rejected or any receipt is
+    unsigned or does not verify."""
     envelopes = read_envelopes(event)
     if not envelopes:
         fail(f"{event}: no events", 2)
     agent = envelopes[0].source_agent_id
 
     async def work(client: SequencerClient) -> list[Any]:
+        client.allow_unsigned_receipts = allow_unsigned_receipts
         await client.use_sequencer_key()
         outcomes = []
         for start in range(0, len(envelopes), batch):
-            outcomes.append(await client.ingest(agent, envelopes[start : start + batch]))
+            try:
+                outcomes.append(await client.ingest(agent, envelopes[start : start + batch]))
+            except UnsignedReceipt as exc:
+                raise UnsignedReceipt(f"{exc}; --allow-unsigned-receipts accepts it") from None
         return outcomes
 
     outcomes = asyncio.run(call(url, api_key_from(api_key, api_key_file), work))

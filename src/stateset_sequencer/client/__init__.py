@@ -2,7 +2,10 @@
 talk to a sequencer — ours or the Rust reference, since the wire format is the same.
 
 Receipts come back parsed and checked: each one's hash is recomputed from the event it
-answers, and, when the sequencer's public key is known, its signature is verified.
+answers, it must be signed, and its signature must verify under the sequencer's public key
+(given, or fetched from ``/api/v1/ves/sequencer`` before the first check). An unsigned
+receipt (alg ``none``) is accepted only with ``allow_unsigned_receipts``; a wrongly signed
+one never is.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import httpx
 
 from ..ves.envelope import VesEventEnvelope
 from ..ves.errors import VesError
-from ..ves.signing import Receipt, verify_receipt
+from ..ves.signing import Receipt, parse_public_key, verify_receipt
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -38,6 +41,10 @@ class SequencerError(Exception):
 
 class ReceiptMismatch(Exception):
     """A receipt that does not answer the event it claims to (wrong hash or signature)."""
+
+
+class UnsignedReceipt(ReceiptMismatch):
+    """A receipt without a signature (alg ``none``), refused unless explicitly allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +95,12 @@ def check_receipt(
     receipt: Receipt,
     event: VesEventEnvelope,
     sequencer_public_key: bytes | None = None,
+    *,
+    allow_unsigned: bool = False,
 ) -> None:
-    """Raise :class:`ReceiptMismatch` unless ``receipt`` answers ``event``."""
+    """Raise :class:`ReceiptMismatch` unless ``receipt`` answers ``event``: its hash, and
+    its signature when ``sequencer_public_key`` is given. An unsigned receipt raises
+    :class:`UnsignedReceipt` unless ``allow_unsigned``."""
     if receipt.event_id != event.event_id:
         raise ReceiptMismatch(f"receipt for {receipt.event_id} returned for {event.event_id}")
     try:
@@ -98,10 +109,15 @@ def check_receipt(
             tenant_id=event.tenant_id,
             store_id=event.store_id,
             event_signing_hash=event.signing_hash(),
-            sequencer_public_key=sequencer_public_key,
+            sequencer_public_key=None if receipt.unsigned else sequencer_public_key,
         )
     except VesError as exc:
         raise ReceiptMismatch(f"receipt of event {event.event_id}: {exc}") from None
+    if receipt.unsigned and not allow_unsigned:
+        raise UnsignedReceipt(
+            f"receipt of event {event.event_id} is unsigned (alg {receipt.signature_alg!r}); "
+            "the sequencer has no receipt-signing key"
+        )
 
 
 class SequencerClient:
@@ -115,6 +131,7 @@ class SequencerClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
         sequencer_public_key: bytes | None = None,
+        allow_unsigned_receipts: bool = False,
     ) -> None:
         headers = {"Authorization": f"ApiKey {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
@@ -124,6 +141,9 @@ class SequencerClient:
             transport=transport,
         )
         self.sequencer_public_key = sequencer_public_key
+        self.allow_unsigned_receipts = allow_unsigned_receipts
+        # Asked at most once: a server without the route (the reference) gets hash checks.
+        self._key_asked = sequencer_public_key is not None
 
     async def __aenter__(self) -> SequencerClient:
         return self
@@ -158,7 +178,8 @@ class SequencerClient:
     async def ingest(
         self, agent_id: uuid.UUID, events: Sequence[VesEventEnvelope], *, check: bool = True
     ) -> IngestOutcome:
-        """Send one batch; with ``check``, every receipt is matched to its event."""
+        """Send one batch; with ``check``, every receipt is matched to its event and its
+        signature verified (:class:`ReceiptMismatch`, :class:`UnsignedReceipt`)."""
         body = {"agentId": str(agent_id), "events": [e.to_wire() for e in events]}
         data = await self.request("POST", "/api/v1/ves/events/ingest", json=body)
         outcome = IngestOutcome(
@@ -175,13 +196,28 @@ class SequencerClient:
             ],
         )
         if check:
+            if not self._key_asked and any(not r.unsigned for r in outcome.receipts):
+                await self._fetch_sequencer_key()
             by_id = {e.event_id: e for e in events}
             for receipt in outcome.receipts:
                 event = by_id.get(receipt.event_id)
                 if event is None:
                     raise ReceiptMismatch(f"receipt for an event not sent: {receipt.event_id}")
-                check_receipt(receipt, event, self.sequencer_public_key)
+                check_receipt(
+                    receipt,
+                    event,
+                    self.sequencer_public_key,
+                    allow_unsigned=self.allow_unsigned_receipts,
+                )
         return outcome
+
+    async def _fetch_sequencer_key(self) -> None:
+        try:
+            await self.use_sequencer_key()
+        except SequencerError as exc:
+            if exc.status != 404:
+                raise
+            self._key_asked = True
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -202,11 +238,17 @@ class SequencerClient:
     async def iter_events(
         self, tenant_id: uuid.UUID, store_id: uuid.UUID, start: int = 1, page: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every event from ``start`` to the head, one page at a time."""
+        """Every event from ``start`` to the head, one page at a time. A page the
+        server's byte cap cut short says so (``truncated``) and where to go on."""
         while True:
-            batch = await self.events(tenant_id, store_id, start, page)
+            params = {"tenant_id": tenant_id, "store_id": store_id, "from": start, "limit": page}
+            data = await self.request("GET", "/api/v1/ves/events", params=params)
+            batch: list[dict[str, Any]] = data["events"]
             for item in batch:
                 yield item
+            if data.get("truncated") is True and batch:
+                start = int(data["next_from"])
+                continue
             if len(batch) < page:
                 return
             start = int(batch[-1]["sequence_number"]) + 1
@@ -237,7 +279,11 @@ class SequencerClient:
         """Fetch the receipt key so that later receipts are signature-checked."""
         info = await self.sequencer_info()
         key = info.get("publicKey")
-        self.sequencer_public_key = bytes.fromhex(key) if key else None
+        try:
+            self.sequencer_public_key = parse_public_key(key) if key else None
+        except VesError as exc:
+            raise ReceiptMismatch(f"the sequencer publishes an unusable key: {exc}") from None
+        self._key_asked = True
         return self.sequencer_public_key
 
     # --- agent signing keys ---------------------------------------------------------------

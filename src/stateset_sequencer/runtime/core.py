@@ -10,8 +10,7 @@ from pathlib import Path
 from ..config import Settings
 from ..sequencer import identity
 from ..store.factory import DatabaseConfig, open_snapshots, open_store, parse_database_url
-from ..store.ports import Database, Snapshots, Store
-from ..ves.signing import Signer
+from ..store.ports import Snapshots, Store
 
 # A command-line tool holds one connection for its work and one for a concurrent read.
 TOOL_CONNECTIONS = 2
@@ -61,20 +60,30 @@ async def open_runtime(
         await runtime.close()
 
 
-def receipt_key_dir(settings: Settings, store: Database) -> Path | None:
-    """Where the receipt-signing seed lives when it is not configured: the data directory
-    of an embedded store. A server database gets none, because a production key belongs in
-    a secret store (``VES_SEQUENCER_SIGNING_KEY``), not on one node's disk."""
-    return settings.DATA_DIR if store.capabilities.embedded else None
+def receipt_key_dir(settings: Settings, database: DatabaseConfig) -> Path:
+    """Where a receipt key kept beside the data lives: the directory of the SQLite
+    database file (wherever ``DATABASE_URL`` puts it), else the data directory."""
+    return Path(database.target).parent if database.embedded else settings.DATA_DIR
 
 
-def receipt_public_key(settings: Settings, store: Database) -> bytes | None:
-    """The receipt signer's public key as the service would use it, read and never created:
-    the configured seed, else the embedded default's key file, else None (unsigned)."""
-    key_dir = receipt_key_dir(settings, store)
-    if not settings.VES_SEQUENCER_SIGNING_KEY and (
-        key_dir is None or not (key_dir / identity.SEQUENCER_KEY_FILE).is_file()
-    ):
-        return None
-    seed = identity.signing_seed(settings.VES_SEQUENCER_SIGNING_KEY, key_dir)
-    return None if seed is None else Signer(seed).public_key
+def receipt_key(
+    settings: Settings, database: DatabaseConfig, *, create: bool = False
+) -> identity.ReceiptKey | None:
+    """The receipt-signing key the service uses, resolved the one way every process does
+    (``identity.resolve_key``). ``create`` is for the service starting: generate a missing
+    key outside production, refuse in production. Without it nothing is written and None
+    means no key is known. Raises ``IdentityError`` for an unusable key."""
+    return identity.resolve_key(
+        settings.VES_SEQUENCER_SIGNING_KEY,
+        settings.VES_SEQUENCER_SIGNING_KEY_FILE,
+        receipt_key_dir(settings, database),
+        production=settings.is_production,
+        create=create,
+    )
+
+
+def receipt_public_key(settings: Settings, database: DatabaseConfig) -> bytes | None:
+    """The receipt signer's public key as the service would use it, read and never
+    created; None when no key is configured or kept beside the data."""
+    key = receipt_key(settings, database)
+    return None if key is None else key.public_key

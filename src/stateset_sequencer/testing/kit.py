@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -106,3 +107,78 @@ def past(days: int) -> datetime:
 
 def future(days: int) -> datetime:
     return datetime.now(UTC) + timedelta(days=days)
+
+
+LEGACY_SEQUENCER_ID = uuid.UUID(int=7)
+
+
+class LegacyUnsignedReceipts(signing.ReceiptSigner):
+    """Issues receipts as a sequencer without a key did before every receipt was signed
+    (alg ``none``, no signature): to store such legacy data, or answer with it, and see
+    the readers judge it. Never part of a running service."""
+
+    def __init__(self, sequencer_id: uuid.UUID = LEGACY_SEQUENCER_ID) -> None:
+        super().__init__(sequencer_id, bytes(32))
+
+    def issue(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        store_id: uuid.UUID,
+        event_id: uuid.UUID,
+        sequence_number: int,
+        event_signing_hash: bytes,
+        sequenced_at: datetime | str,
+    ) -> signing.Receipt:
+        signed = super().issue(
+            tenant_id=tenant_id,
+            store_id=store_id,
+            event_id=event_id,
+            sequence_number=sequence_number,
+            event_signing_hash=event_signing_hash,
+            sequenced_at=sequenced_at,
+        )
+        return dataclasses.replace(
+            signed, signature_alg=signing.SIGNATURE_ALG_NONE, sequencer_signature=b""
+        )
+
+
+def ingest_answer(body: dict[str, Any], receipts: signing.ReceiptSigner) -> dict[str, Any]:
+    """What a sequencer answers to an ingest request ``body`` on an empty stream, with
+    receipts from ``receipts``: for fake servers that answer with unsigned or wrongly
+    signed receipts, which the real one never issues."""
+    events = [envelope.parse_envelope(item) for item in body["events"]]
+    issued = [
+        receipts.issue(
+            tenant_id=env.tenant_id,
+            store_id=env.store_id,
+            event_id=env.event_id,
+            sequence_number=n,
+            event_signing_hash=env.signing_hash(),
+            sequenced_at="2025-06-01T00:00:00.000+00:00",
+        ).to_wire()
+        for n, env in enumerate(events, start=1)
+    ]
+    return {
+        "batchId": str(uuid.uuid4()),
+        "eventsAccepted": len(issued),
+        "eventsRejected": 0,
+        "sequenceStart": 1 if issued else None,
+        "sequenceEnd": len(issued) or None,
+        "headSequence": len(issued),
+        "receipts": issued,
+    }
+
+
+def sequencer_answer(
+    receipts: signing.ReceiptSigner, *, publish_key: bool = True
+) -> dict[str, Any]:
+    """What ``GET /api/v1/ves/sequencer`` answers for ``receipts`` (no key when not
+    ``publish_key``, as an older sequencer without one did)."""
+    return {
+        "sequencerId": str(receipts.sequencer_id),
+        "publicKey": receipts.public_key.hex() if publish_key else None,
+        "signatureAlg": (
+            signing.SIGNATURE_ALG_ED25519 if publish_key else signing.SIGNATURE_ALG_NONE
+        ),
+    }

@@ -147,6 +147,12 @@ class Receipt:
     sequencer_signature: bytes
     sequencer_key_version: int = 0
 
+    @property
+    def unsigned(self) -> bool:
+        """Stored without a signature (alg ``none``), as a sequencer without a key once
+        issued them; a receipt that claims a signature is judged by verifying it."""
+        return self.signature_alg == SIGNATURE_ALG_NONE and not self.sequencer_signature
+
     def to_wire(self) -> dict[str, Any]:
         """The reference's camelCase REST form: bare hex, ``""`` when unsigned."""
         return {
@@ -197,17 +203,19 @@ _RECEIPT_FIELDS = (
 
 
 class ReceiptSigner:
-    """Issues receipts for one sequencer identity; unsigned (``"none"``) without a key."""
+    """Issues Ed25519-signed receipts for one sequencer identity. There is no unsigned
+    mode: a receipt is the sequencer's promise, so issuing one needs a key (receipts stored
+    as ``"none"`` by older versions are still read, and judged, as data)."""
 
     __slots__ = ("_signer", "sequencer_id")
 
-    def __init__(self, sequencer_id: uuid.UUID, seed: bytes | str | None) -> None:
+    def __init__(self, sequencer_id: uuid.UUID, seed: bytes | str) -> None:
         self.sequencer_id = sequencer_id
-        self._signer = Signer(seed) if seed is not None else None
+        self._signer = Signer(seed)
 
     @property
-    def public_key(self) -> bytes | None:
-        return self._signer.public_key if self._signer is not None else None
+    def public_key(self) -> bytes:
+        return self._signer.public_key
 
     def issue(
         self,
@@ -223,18 +231,14 @@ class ReceiptSigner:
             tenant_id, store_id, event_id, sequence_number, event_signing_hash
         )
         at = sequenced_at if isinstance(sequenced_at, str) else format_rfc3339(sequenced_at)
-        if self._signer is None:
-            alg, signature = SIGNATURE_ALG_NONE, b""
-        else:
-            alg, signature = SIGNATURE_ALG_ED25519, self._signer.sign(digest)
         return Receipt(
             sequencer_id=self.sequencer_id,
             event_id=event_id,
             sequence_number=sequence_number,
             sequenced_at=at,
             receipt_hash=digest,
-            signature_alg=alg,
-            sequencer_signature=signature,
+            signature_alg=SIGNATURE_ALG_ED25519,
+            sequencer_signature=self._signer.sign(digest),
         )
 
 

@@ -14,14 +14,16 @@ from .check import Check, Chunk, Examined, Finding, SignatureItem
 
 class ReceiptCheck(Check):
     """A receipt is stored for every event, names it, carries its sequence number and
-    time, its hash recomputes, and its signature verifies under the sequencer's key.
-    Unsigned receipts (alg ``none``) and, without a sequencer key, signed ones are
-    counted in the status line rather than reported."""
+    time, its hash recomputes, and it is signed and its signature verifies under the
+    sequencer's key. An unsigned receipt (alg ``none``, as older versions stored without a
+    key) is a finding unless ``allow_unsigned``, when it is counted in the status line;
+    without a sequencer key, signed ones are counted there too."""
 
     name = "receipt"
 
-    def __init__(self, sequencer_public_key: bytes | None) -> None:
+    def __init__(self, sequencer_public_key: bytes | None, *, allow_unsigned: bool = False) -> None:
         self._key = sequencer_public_key
+        self._allow_unsigned = allow_unsigned
         self._unsigned = 0
         self._signed_unchecked = 0
 
@@ -40,7 +42,7 @@ class ReceiptCheck(Check):
         for (event, receipt), digest in zip(chunk.records, chunk.signing_hashes, strict=True):
             problem = self._problem(chunk, event, receipt, digest, times)
             if receipt is not None and problem is None:
-                if receipt.signature_alg != SIGNATURE_ALG_ED25519:
+                if receipt.unsigned:
                     unsigned += 1
                 elif self._key is None:
                     signed_unchecked += 1
@@ -83,17 +85,21 @@ class ReceiptCheck(Check):
                 # The event's own hash when it is valid: a receipt binds the content as
                 # signed, not only the stored column.
                 event_signing_hash=digest if digest is not None else event.event_signing_hash,
-                # An unsigned receipt is counted, not reported: the sequencer may run
-                # without a signing key.
-                sequencer_public_key=(
-                    self._key if receipt.signature_alg == SIGNATURE_ALG_ED25519 else None
-                ),
+                # An allowed unsigned receipt is counted, not reported; anything else
+                # that claims a signature (another alg, an empty one) must verify.
+                sequencer_public_key=None if receipt.unsigned else self._key,
                 check_signature=chunk.verify,
             )
         except ReceiptHashMismatch as exc:
             return "receipt_hash_mismatch", str(exc)
         except VesError as exc:
             return "receipt_signature_invalid", str(exc)
+        if receipt.unsigned and not self._allow_unsigned:
+            return (
+                "receipt_unsigned",
+                "receipt is unsigned (alg 'none'); --allow-unsigned-receipts accepts "
+                "receipts stored so by older versions",
+            )
         return None
 
     def absorb(self, chunk: Chunk, examined: Examined) -> list[Finding]:
@@ -112,5 +118,5 @@ class ReceiptCheck(Check):
         else:
             parts.append("signatures checked")
         if self._unsigned:
-            parts.append(f"{self._unsigned} receipts unsigned (alg none)")
+            parts.append(f"{self._unsigned} receipts unsigned (alg none), allowed")
         return "; ".join(parts)

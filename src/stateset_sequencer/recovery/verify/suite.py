@@ -16,14 +16,21 @@ from .runner import Advance, Verifier, plan_run
 from .sequence import SequenceCheck
 
 
-def default_checks(store: Store, *, sequencer_public_key: bytes | None, deep: bool) -> list[Check]:
+def default_checks(
+    store: Store,
+    *,
+    sequencer_public_key: bytes | None,
+    deep: bool,
+    allow_unsigned_receipts: bool = False,
+) -> list[Check]:
     """Every check; ``deep`` adds the anchor check. Without ``sequencer_public_key``
-    receipt signatures are not checked (the report says so)."""
+    receipt signatures are not checked (the report says so); an unsigned receipt is a
+    finding unless ``allow_unsigned_receipts``."""
     checks: list[Check] = [
         SequenceCheck(),
         EnvelopeCheck(),
         AgentSignatureCheck(store),
-        ReceiptCheck(sequencer_public_key),
+        ReceiptCheck(sequencer_public_key, allow_unsigned=allow_unsigned_receipts),
         CommitmentCheck(store),
     ]
     if deep:
@@ -39,10 +46,16 @@ async def verify_streams(
     *,
     sequencer_public_key: bytes | None,
     deep: bool,
+    allow_unsigned_receipts: bool = False,
     progress: Advance | None = None,
 ) -> Report:
     """Verify each stream of ``states`` over ``start..end`` (default: all of it) with
     every check; ``progress(n)`` hears of each page."""
     runs = [plan_run(state, start, end) for state in states]
-    checks = default_checks(store, sequencer_public_key=sequencer_public_key, deep=deep)
+    checks = default_checks(
+        store,
+        sequencer_public_key=sequencer_public_key,
+        deep=deep,
+        allow_unsigned_receipts=allow_unsigned_receipts,
+    )
     return await Verifier(store, checks).run(runs, progress)
