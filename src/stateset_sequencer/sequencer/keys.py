@@ -108,8 +108,10 @@ KeyId = tuple[uuid.UUID, uuid.UUID, int]
 class KeyCache:
     """A small TTL cache in front of the key registry.
 
-    Revocations made through this process invalidate their entry at once; a revocation
-    made elsewhere (another process, direct SQL) is seen within ``ttl_seconds``.
+    Revocations made through this process invalidate their entry at once; those made
+    through another process arrive through the store's change feed (``runtime.changes``);
+    one the feed cannot tell (direct SQL, or while it is down) is seen within
+    ``ttl_seconds``.
     """
 
     def __init__(
@@ -122,6 +124,9 @@ class KeyCache:
         self._ttl = ttl_seconds
         self._monotonic = monotonic
         self._entries: dict[KeyId, tuple[float, AgentKey | None]] = {}
+        # Bumped by every invalidation: a read that began before one may have fetched
+        # the row as it was, and must not put it back for a whole TTL.
+        self._generation = 0
 
     async def get(self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> AgentKey | None:
         ident = (tenant_id, agent_id, key_id)
@@ -129,11 +134,24 @@ class KeyCache:
         hit = self._entries.get(ident)
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._generation
         key = await self._registry.get_agent_key(tenant_id, agent_id, key_id)
+        if generation != self._generation:
+            return key
         if len(self._entries) > 100_000:  # bound memory under a flood of unknown ids
             self._entries.clear()
         self._entries[ident] = (now + self._ttl, key)
         return key
 
     def invalidate(self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> None:
+        self._generation += 1
         self._entries.pop((tenant_id, agent_id, key_id), None)
+
+    def forget(self, tenant_id: uuid.UUID | None = None, agent_id: uuid.UUID | None = None) -> None:
+        """Drop every entry of the agent, of the tenant, or (both None) all of them."""
+        self._generation += 1
+        if tenant_id is None:
+            self._entries.clear()
+            return
+        for ident in [i for i in self._entries if i[0] == tenant_id and agent_id in (None, i[1])]:
+            del self._entries[ident]

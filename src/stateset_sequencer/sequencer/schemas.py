@@ -169,8 +169,12 @@ class SchemaRegistry:
         self._validators: OrderedDict[uuid.UUID, Validator] = OrderedDict()
         # Every ingest batch asks for the latest active schema of its event types; a short
         # TTL saves that query. Changes through this registry drop the entry at once;
-        # changes made by another process are seen within ``latest_ttl_seconds``.
+        # those made through another process arrive through the store's change feed
+        # (``forget``), and anything the feed cannot tell within ``latest_ttl_seconds``.
         self._latest_ttl = latest_ttl_seconds
+        # Bumped by every forget: a lookup that began before one must not cache what it
+        # read for a whole TTL.
+        self._generation = 0
         self._monotonic = monotonic
         self._latest: dict[tuple[uuid.UUID, str], tuple[float, SchemaRecord | None]] = {}
 
@@ -204,6 +208,12 @@ class SchemaRegistry:
                 )
             if fault is not None:
                 raise SchemaInputError(SchemaReason.INVALID_DESCRIPTION, fault.message)
+        # bool is an int in Python (0 == False): only a real object or true/false is a
+        # JSON Schema, whatever a decoder or validator would let through.
+        if not isinstance(schema_json, dict) and type(schema_json) is not bool:
+            raise SchemaInputError(
+                SchemaReason.INVALID_SCHEMA, "a JSON Schema is an object, true or false"
+            )
         text = _schema_text(schema_json)
         # Compact JSON writes NUL as an escape, so only a lone surrogate or the size fail.
         fault = text_fault(text, field="schema", max_bytes=MAX_SCHEMA_BYTES)
@@ -255,15 +265,27 @@ class SchemaRegistry:
         hit = self._latest.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._generation
         found = await self._store.latest_active_schema(tenant_id, event_type)
-        if self._latest_ttl > 0:
+        if self._latest_ttl > 0 and generation == self._generation:
             if len(self._latest) > 10_000:  # bound memory under many event types
                 self._latest.clear()
             self._latest[key] = (now + self._latest_ttl, found)
         return found
 
     def _forget(self, tenant_id: uuid.UUID, event_type: str) -> None:
+        self._generation += 1
         self._latest.pop((tenant_id, event_type), None)
+
+    def forget(self, tenant_id: uuid.UUID | None = None, event_type: str | None = None) -> None:
+        """Drop the cached latest version of one event type, of a tenant's every type,
+        or (both None) everything."""
+        if tenant_id is not None and event_type is not None:
+            self._forget(tenant_id, event_type)
+            return
+        self._generation += 1
+        for key in [k for k in self._latest if tenant_id in (None, k[0])]:
+            del self._latest[key]
 
     async def set_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
         if status not in SCHEMA_STATUSES:
@@ -322,8 +344,14 @@ def _schema_text(schema_json: Any) -> str:
     rather than stored as text no JSON parser (nor PostgreSQL) accepts."""
     try:
         return json.dumps(schema_json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise SchemaInputError(SchemaReason.INVALID_SCHEMA, f"schema is not JSON: {exc}") from None
+    except ValueError:
+        raise SchemaInputError(
+            SchemaReason.INVALID_SCHEMA, "schema holds NaN or Infinity, which JSON cannot carry"
+        ) from None
+    except TypeError:
+        raise SchemaInputError(SchemaReason.INVALID_SCHEMA, "schema is not JSON") from None
+    except RecursionError:
+        raise SchemaInputError(SchemaReason.INVALID_SCHEMA, "schema is nested too deeply") from None
 
 
 def _check_schema(schema_json: Any) -> None:
@@ -348,11 +376,19 @@ def _probe(schema_json: Any) -> None:
         for _ in Draft202012Validator(schema_json).iter_errors(None):
             pass
     except referencing.exceptions.Unresolvable as exc:
-        raise SchemaInputError(SchemaReason.INVALID_SCHEMA, f"unresolvable $ref: {exc}") from None
+        raise SchemaInputError(
+            SchemaReason.INVALID_SCHEMA, f"unresolvable $ref {_ref_of(exc)}"
+        ) from None
     except RecursionError:
         raise SchemaInputError(
             SchemaReason.INVALID_SCHEMA, "schema refers to itself endlessly"
         ) from None
+
+
+def _ref_of(exc: referencing.exceptions.Unresolvable) -> str:
+    """The reference that failed, as the schema's author wrote it (the library's own
+    message names its internals)."""
+    return repr(str(getattr(exc, "ref", "")))[:200]
 
 
 def _payload_errors(schema: SchemaRecord, validator: Validator, payload: Any) -> list[PayloadError]:
@@ -364,7 +400,8 @@ def _payload_errors(schema: SchemaRecord, validator: Validator, payload: Any) ->
         ]
     except referencing.exceptions.Unresolvable as exc:
         raise SchemaUnusable(
-            schema, f"schema {schema.event_type} v{schema.version} has an unresolvable $ref: {exc}"
+            schema,
+            f"schema {schema.event_type} v{schema.version} has an unresolvable $ref {_ref_of(exc)}",
         ) from None
     except RecursionError:
         # A recursive schema meeting a payload nested deeper than Python can follow. Counted
@@ -456,7 +493,8 @@ async def _lookup_all(registry: SchemaRegistry, keys: set[_Key]) -> dict[_Key, _
         try:
             return await registry.latest(*key)
         except StoreError as exc:
-            return _LookupFailed(f"schema lookup failed: {exc}")
+            logger.warning("schema lookup failed: %s: %s", type(exc).__name__, str(exc)[:300])
+            return _LookupFailed("schema lookup failed: the database did not answer")
 
     ordered = sorted(keys)
     found = await asyncio.gather(*(one(key) for key in ordered))

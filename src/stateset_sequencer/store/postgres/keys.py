@@ -7,9 +7,10 @@ import uuid
 from datetime import datetime
 
 from ..ports import KeyRegistry
-from ..records import AgentKey
+from ..records import AgentKey, Change, ChangeKind
 from ..rows import AGENT_KEY_COLUMNS, AGENT_KEYS, column_list
 from . import convert
+from .changes import notify
 from .errors import mapped
 from .pool import Pools, one
 
@@ -34,10 +35,16 @@ _REVOKE_SQL = (
 )
 
 
+def _change(tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> Change:
+    return Change(ChangeKind.AGENT_KEY, tenant_id=tenant_id, agent_id=agent_id, key_id=key_id)
+
+
 class PostgresKeyRegistry(Pools, KeyRegistry):
     async def put_agent_key(self, key: AgentKey) -> AgentKey:
         with mapped():
-            row = await self._pool.fetchrow(_PUT_SQL, *convert.params(AGENT_KEYS, key))
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_PUT_SQL, *convert.params(AGENT_KEYS, key))
+                await notify(conn, _change(key.tenant_id, key.agent_id, key.key_id))
         return convert.record(AGENT_KEYS, one(row))
 
     async def get_agent_key(
@@ -58,5 +65,8 @@ class PostgresKeyRegistry(Pools, KeyRegistry):
         self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int, at: datetime
     ) -> AgentKey | None:
         with mapped():
-            row = await self._pool.fetchrow(_REVOKE_SQL, tenant_id, agent_id, key_id, at)
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_REVOKE_SQL, tenant_id, agent_id, key_id, at)
+                if row is not None:
+                    await notify(conn, _change(tenant_id, agent_id, key_id))
         return convert.record(AGENT_KEYS, row) if row is not None else None

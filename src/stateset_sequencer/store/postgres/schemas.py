@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..ports import SchemaStore
-from ..records import SchemaRecord
+from ..records import Change, ChangeKind, SchemaRecord
 from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, check_schema_status, column_list
 from . import convert
+from .changes import notify
 from .errors import mapped
 from .pool import Pools, one
 
@@ -53,6 +54,11 @@ _SET_STATUS_SQL = (
     "UPDATE event_schemas SET status = $2, updated_at = $3 "  # noqa: S608 - fixed names
     f"WHERE id = $1 RETURNING {_COLUMNS}"
 )
+_DELETE_SQL = "DELETE FROM event_schemas WHERE id = $1 RETURNING tenant_id, event_type"
+
+
+def _change(tenant_id: uuid.UUID, event_type: str) -> Change:
+    return Change(ChangeKind.SCHEMA, tenant_id=tenant_id, event_type=event_type)
 
 
 def _lock_key(tenant_id: uuid.UUID, event_type: str) -> int:
@@ -93,6 +99,7 @@ async def put_schema(
             now,
             created_by,
         )
+        await notify(conn, _change(tenant_id, event_type))
     return convert.record(EVENT_SCHEMAS, one(row))
 
 
@@ -126,13 +133,21 @@ async def set_schema_status(
     pool: Pool, schema_id: uuid.UUID, status: str, now: datetime
 ) -> SchemaRecord | None:
     check_schema_status(status)
-    row = await pool.fetchrow(_SET_STATUS_SQL, schema_id, status, now)
-    return None if row is None else convert.record(EVENT_SCHEMAS, row)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_SET_STATUS_SQL, schema_id, status, now)
+        if row is None:
+            return None
+        record = convert.record(EVENT_SCHEMAS, row)
+        await notify(conn, _change(record.tenant_id, record.event_type))
+    return record
 
 
 async def delete_schema(pool: Pool, schema_id: uuid.UUID) -> bool:
-    status = await pool.execute("DELETE FROM event_schemas WHERE id = $1", schema_id)
-    return status == "DELETE 1"
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_DELETE_SQL, schema_id)
+        if row is not None:
+            await notify(conn, _change(row["tenant_id"], row["event_type"]))
+    return row is not None
 
 
 class PostgresSchemaStore(Pools, SchemaStore):

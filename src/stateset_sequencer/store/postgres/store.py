@@ -14,6 +14,7 @@ from ..ports import Store
 from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, SnapshotContents
 from . import migrate
 from .access import PostgresAccessStore
+from .changes import PostgresChangeFeed
 from .commitments import PostgresCommitments
 from .errors import mapped
 from .event_log import PostgresEventLog
@@ -37,6 +38,7 @@ class PostgresStore(
     PostgresCommitments,
     PostgresMaintenance,
     PostgresSnapshots,
+    PostgresChangeFeed,
     Store,
 ):
     """Writes and the reads that decide on a request go to the primary pool; event-log

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 from ..errors import IntegrityError
 from ..ports import KeyRegistry
-from ..records import AgentKey
+from ..records import AgentKey, Change, ChangeKind
 from ..rows import AGENT_KEY_COLUMNS, AGENT_KEYS, column_list, time_to_text
 from . import convert
+from .changes import SqlitePublisher
 from .worker import Connections, immediate
 
 _INSERT = (
@@ -60,7 +61,11 @@ def revoke_agent_key(
         return get_agent_key(conn, tenant_id, agent_id, key_id)
 
 
-class SqliteKeyRegistry(Connections, KeyRegistry):
+def _change(tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> Change:
+    return Change(ChangeKind.AGENT_KEY, tenant_id=tenant_id, agent_id=agent_id, key_id=key_id)
+
+
+class SqliteKeyRegistry(Connections, SqlitePublisher, KeyRegistry):
     async def put_agent_key(self, key: AgentKey) -> AgentKey:
         if (
             key.valid_from is not None
@@ -70,6 +75,7 @@ class SqliteKeyRegistry(Connections, KeyRegistry):
             raise IntegrityError("agent key valid_from is after valid_to")
         stored = key if key.created_at is not None else replace(key, created_at=datetime.now(UTC))
         await self._write(put_agent_key, stored)
+        self._changed(_change(stored.tenant_id, stored.agent_id, stored.key_id))
         return stored
 
     async def get_agent_key(
@@ -85,4 +91,7 @@ class SqliteKeyRegistry(Connections, KeyRegistry):
     async def revoke_agent_key(
         self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int, at: datetime
     ) -> AgentKey | None:
-        return await self._write(revoke_agent_key, tenant_id, agent_id, key_id, at)
+        revoked = await self._write(revoke_agent_key, tenant_id, agent_id, key_id, at)
+        if revoked is not None:
+            self._changed(_change(tenant_id, agent_id, key_id))
+        return revoked

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 from ..errors import IntegrityError
 from ..ports import SchemaStore
-from ..records import SchemaRecord
+from ..records import Change, ChangeKind, SchemaRecord
 from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, check_schema_status, column_list, time_to_text
 from . import convert
+from .changes import SqlitePublisher
 from .worker import Connections, immediate
 
 _COLUMNS = column_list(SCHEMA_COLUMNS)
@@ -115,13 +116,19 @@ def set_schema_status(
         return get_schema(conn, schema_id)
 
 
-def delete_schema(conn: sqlite3.Connection, schema_id: uuid.UUID) -> bool:
+def delete_schema(conn: sqlite3.Connection, schema_id: uuid.UUID) -> SchemaRecord | None:
+    """The deleted schema, None when there was none."""
     with immediate(conn):
-        cursor = conn.execute("DELETE FROM event_schemas WHERE id = ?", (str(schema_id),))
-        return cursor.rowcount > 0
+        deleted = get_schema(conn, schema_id)
+        conn.execute("DELETE FROM event_schemas WHERE id = ?", (str(schema_id),))
+        return deleted
 
 
-class SqliteSchemaStore(Connections, SchemaStore):
+def _change(record: SchemaRecord) -> Change:
+    return Change(ChangeKind.SCHEMA, tenant_id=record.tenant_id, event_type=record.event_type)
+
+
+class SqliteSchemaStore(Connections, SqlitePublisher, SchemaStore):
     async def put_schema(
         self,
         tenant_id: uuid.UUID,
@@ -132,7 +139,7 @@ class SqliteSchemaStore(Connections, SchemaStore):
         description: str | None = None,
         created_by: str | None = None,
     ) -> SchemaRecord:
-        return await self._write(
+        record = await self._write(
             put_schema,
             uuid.uuid4(),
             tenant_id,
@@ -143,6 +150,8 @@ class SqliteSchemaStore(Connections, SchemaStore):
             created_by,
             datetime.now(UTC),
         )
+        self._changed(_change(record))
+        return record
 
     async def get_schema(self, schema_id: uuid.UUID) -> SchemaRecord | None:
         return await self._read(get_schema, schema_id)
@@ -163,7 +172,13 @@ class SqliteSchemaStore(Connections, SchemaStore):
         return await self._read(latest_active_schema, tenant_id, event_type)
 
     async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
-        return await self._write(set_schema_status, schema_id, status, datetime.now(UTC))
+        record = await self._write(set_schema_status, schema_id, status, datetime.now(UTC))
+        if record is not None:
+            self._changed(_change(record))
+        return record
 
     async def delete_schema(self, schema_id: uuid.UUID) -> bool:
-        return await self._write(delete_schema, schema_id)
+        deleted = await self._write(delete_schema, schema_id)
+        if deleted is not None:
+            self._changed(_change(deleted))
+        return deleted is not None

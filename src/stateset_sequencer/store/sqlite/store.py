@@ -15,6 +15,7 @@ from ..ports import Store
 from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, SnapshotContents
 from . import migrate
 from .access import SqliteAccessStore
+from .changes import SqliteChangeFeed, SqlitePublisher
 from .commitments import SqliteCommitments
 from .event_log import SqliteEventLog
 from .keys import SqliteKeyRegistry
@@ -48,6 +49,7 @@ class SqliteStore(
     SqliteCommitments,
     SqliteMaintenance,
     SqliteSnapshots,
+    SqliteChangeFeed,
     Store,
 ):
     # Not part of any port; only tests/api/test_routes.py still reads it.
@@ -56,6 +58,7 @@ class SqliteStore(
     def __init__(self, path: Path, writer: Worker, reader: Worker) -> None:
         Connections.__init__(self, writer, reader)
         SqliteSnapshots.__init__(self, path)
+        SqlitePublisher.__init__(self, path)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
