@@ -439,7 +439,10 @@ async def test_register_agent_key_shape_and_duplicate(api: Api) -> None:
     out = first.json()
     assert set(out) == {"success", "tenantId", "agentId", "keyId", "keyAlgorithm", "message"}
     assert out["success"] is True and out["keyId"] == 7 and out["keyAlgorithm"] == 1
-    duplicate = await api.client.post(AGENT_KEYS, json=body, headers=api.headers())
+    again = await api.client.post(AGENT_KEYS, json=body, headers=api.headers())
+    assert again.status_code == 200 and again.json()["message"] == "Agent key already registered"
+    taken = body | {"publicKey": signing.Signer(bytes([3]) * 32).public_key.hex()}
+    duplicate = await api.client.post(AGENT_KEYS, json=taken, headers=api.headers())
     agent_error(duplicate, 409, "KEY_EXISTS")
     (stored,) = await api.store.list_agent_keys(kit.TENANT, kit.AGENT_ID)
     assert stored.public_key == kit.AGENT.public_key
@@ -513,6 +516,7 @@ async def test_admin_api_keys_lifecycle(api: Api) -> None:
     assert revoked.json() == {
         "success": True,
         "keyHashPrefix": prefix,
+        "revokedChildren": [],
         "message": "API key revoked",
     }
     twice = await client.delete(f"{ADMIN_KEYS}/{prefix}", headers=api.headers())
@@ -770,6 +774,24 @@ async def test_schema_registry_routes(api: Api) -> None:
     api_error(
         await get(api, f"{SCHEMAS}/event-type/order.created/latest", **t), 404, "SCHEMA_NOT_FOUND"
     )
+
+
+async def test_numbers_are_not_boolean_schemas(api: Api) -> None:
+    """``schemaJson: 0`` was taken as the schema ``false`` (0 == False in Python): only an
+    object or true/false is a JSON Schema."""
+    for document in (0, 1, 0.0, "false", "true", None, [False]):
+        refused = await register_schema(api, document)
+        assert refused.status_code == 422, (document, refused.text)
+        assert refused.json()["error"]["code"] == "INVALID_FIELD_VALUE"
+        # Our words, not the union's report of Python types ("dict[str,any]", "bool").
+        assert refused.json()["error"]["message"] == (
+            "schemaJson: a JSON Schema is an object or true/false"
+        ), refused.text
+    assert (await get(api, SCHEMAS, tenant_id=str(kit.TENANT))).json()["count"] == 0
+    for document in (False, True):
+        assert (await register_schema(api, document)).status_code == 200
+    stored = (await get(api, SCHEMAS, tenant_id=str(kit.TENANT))).json()["schemas"]
+    assert sorted(s["schemaJson"] for s in stored) == [False, True]
 
 
 async def test_schema_enforced_at_ingest(api: Api) -> None:

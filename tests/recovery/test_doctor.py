@@ -158,6 +158,37 @@ async def test_an_empty_store_passes(db: Db, tmp_path: Path) -> None:
     assert checks["history"]["detail"] == "no events stored yet"
 
 
+async def test_without_url_it_probes_the_configured_port_and_counts_one_event_once(
+    db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --url: the service's own HOST and PORT (it used to probe localhost:8080); a
+    stream of one event has it checked once (it used to say "the same 2 event(s)")."""
+    await populate(db.store, 1)
+    key, _ = await api_keys.create_key(
+        db.store, api_keys.KeySpec(tenant_id=NIL, admin=True), actor="test", actor_type="test"
+    )
+    env = {"DATABASE_URL": db.url, "VES_SEQUENCER_SIGNING_KEY": kit.SEQUENCER_SEED.hex()}
+    with server(tmp_path, env) as (url, _log):
+        monkeypatch.setenv("PORT", url.rsplit(":", 1)[1])
+        monkeypatch.setenv("HOST", "0.0.0.0")  # the wildcard: probed over loopback
+        monkeypatch.delenv("SEQUENCER_URL", raising=False)
+        result = cli("doctor", "--database-url", db.url, "--api-key", key, "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0, checks
+    assert checks["health"]["detail"].startswith(f"{url}/health answered 200")
+    assert checks["history"]["detail"].endswith("and the same 1 event(s) through the API")
+
+
+def test_service_url_follows_host_and_port() -> None:
+    assert doctor.service_url(Settings(PORT=9123)) == "http://127.0.0.1:9123"
+    assert doctor.service_url(Settings(HOST="10.1.2.3", PORT=81)) == "http://10.1.2.3:81"
+    assert doctor.service_url(Settings(HOST="::", PORT=81)) == "http://[::1]:81"
+    assert doctor.service_url(Settings(HOST="fd00::5", PORT=81)) == "http://[fd00::5]:81"
+    assert doctor.service_url(Settings(HOST="seq.internal")) == "http://seq.internal:8080"
+    given = doctor.DoctorOptions(Settings(PORT=9123), url="http://elsewhere:1")
+    assert given.service_url == "http://elsewhere:1"
+
+
 # --- without a database or server: unit tests of the run --------------------------------------
 
 

@@ -52,8 +52,17 @@ SequencerKey = Annotated[
     str | None,
     typer.Option(
         "--sequencer-public-key",
-        help="Receipt signer's Ed25519 public key (hex); default: from "
-        "VES_SEQUENCER_SIGNING_KEY or DATA_DIR/sequencer.key",
+        help="Receipt signer's Ed25519 public key (hex); default: the service's key "
+        "(VES_SEQUENCER_SIGNING_KEY, VES_SEQUENCER_SIGNING_KEY_FILE, or sequencer.key "
+        "beside the data)",
+    ),
+]
+AllowUnsigned = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsigned-receipts",
+        help="Accept receipts stored unsigned (alg none) by older versions; a wrongly "
+        "signed receipt is still a finding",
     ),
 ]
 
@@ -129,7 +138,7 @@ def _sequencer_key(option: str | None, runtime: Runtime) -> bytes | None:
         except VesError as exc:
             fail(f"--sequencer-public-key: {exc}", 2)
     try:
-        return receipt_public_key(runtime.settings, runtime.store)
+        return receipt_public_key(runtime.settings, runtime.database)
     except IdentityError as exc:
         fail(str(exc))
 
@@ -240,6 +249,7 @@ def verify(
     *,
     key_option: str | None,
     deep: bool,
+    allow_unsigned_receipts: bool = False,
 ) -> verify_mod.Report:
     async def work(runtime: Runtime) -> verify_mod.Report:
         key = _sequencer_key(key_option, runtime)
@@ -253,6 +263,7 @@ def verify(
                 end,
                 sequencer_public_key=key,
                 deep=deep,
+                allow_unsigned_receipts=allow_unsigned_receipts,
                 progress=advance,
             )
 
@@ -269,11 +280,13 @@ def verify_events(
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON report")] = None,
     all_streams: AllStreamsOpt = False,
     sequencer_public_key: SequencerKey = None,
+    allow_unsigned_receipts: AllowUnsigned = False,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Verify stored events in one streaming pass: sequence continuity, counter, hashes,
-    agent signatures and key validity, receipts, and commitments. Exit 1 on any finding."""
+    agent signatures and key validity, receipts (signed, under the sequencer's key), and
+    commitments. Exit 1 on any finding."""
     _check_range(start, end)
     stream = _one_stream(tenant_id, store_id, all_streams)
     result = verify(
@@ -283,6 +296,7 @@ def verify_events(
         end,
         key_option=sequencer_public_key,
         deep=deep,
+        allow_unsigned_receipts=allow_unsigned_receipts,
     )
     finish_report(result, report)
 
@@ -374,7 +388,9 @@ def bulk_ingest(
     url: Url = "http://localhost:8080",
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFile = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1000)] = 500,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=1000, help="Events per ingest request")
+    ] = 500,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip what the server provably holds already")
     ] = False,
@@ -422,7 +438,14 @@ def _write_bulk_report(path: Path | None, report: bulk_mod.BulkReport) -> None:
 
 @commands.command("doctor")
 def doctor(
-    url: Url = "http://localhost:8080",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="SEQUENCER_URL",
+            help="Sequencer base URL; default: the configured HOST and PORT",
+        ),
+    ] = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFile = None,
     recent_hours: Annotated[

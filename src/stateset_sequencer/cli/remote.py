@@ -18,7 +18,8 @@ Url = Annotated[
 ]
 ApiKeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="SEQUENCER_API_KEY", help="API key (or $SEQUENCER_API_KEY)"),
+    # typer names the environment variable itself ("[env var: …]"): the help need not.
+    typer.Option("--api-key", envvar="SEQUENCER_API_KEY", help="API key to authenticate with"),
 ]
 ApiKeyFile = Annotated[Path | None, typer.Option("--api-key-file", help="File holding the API key")]
 

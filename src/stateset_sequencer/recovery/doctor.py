@@ -3,7 +3,8 @@
 Each check answers PASS, FAIL or SKIP (with the reason) in one line; the command exits 0
 only when nothing FAILs. The checks and what they mean:
 
-``health``      ``GET /health`` at the service URL answers 200.
+``health``      ``GET /health`` at the service URL answers 200 (by default the ``HOST`` and
+                ``PORT`` the service is configured with, :func:`service_url`).
 ``database``    the store opens and ``ping`` round-trips (time in ms); every migration is
                 applied and unedited (a restore onto an old schema is caught here).
 ``counters``    every stream's counter equals its highest stored sequence.
@@ -21,7 +22,8 @@ only when nothing FAILs. The checks and what they mean:
                 streams: an agent can only have events there.
 ``history``     the first and last stored event of each stream read back from the store,
                 and, with an API key and a live service, through ``/api/v1/ves/events``
-                (the same event ids), for up to ``API_STREAM_CAP`` streams.
+                (the same event ids), for up to ``API_STREAM_CAP`` streams; a stream of
+                one event has it checked (and counted) once.
 ``commitment``  a dry run of the next commitment: the Merkle root and state root of each
                 stream's next uncommitted range (at most ``COMMIT_CAP`` events, stopping
                 before a missing number) computed in memory, nothing written; a stream
@@ -89,14 +91,32 @@ class CheckResult:
         return {"name": self.name, "status": self.status, "detail": self.detail}
 
 
+def service_url(settings: Settings) -> str:
+    """Where the service these settings configure answers on this machine: its
+    ``HOST`` and ``PORT``, with a wildcard address probed over loopback."""
+    host = settings.HOST.strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "*"):  # noqa: S104 - the wildcard is what is being recognised
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.PORT}"
+
+
 @dataclass(frozen=True, slots=True)
 class DoctorOptions:
-    """The service's settings (database, anchoring) and where its API answers."""
+    """The service's settings (database, anchoring) and where its API answers (None:
+    :func:`service_url` of the settings)."""
 
     settings: Settings
-    url: str = "http://localhost:8080"
+    url: str | None = None
     api_key: str | None = None
     recent_hours: float = 24.0
+
+    @property
+    def service_url(self) -> str:
+        return self.url if self.url is not None else service_url(self.settings)
 
 
 @dataclass(slots=True)
@@ -150,13 +170,14 @@ def _where(url: str) -> str:
 
 
 async def check_health(ctx: Context) -> CheckResult:
-    url = ctx.options.url.rstrip("/") + "/health"
+    base = ctx.options.service_url
+    url = base.rstrip("/") + "/health"
     started = time.perf_counter()
     try:
         # httpx's timeout is per phase (connect, read, …); the outer one bounds the call.
         async with (
             asyncio.timeout(NETWORK_TIMEOUT_S),
-            SequencerClient(ctx.options.url, timeout=NETWORK_TIMEOUT_S) as client,
+            SequencerClient(base, timeout=NETWORK_TIMEOUT_S) as client,
         ):
             await client.health()
     except SequencerError as exc:
@@ -369,23 +390,29 @@ async def check_history(ctx: Context, store: Store) -> CheckResult:
     if not ctx.health_ok:
         return CheckResult("history", "PASS", detail + "; API not checked (health failed)")
     mismatched: list[str] = []
-    checked = ends[:API_STREAM_CAP]
+    # A stream of one event has it as both its first and its last: checked once.
+    checked = [
+        (stream, event)
+        for stream, first, last in ends[:API_STREAM_CAP]
+        for event in ((first,) if first.sequence_number == last.sequence_number else (first, last))
+    ]
     try:
-        async with SequencerClient(opts.url, opts.api_key, timeout=NETWORK_TIMEOUT_S) as client:
-            for stream, first, last in checked:
-                for event in (first, last):
-                    got = await _api_event(client, stream, event.sequence_number)
-                    if got != str(event.envelope.event_id):
-                        mismatched.append(
-                            f"{_name(stream)} sequence {event.sequence_number}: API gave "
-                            f"{got or 'nothing'}, store holds {event.envelope.event_id}"
-                        )
+        async with SequencerClient(
+            opts.service_url, opts.api_key, timeout=NETWORK_TIMEOUT_S
+        ) as client:
+            for stream, event in checked:
+                got = await _api_event(client, stream, event.sequence_number)
+                if got != str(event.envelope.event_id):
+                    mismatched.append(
+                        f"{_name(stream)} sequence {event.sequence_number}: API gave "
+                        f"{got or 'nothing'}, store holds {event.envelope.event_id}"
+                    )
     except httpx.HTTPError as exc:
         return CheckResult("history", "FAIL", f"API read failed: {type(exc).__name__} {exc}")
     if mismatched:
         return CheckResult("history", "FAIL", _listed(mismatched))
     return CheckResult(
-        "history", "PASS", detail + f" and the same {2 * len(checked)} event(s) through the API"
+        "history", "PASS", detail + f" and the same {len(checked)} event(s) through the API"
     )
 
 

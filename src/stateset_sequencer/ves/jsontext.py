@@ -33,9 +33,28 @@ _LONG_DIGITS = re.compile(r"\d{19}")
 def load_json(text: str | None) -> Any:
     if text is None:
         return None
-    if _LONG_DIGITS.search(text):
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
         return json.loads(text)
-    return orjson.loads(text)
+    # Only a float can be an integer orjson read inexactly, and only a run of 19+ digits
+    # can be such an integer; scanning the text (slow on big payloads) is left for then.
+    if _has_float(value) and _LONG_DIGITS.search(text):
+        return json.loads(text)
+    return value
+
+
+def _has_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def payload_text(env: VesEventEnvelope) -> str | None:

@@ -4,16 +4,24 @@ The ``/api/v1/ves/…`` routes are ours (the reference documents them but reads 
 only through gRPC); the legacy paths ``/api/v1/events``, ``/api/v1/head`` and
 ``/api/v1/entities/…`` keep the reference's shapes and paging but read the VES store,
 since this service has one event path.
+
+Every page is bounded by bytes as well as by count (``MAX_PAGE_BYTES``, ``store.paging``):
+a page cut short carries ``"truncated": true`` and ``next_from``, the ``from`` that
+continues it; a page that was not cut is exactly the reference's shape. Pages are written
+one event at a time (:func:`_page_response`) rather than built whole in memory.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.convertors import Convertor, register_url_convertor
 
 from ...runtime import Services
 from ...sequencer.auth import AuthContext, AuthError, ensure_read
@@ -25,6 +33,23 @@ from .deps import Auth, ServicesDep, bind_stream
 from .errors import ApiError, api_error, responses
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
+
+
+class _AnyText(Convertor[str]):
+    """Starlette's ``path`` convertor is ``.*``, which stops at a newline, so an entity id
+    holding one (``%0A``, storable and accepted at ingest) matched no route: this one
+    takes every character."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
 
 U63 = 2**63 - 1
 MAX_PAGE = 1000
@@ -75,7 +100,14 @@ class VesEventItem(BaseModel):
     created_at: str
 
 
-class VesEventsPage(BaseModel):
+class Continuation(BaseModel):
+    """Present only on a page that ``MAX_PAGE_BYTES`` cut short."""
+
+    truncated: bool | None = None
+    next_from: int | None = None
+
+
+class VesEventsPage(Continuation):
     events: list[VesEventItem]
     count: int
 
@@ -85,7 +117,7 @@ class VesEventDetail(BaseModel):
     receipt: dict[str, Any] | None
 
 
-class VesEntityPage(BaseModel):
+class VesEntityPage(Continuation):
     entity_type: str
     entity_id: str
     events: list[VesEventItem]
@@ -99,12 +131,12 @@ class LegacyItem(BaseModel):
     sequenced_at: str
 
 
-class LegacyEventsPage(BaseModel):
+class LegacyEventsPage(Continuation):
     events: list[LegacyItem]
     count: int
 
 
-class LegacyEntityPage(BaseModel):
+class LegacyEntityPage(Continuation):
     entity_type: str
     entity_id: str
     events: list[LegacyItem]
@@ -113,10 +145,17 @@ class LegacyEntityPage(BaseModel):
     has_more: bool
 
 
+# The order VesEventItem answers in: its declared fields, then the rest as the envelope
+# has them (what validating through the model gave when pages were built whole).
+_VES_FIRST = tuple(VesEventItem.model_fields)
+
+
 def ves_item(event: StoredEvent) -> dict[str, Any]:
-    item = event.envelope.to_wire()
-    item["sequence_number"] = event.sequence_number
-    item["sequenced_at"] = format_rfc3339(event.sequenced_at)
+    wire = event.envelope.to_wire()
+    wire["sequence_number"] = event.sequence_number
+    wire["sequenced_at"] = format_rfc3339(event.sequenced_at)
+    item = {name: wire.pop(name) for name in _VES_FIRST if name in wire}
+    item.update(wire)
     return item
 
 
@@ -124,6 +163,64 @@ def legacy_item(event: StoredEvent) -> dict[str, Any]:
     envelope = event.envelope.to_wire()
     envelope["sequence_number"] = event.sequence_number
     return {"envelope": envelope, "sequenced_at": format_rfc3339(event.sequenced_at)}
+
+
+# What a page's fields hold in place of its events (see _page_response).
+EVENTS = object()
+
+
+def _json(value: Any) -> bytes:
+    """Starlette's JSONResponse rendering, so a streamed page is byte for byte the page
+    built whole."""
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _page_response(
+    fields: dict[str, Any],
+    events: Sequence[StoredEvent],
+    item: Callable[[StoredEvent], dict[str, Any]],
+) -> StreamingResponse:
+    """The JSON object ``fields``, in order, with ``events`` written where a field holds
+    :data:`EVENTS`, one event at a time: only one event's text exists at once."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"{"
+        for index, (name, value) in enumerate(fields.items()):
+            key = (b"," if index else b"") + _json(name) + b":"
+            if value is not EVENTS:
+                yield key + _json(value)
+                continue
+            yield key + b"["
+            for n, event in enumerate(events):
+                yield (b"," if n else b"") + _json(item(event))
+            yield b"]"
+        yield b"}"
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+def _continuation(truncated: bool, next_from: int) -> dict[str, Any]:
+    return {"truncated": True, "next_from": next_from} if truncated else {}
+
+
+async def _range_page(
+    services: Services,
+    stream: StreamKey,
+    start: int,
+    end: int,
+    item: Callable[[StoredEvent], dict[str, Any]],
+) -> StreamingResponse:
+    """``start..=end`` as ``{"events", "count"}``, cut at ``MAX_PAGE_BYTES``."""
+    events: Sequence[StoredEvent] = []
+    truncated = False
+    if start <= end:
+        page = await services.store.read_page(stream, start, end, services.settings.MAX_PAGE_BYTES)
+        events, truncated = page.events, page.truncated
+    next_from = events[-1].sequence_number + 1 if events else start
+    fields = {"events": EVENTS, "count": len(events), **_continuation(truncated, next_from)}
+    return _page_response(fields, events, item)
 
 
 def _read(
@@ -166,7 +263,7 @@ async def _entity_page(
     offset: int,
     limit: int,
     item: Callable[[StoredEvent], dict[str, Any]],
-) -> dict[str, Any]:
+) -> StreamingResponse:
     """One page of an entity's history, in the shape both entity routes answer."""
     entity_type, entity_id = entity
     storable = _storable_entity(entity_type, entity_id)
@@ -175,16 +272,20 @@ async def _entity_page(
     total = 0
     if storable:
         events, total = await services.store.read_entity(
-            stream, entity_type, entity_id, offset, limit
+            stream, entity_type, entity_id, offset, limit, services.settings.MAX_PAGE_BYTES
         )
-    return {
+    # Fewer events than the count allows, with more remaining: the byte cap ended it.
+    truncated = len(events) < min(limit, max(total - offset, 0))
+    fields = {
         "entity_type": entity_type,
         "entity_id": entity_id,
-        "events": [item(e) for e in events],
+        "events": EVENTS,
         "count": len(events),
         "total": total,
         "has_more": offset + len(events) < total,
+        **_continuation(truncated, offset + len(events)),
     }
+    return _page_response(fields, events, item)
 
 
 # --- VES reads ----------------------------------------------------------------------------
@@ -199,12 +300,12 @@ async def list_ves_events(
     store_id: StoreQ,
     from_: FromQ = 1,
     limit: LimitQ = 100,
-) -> dict[str, Any]:
-    """Events with ``max(from,1) <= sequence_number < max(from,1)+limit``, in order."""
+) -> StreamingResponse:
+    """Events with ``max(from,1) <= sequence_number < max(from,1)+limit``, in order, up
+    to ``MAX_PAGE_BYTES`` of them (then ``truncated`` and ``next_from``)."""
     stream = _read(ctx, request, tenant_id, store_id)
     start = max(from_, 1)
-    events = await services.store.read_range(stream, start, min(start + limit - 1, U63))
-    return {"events": [ves_item(e) for e in events], "count": len(events)}
+    return await _range_page(services, stream, start, min(start + limit - 1, U63), ves_item)
 
 
 @router.get("/ves/events/{event_id}", response_model=VesEventDetail, responses=responses(404))
@@ -235,7 +336,7 @@ async def ves_head(
 
 
 @router.get(
-    "/ves/entities/{entity_type}/{entity_id:path}",
+    "/ves/entities/{entity_type}/{entity_id:anytext}",
     response_model=VesEntityPage,
     responses=responses(),
 )
@@ -249,7 +350,7 @@ async def ves_entity_history(
     store_id: StoreQ,
     from_: OffsetQ = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_ENTITY_PAGE)] = MAX_ENTITY_PAGE,
-) -> dict[str, Any]:
+) -> StreamingResponse:
     """An entity's events in sequence order. ``entity_id`` may hold any characters,
     slashes included; it is only ever a bound query parameter."""
     return await _entity_page(
@@ -294,13 +395,12 @@ async def list_events(
     store_id: StoreQ,
     from_: FromQ = 0,
     limit: LimitQ = 100,
-) -> dict[str, Any]:
+) -> StreamingResponse:
     """The reference's paging, quirk included: ``[max(from,1), from+limit-1]``, so
-    ``from=0&limit=100`` returns at most 99 events."""
+    ``from=0&limit=100`` returns at most 99 events; cut as the VES page is."""
     stream = _read(ctx, request, tenant_id, store_id)
     end = min(from_ + limit - 1, U63)
-    events = await services.store.read_range(stream, max(from_, 1), end) if end >= 1 else []
-    return {"events": [legacy_item(e) for e in events], "count": len(events)}
+    return await _range_page(services, stream, max(from_, 1), end, legacy_item)
 
 
 # The legacy head answers exactly as the VES one. Registered here, in its place among the
@@ -309,7 +409,7 @@ router.get("/head", response_model=HeadResponse, responses=responses(), name="he
 
 
 @router.get(
-    "/entities/{entity_type}/{entity_id:path}",
+    "/entities/{entity_type}/{entity_id:anytext}",
     response_model=LegacyEntityPage,
     responses=responses(),
 )
@@ -323,7 +423,7 @@ async def entity_history(
     store_id: StoreQ,
     from_: OffsetQ = 0,
     limit: Annotated[int, Query(ge=0, le=U63)] = MAX_ENTITY_PAGE,
-) -> dict[str, Any]:
+) -> StreamingResponse:
     """As the reference: ``limit`` 0 means 100, and larger values are capped at 100."""
     page = MAX_ENTITY_PAGE if limit == 0 else min(limit, MAX_ENTITY_PAGE)
     return await _entity_page(

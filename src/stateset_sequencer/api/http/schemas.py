@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin, ensure_read, ensure_write
 from ...sequencer.schemas import SchemaInputError, SchemaUnusable
@@ -25,9 +25,19 @@ class RegisterSchema(BaseModel):
     model_config = ConfigDict(extra="ignore")
     tenantId: uuid.UUID  # noqa: N815 - the reference's wire names
     eventType: str = Field(min_length=1, max_length=MAX_EVENT_TYPE_BYTES)  # noqa: N815
-    schemaJson: dict[str, Any] | bool  # noqa: N815
+    # Strict: in lax mode 0, 1 and "false" would pass as booleans, and 0 become the schema
+    # that refuses everything. A JSON Schema is an object or true/false, nothing else.
+    schemaJson: dict[str, Any] | StrictBool  # noqa: N815
     description: str | None = Field(default=None, max_length=2048)
     compatibility: str | None = Field(default=None, max_length=16)
+
+    @field_validator("schemaJson", mode="before")
+    @classmethod
+    def _a_schema(cls, value: Any) -> Any:
+        # Checked before the union, whose own report names Python types, not the request.
+        if isinstance(value, dict) or type(value) is bool:
+            return value
+        raise ValueError("a JSON Schema is an object or true/false")
 
 
 class ValidateRequest(BaseModel):

@@ -8,13 +8,15 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
 from ...ves.signing import Receipt
 from ..errors import StoreError
+from ..paging import PageCut, event_bytes_sql
 from ..ports import EventLog, StreamTransaction
-from ..records import Existing, StoredEvent, StreamKey
+from ..records import EventPage, Existing, StoredEvent, StreamKey
 from ..rows import EVENT_SELECT, RECEIPT_COLUMNS, RECEIPT_SELECT, column_list
 from . import convert
 from .append import CREATE_COUNTER_SQL, LOCK_COUNTER_SQL, PgStreamTransaction, fetch_existing
@@ -46,6 +48,23 @@ _GET_EVENT_SQL = f"{_EVENTS_FROM} WHERE e.tenant_id = $1 AND e.event_id = $2"
 _ENTITY_COUNT_SQL = f"SELECT count(*) FROM ves_events e WHERE {_ENTITY_WHERE}"  # noqa: S608
 _ENTITY_PAGE_SQL = (
     f"{_EVENTS_FROM} WHERE {_ENTITY_WHERE} ORDER BY e.sequence_number OFFSET $5 LIMIT $6"
+)
+# A JSON column's text is the text received; octet_length counts its UTF-8 bytes.
+_SIZED = (
+    "SELECT e.sequence_number AS n, "  # noqa: S608 - fixed names
+    f"{event_bytes_sql(lambda column: f'octet_length({column}::text)')} AS b FROM ves_events e"
+)
+_RANGE_SIZES_SQL = (
+    f"{_SIZED} WHERE {_STREAM_WHERE} AND e.sequence_number > $3 AND e.sequence_number <= $4 "
+    "ORDER BY e.sequence_number LIMIT $5"
+)
+_ENTITY_SIZES_SQL = (
+    f"{_SIZED} WHERE {_ENTITY_WHERE} AND e.sequence_number > $5 "
+    "ORDER BY e.sequence_number OFFSET $6 LIMIT $7"
+)
+_ENTITY_SPAN_SQL = (
+    f"{_EVENTS_FROM} WHERE {_ENTITY_WHERE} AND e.sequence_number BETWEEN $5 AND $6 "
+    "ORDER BY e.sequence_number"
 )
 _RECEIPT_SQL = (
     f"SELECT {column_list(RECEIPT_COLUMNS)} "  # noqa: S608
@@ -105,6 +124,25 @@ class PostgresEventLog(Pools, EventLog):
             )
         return [convert.stored_event(row) for row in rows]
 
+    async def read_page(self, stream: StreamKey, start: int, end: int, max_bytes: int) -> EventPage:
+        """The sizes first (``store.paging``), then only the rows that fit, in one
+        snapshot."""
+        cut = PageCut(max_bytes)
+        after = max(start, 1) - 1
+        ids = (stream.tenant_id, stream.store_id)
+        with mapped():
+            async with self._reader.acquire() as conn:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    while size := cut.next_chunk():
+                        sizes = await conn.fetch(_RANGE_SIZES_SQL, *ids, after, end, size)
+                        if not cut.take((r["n"], r["b"]) for r in sizes) or len(sizes) < size:
+                            break
+                        after = sizes[-1]["n"]
+                    if cut.first is None or cut.last is None:
+                        return EventPage([])
+                    rows = await conn.fetch(_READ_RANGE_SQL, *ids, cut.first, cut.last)
+        return EventPage([convert.stored_event(row) for row in rows], cut.truncated)
+
     async def iter_range(
         self, stream: StreamKey, start: int, end: int | None = None, batch_size: int = 1000
     ) -> AsyncIterator[StoredEvent]:
@@ -144,7 +182,13 @@ class PostgresEventLog(Pools, EventLog):
                 return await conn.fetchrow(sql, tenant_id, event_id)
 
     async def read_entity(
-        self, stream: StreamKey, entity_type: str, entity_id: str, offset: int, limit: int
+        self,
+        stream: StreamKey,
+        entity_type: str,
+        entity_id: str,
+        offset: int,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> tuple[list[StoredEvent], int]:
         args = (stream.tenant_id, stream.store_id, entity_type, entity_id)
         with mapped():
@@ -152,7 +196,12 @@ class PostgresEventLog(Pools, EventLog):
                 # One snapshot for the page and the count, so the total matches the page.
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     total = await conn.fetchval(_ENTITY_COUNT_SQL, *args)
-                    rows = await conn.fetch(_ENTITY_PAGE_SQL, *args, max(offset, 0), max(limit, 0))
+                    if max_bytes is None:
+                        rows = await conn.fetch(
+                            _ENTITY_PAGE_SQL, *args, max(offset, 0), max(limit, 0)
+                        )
+                    else:
+                        rows = await _entity_rows_within(conn, args, offset, limit, max_bytes)
         return [convert.stored_event(row) for row in rows], int(total)
 
     async def entity_version(self, stream: StreamKey, entity_type: str, entity_id: str) -> int:
@@ -211,3 +260,24 @@ class PostgresEventLog(Pools, EventLog):
                 ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
+
+
+async def _entity_rows_within(
+    conn: asyncpg.pool.PoolConnectionProxy[Any],
+    args: tuple[uuid.UUID, uuid.UUID, str, str],
+    offset: int,
+    limit: int,
+    max_bytes: int,
+) -> list[asyncpg.Record]:
+    cut = PageCut(max_bytes)
+    after, skip = 0, max(offset, 0)
+    while size := cut.next_chunk(max(limit, 0)):
+        sizes = await conn.fetch(_ENTITY_SIZES_SQL, *args, after, skip, size)
+        skip = 0
+        if not cut.take((r["n"], r["b"]) for r in sizes) or len(sizes) < size:
+            break
+        after = sizes[-1]["n"]
+    if cut.first is None or cut.last is None:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(_ENTITY_SPAN_SQL, *args, cut.first, cut.last)
+    return rows

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ...ves.signing import Receipt
+from ..paging import PageCut, event_bytes_sql
 from ..ports import EventLog, StreamTransaction
-from ..records import Existing, StoredEvent, StreamKey
+from ..records import EventPage, Existing, StoredEvent, StreamKey
 from ..rows import EVENT_SELECT, RECEIPT_COLUMNS, RECEIPT_PREFIX
 from . import convert
 from .append import (
@@ -35,6 +36,20 @@ _PAGE_SQL = (
     "ORDER BY e.sequence_number LIMIT ?"
 )
 _E_STREAM = "e.tenant_id = ? AND e.store_id = ?"
+_E_ENTITY = f"{_E_STREAM} AND e.entity_type = ? AND e.entity_id = ?"
+# SQLite's length() counts characters of text; of a blob, bytes.
+_SIZED = (
+    "SELECT e.sequence_number AS n, "  # noqa: S608 - fixed names
+    f"{event_bytes_sql(lambda column: f'length(CAST({column} AS BLOB))')} AS b FROM ves_events e"
+)
+_RANGE_SIZES_SQL = (
+    f"{_SIZED} WHERE {_E_STREAM} AND e.sequence_number > ? AND e.sequence_number <= ? "
+    "ORDER BY e.sequence_number LIMIT ?"
+)
+_ENTITY_SIZES_SQL = (
+    f"{_SIZED} WHERE {_E_ENTITY} AND e.sequence_number > ? "
+    "ORDER BY e.sequence_number LIMIT ? OFFSET ?"
+)
 
 
 def read_range(
@@ -77,6 +92,25 @@ def get_receipt(conn: sqlite3.Connection, event_id: uuid.UUID) -> Receipt | None
     return None if row is None else convert.receipt(row)
 
 
+def read_page(
+    conn: sqlite3.Connection, stream: StreamKey, start: int, end: int, max_bytes: int
+) -> EventPage:
+    """The sizes first (``store.paging``), then only the rows that fit, in one snapshot."""
+    cut = PageCut(max_bytes)
+    after = max(start, 1) - 1
+    with snapshot(conn):
+        while size := cut.next_chunk():
+            rows = conn.execute(
+                _RANGE_SIZES_SQL, (*stream_params(stream), after, end, size)
+            ).fetchall()
+            if not cut.take((r["n"], r["b"]) for r in rows) or len(rows) < size:
+                break
+            after = rows[-1]["n"]
+        if cut.first is None or cut.last is None:
+            return EventPage([])
+        return EventPage(read_range(conn, stream, cut.first, cut.last), cut.truncated)
+
+
 def read_entity(
     conn: sqlite3.Connection,
     stream: StreamKey,
@@ -84,19 +118,47 @@ def read_entity(
     entity_id: str,
     offset: int,
     limit: int,
+    max_bytes: int | None = None,
 ) -> tuple[list[StoredEvent], int]:
-    where = f"{_E_STREAM} AND e.entity_type = ? AND e.entity_id = ?"
     params = (*stream_params(stream), entity_type, entity_id)
     with snapshot(conn):
         total = conn.execute(
-            f"SELECT count(*) AS n FROM ves_events e WHERE {where}",  # noqa: S608
+            f"SELECT count(*) AS n FROM ves_events e WHERE {_E_ENTITY}",  # noqa: S608
             params,
         ).fetchone()["n"]
-        rows = conn.execute(
-            f"{_EVENT_FROM} WHERE {where} ORDER BY e.sequence_number LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        ).fetchall()
+        if max_bytes is None:
+            rows = conn.execute(
+                f"{_EVENT_FROM} WHERE {_E_ENTITY} ORDER BY e.sequence_number LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+        else:
+            rows = _entity_rows_within(conn, params, offset, limit, max_bytes)
     return [convert.stored_event(r) for r in rows], int(total)
+
+
+def _entity_rows_within(
+    conn: sqlite3.Connection,
+    params: tuple[str, str, str, str],
+    offset: int,
+    limit: int,
+    max_bytes: int,
+) -> list[sqlite3.Row]:
+    cut = PageCut(max_bytes)
+    after, skip = 0, offset
+    while size := cut.next_chunk(limit):
+        sizes = conn.execute(_ENTITY_SIZES_SQL, (*params, after, size, skip)).fetchall()
+        skip = 0
+        if not cut.take((r["n"], r["b"]) for r in sizes) or len(sizes) < size:
+            break
+        after = sizes[-1]["n"]
+    if cut.first is None or cut.last is None:
+        return []
+    rows: list[sqlite3.Row] = conn.execute(
+        f"{_EVENT_FROM} WHERE {_E_ENTITY} AND e.sequence_number BETWEEN ? AND ? "
+        "ORDER BY e.sequence_number",
+        (*params, cut.first, cut.last),
+    ).fetchall()
+    return rows
 
 
 def entity_version(
@@ -207,6 +269,9 @@ class SqliteEventLog(Connections, EventLog):
     async def read_range(self, stream: StreamKey, start: int, end: int) -> list[StoredEvent]:
         return await self._read(read_range, stream, start, end)
 
+    async def read_page(self, stream: StreamKey, start: int, end: int, max_bytes: int) -> EventPage:
+        return await self._read(read_page, stream, start, end, max_bytes)
+
     async def iter_range(
         self, stream: StreamKey, start: int, end: int | None = None, batch_size: int = 1000
     ) -> AsyncIterator[StoredEvent]:
@@ -231,9 +296,17 @@ class SqliteEventLog(Connections, EventLog):
         return await self._read(get_receipt, event_id)
 
     async def read_entity(
-        self, stream: StreamKey, entity_type: str, entity_id: str, offset: int, limit: int
+        self,
+        stream: StreamKey,
+        entity_type: str,
+        entity_id: str,
+        offset: int,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> tuple[list[StoredEvent], int]:
-        return await self._read(read_entity, stream, entity_type, entity_id, offset, limit)
+        return await self._read(
+            read_entity, stream, entity_type, entity_id, offset, limit, max_bytes
+        )
 
     async def entity_version(self, stream: StreamKey, entity_type: str, entity_id: str) -> int:
         return await self._read(entity_version, stream, entity_type, entity_id)
