@@ -348,9 +348,11 @@ async def test_non_admin_cannot_read_metrics_or_detailed_health(sqlite_api: Api)
     auth_failure(await api.client.get("/health/detailed"), 401, "missing_auth")
 
 
-async def test_tenant_admin_may_read_metrics(sqlite_api: Api) -> None:
+async def test_tenant_admin_may_not_read_process_wide_metrics(sqlite_api: Api) -> None:
     key = await sqlite_api.key(admin=True)
     response = await sqlite_api.client.get("/metrics", headers=apikey(key))
+    agent_error(response, 403, "OPERATOR_REQUIRED")
+    response = await sqlite_api.client.get("/metrics", headers=sqlite_api.headers())
     assert response.status_code == 200
     assert "sequencer_http_requests_total" in response.text
 
@@ -762,8 +764,10 @@ async def test_audit_rows_for_key_lifecycle_and_auth_failures(api: Api) -> None:
     assert register.actor == admin_subject
     (agent_revoke,) = await api.store.list_audit(action="agent_key.revoke")
     assert agent_revoke.resource_id == f"{kit.AGENT_ID}/1"
+    await api.services.auth_failures.flush()  # refusals are counted, then written per minute
     failures = await api.store.list_audit(action="auth.failure")
     assert sorted(f.details["code"] for f in failures) == ["invalid_api_key", "missing_auth"]
+    assert [f.details["count"] for f in failures] == [1, 1]
     for failure in failures:
         assert failure.success is False
         assert failure.resource_id == HEAD

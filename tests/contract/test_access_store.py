@@ -29,6 +29,7 @@ async def test_api_keys_put_replace_get_list(access: AccessStore) -> None:
             agent_id=uuid.UUID(int=9),
             rate_limit=50,
             created_at=T0,
+            parent_key_hash=reader.key_hash,  # minted by the reader: revoked with it
         )
     )
     admin = await access.put_api_key(

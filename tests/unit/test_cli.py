@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 import stateset_sequencer
+from stateset_sequencer.testing import kit
+from stateset_sequencer.testing.serverproc import fake_sequencer
 from stateset_sequencer.ves import envelope, signing
 
 UNSIGNED_DROP = {"payload_plain_hash", "payload_cipher_hash", "agent_signature"}
@@ -347,3 +349,108 @@ def test_send_to_an_unreachable_sequencer_fails_in_one_line(
     result = cli("send", "--event", str(tmp_path / "signed.json"), "--url", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("receipts", "allow", "ok", "needle"),
+    [
+        ("signed", False, True, "accepted 2"),
+        ("unsigned", False, False, "unsigned (alg 'none')"),
+        ("unsigned", True, True, "accepted 2"),
+        ("wrongly-signed", False, False, "signature does not verify"),
+        ("wrongly-signed", True, False, "signature does not verify"),
+    ],
+)
+def test_send_fails_on_an_unsigned_or_wrongly_signed_receipt(
+    tmp_path: Path, receipts: str, allow: bool, ok: bool, needle: str
+) -> None:
+    """The real service never issues such receipts; a stand-in server does, as an older
+    or a compromised one might. Only an unsigned one is ever accepted, and only when
+    asked."""
+    issuer: signing.ReceiptSigner = {
+        "signed": signing.ReceiptSigner(uuid.UUID(int=7), kit.SEQUENCER_SEED),
+        "unsigned": kit.LegacyUnsignedReceipts(),
+        "wrongly-signed": WronglySigned(),
+    }[receipts]
+    events = tmp_path / "signed.ndjson"
+    events.write_text("".join(json.dumps(kit.event(i).to_wire()) + "\n" for i in range(2)))
+    with fake_sequencer(issuer, publish_key=receipts != "unsigned") as url:
+        flag = ("--allow-unsigned-receipts",) if allow else ()
+        result = cli("send", "--event", str(events), "--url", url, *flag)
+    assert (result.returncode == 0) is ok, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    if not ok:
+        assert result.stdout == ""  # no receipt printed as if it were good
+        if receipts == "unsigned":
+            assert "--allow-unsigned-receipts" in result.stderr
+
+
+class WronglySigned(signing.ReceiptSigner):
+    """Publishes one key and signs with another."""
+
+    def __init__(self) -> None:
+        super().__init__(uuid.UUID(int=7), kit.SEQUENCER_SEED)
+        self._published = signing.Signer(bytes([1]) * 32).public_key
+
+    @property
+    def public_key(self) -> bytes:
+        return self._published
+
+
+def test_api_keys_out_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert cli("migrate", "--database-url", url).returncode == 0
+    out = tmp_path / "admin.key"
+    made = cli("api-keys", "create", "--admin", "--out", str(out), "--database-url", url)
+    assert made.returncode == 0, made.stderr
+    # Only printed keys are "shown only this once"; a file says where the key went.
+    assert "shown only this once" not in made.stderr and str(out) in made.stderr
+    first = out.read_text().strip()
+
+    again = cli("api-keys", "create", "--admin", "--out", str(out), "--database-url", url)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert "--force" in again.stderr and "Traceback" not in again.stderr
+    assert out.read_text().strip() == first
+    listed = cli("api-keys", "list", "--json", "--database-url", url)
+    assert json.loads(listed.stdout)["count"] == 1  # nothing was minted
+
+    forced = cli(
+        "api-keys", "create", "--admin", "--out", str(out), "--force", "--database-url", url
+    )  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    old_prefix = hashlib.sha256(first.encode()).hexdigest()[:16]
+    assert "still active" in forced.stderr and old_prefix in forced.stderr
+    assert out.read_text().strip() != first
+    rows = json.loads(cli("api-keys", "list", "--json", "--database-url", url).stdout)["keys"]
+    assert [r["active"] for r in rows] == [True, True]
+
+    printed = cli("api-keys", "create", "--admin", "--database-url", url)
+    assert printed.returncode == 0 and printed.stdout.startswith("ss_")
+    assert "shown only this once" in printed.stderr
+
+
+def test_api_keys_list_has_a_header_row(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert cli("migrate", "--database-url", url).returncode == 0
+    empty = cli("api-keys", "list", "--database-url", url)
+    assert empty.returncode == 0
+    assert empty.stdout.split()[:4] == ["KEY", "HASH", "PREFIX", "STATE"]
+    assert cli("api-keys", "create", "--admin", "--database-url", url).returncode == 0
+    header, row = cli("api-keys", "list", "--database-url", url).stdout.splitlines()
+    assert "PARENT" in header and "TENANT" in header and "STORES" in header
+    assert row.split()[1:3] == ["active", "admin"]
+
+
+def test_api_keys_revoke_on_the_database_may_revoke_the_last_admin(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert cli("migrate", "--database-url", url).returncode == 0
+    out = tmp_path / "admin.key"
+    assert (
+        cli("api-keys", "create", "--admin", "--out", str(out), "--database-url", url).returncode
+        == 0
+    )
+    prefix = hashlib.sha256(out.read_text().strip().encode()).hexdigest()[:16]
+    revoked = cli("api-keys", "revoke", prefix, "--database-url", url)
+    assert revoked.returncode == 0, revoked.stderr
+    rows = json.loads(cli("api-keys", "list", "--json", "--database-url", url).stdout)["keys"]
+    assert [r["active"] for r in rows] == [False]

@@ -36,15 +36,18 @@ SMALL_BENCH = {
 }
 
 
+def bash_commands_of(block: str) -> list[str]:
+    commands = []
+    for line in block.splitlines():
+        command = re.split(r"\s#", line, maxsplit=1)[0].strip()
+        if command and not command.startswith("#"):
+            commands.append(command)
+    return commands
+
+
 def bash_commands(markdown: Path) -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", markdown.read_text(encoding="utf-8"), re.S)
-    commands = []
-    for block in blocks:
-        for line in block.splitlines():
-            command = re.split(r"\s#", line, maxsplit=1)[0].strip()
-            if command and not command.startswith("#"):
-                commands.append(command)
-    return commands
+    return [command for block in blocks for command in bash_commands_of(block)]
 
 
 @pytest.fixture
@@ -146,3 +149,45 @@ def test_readme_command_runs(command: str, workdir: Path, servers: Servers) -> N
             check=False,
         )
         assert result.returncode == 0, f"{step!r} failed:\n{result.stdout}\n{result.stderr}"
+
+
+def _section_commands(markdown: Path, heading: str) -> list[str]:
+    """The commands of the first bash block under ``heading``."""
+    text = markdown.read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None, heading
+    return bash_commands_of(block.group(1))
+
+
+def test_sign_and_send_block_runs_twice_and_keeps_the_root_clean(
+    workdir: Path, servers: Servers
+) -> None:
+    """A newcomer re-runs the walkthrough: the second run must succeed too (same agent key
+    "already registered", the admin key file kept, the same receipt), and no key or event
+    file may land in the checkout's root, where git would offer to commit it."""
+    block = _section_commands(ROOT / "README.md", "## Sign and send events")
+    before = set(os.listdir(workdir))
+    env = os.environ | {"MAKEFLAGS": ""}
+    servers.start("make run", env)
+    outputs: list[list[str]] = []
+    for _ in range(2):
+        run: list[str] = []
+        for step in block:
+            step = step.replace(f"localhost:{DOCS_PORT}", f"localhost:{servers.port}")
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", step],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+                check=False,
+            )
+            assert result.returncode == 0, f"{step!r} failed:\n{result.stdout}\n{result.stderr}"
+            run.append(result.stdout)
+        outputs.append(run)
+    registered = [o for o in outputs[1] if "already registered" in o]
+    assert len(registered) == 1, outputs[1]
+    assert set(os.listdir(workdir)) - before <= {"data", "server.log"}
+    assert (workdir / "data" / "admin.key").exists() and (workdir / "data" / "signed.json").exists()

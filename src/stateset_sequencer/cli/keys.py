@@ -15,6 +15,7 @@ import typer
 from ..client import SequencerClient
 from ..sequencer import api_keys
 from ..sequencer.api_keys import KeySpec
+from ..sequencer.auth import API_KEY_PREFIX, hash_api_key
 from ..sequencer.auth import NIL as NIL_UUID
 from ..store.ports import Store
 from ..ves import signing
@@ -79,11 +80,13 @@ def create_key(out: Path, *, force: bool) -> signing.Signer:
 
 @commands.command("register-key")
 def register_key(
-    tenant_id: Annotated[str, typer.Option("--tenant-id")],
-    agent_id: Annotated[str, typer.Option("--agent-id")],
+    tenant_id: Annotated[str, typer.Option("--tenant-id", help="Tenant UUID the agent belongs to")],
+    agent_id: Annotated[str, typer.Option("--agent-id", help="Agent UUID that signs with the key")],
     public_key: Annotated[str, typer.Option("--public-key", help="Hex, or a file")],
     url: Url = "http://localhost:8080",
-    key_id: Annotated[int, typer.Option("--key-id", min=0)] = 1,
+    key_id: Annotated[
+        int, typer.Option("--key-id", min=0, help="Number of this key among the agent's keys")
+    ] = 1,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFile = None,
 ) -> None:
@@ -101,7 +104,9 @@ def register_key(
         return await client.register_agent_key(tenant, agent, key_id, key)
 
     result = asyncio.run(call(url, api_key_from(api_key, api_key_file), work))
-    typer.echo(f"ok: key {result['keyId']} of agent {result['agentId']} registered")
+    # The server says "registered" or, for this very key again, "already registered".
+    message = str(result.get("message") or "Agent key registered")
+    typer.echo(f"ok: key {result['keyId']} of agent {result['agentId']}: {message}")
 
 
 api_keys_app = typer.Typer(
@@ -140,11 +145,20 @@ def api_keys_create(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the key to this file (0600), not stdout")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing --out file (the key it held stays active: revoke it)",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Mint a key and print it once (only its SHA-256 is stored). Without --tenant-id,
-    --admin mints a bootstrap admin key (every tenant)."""
+    --admin mints a bootstrap admin key (every tenant). An existing --out file is kept
+    (exit 2, nothing minted) unless --force replaces it."""
+    replaced = _check_out_file(out, force=force)
     tenant = _uuid_option(tenant_id, "--tenant-id")
     if tenant is None:
         if not admin:
@@ -167,17 +181,39 @@ def api_keys_create(
         plaintext, record = run_on_store(database_url, data_dir, work)
     except api_keys.KeyRequestError as exc:
         fail(f"{exc.reason}: {exc.message}", 2)
+    created = (
+        f"created {api_keys.permissions(record)} key {record.key_hash[:16]} for tenant "
+        f"{record.tenant_id}"
+    )
     if out is None:
         typer.echo(plaintext)
-    else:
-        try:
-            write_private(out, plaintext + "\n")
-        except OSError as exc:
-            fail(f"{out}: {exc} (the key was created; revoke {record.key_hash[:16]})")
-    err.print(
-        f"created {api_keys.permissions(record)} key {record.key_hash[:16]} for tenant "
-        f"{record.tenant_id}; it is shown only this once"
-    )
+        err.print(f"{created}; it is shown only this once")
+        return
+    try:
+        write_private(out, plaintext + "\n")
+    except OSError as exc:
+        fail(f"{out}: {exc} (the key was created; revoke {record.key_hash[:16]})")
+    err.print(f"{created}; written to {out} (0600)")
+    if replaced is not None:
+        err.print(
+            f"warning: the key {out} held before ({replaced}) is still active; revoke it "
+            f"with: sequencer-cli api-keys revoke {replaced}"
+        )
+
+
+def _check_out_file(out: Path | None, *, force: bool) -> str | None:
+    """Refuse (before minting) to overwrite a key file without --force; with --force,
+    the hash prefix of the key the file held, if it held one, so it can be revoked:
+    the file is replaced, the old key is not revoked behind the user's back."""
+    if out is None or not out.exists():
+        return None
+    if not force:
+        fail(f"{out} already exists; pass --force to replace it (nothing was minted)", 2)
+    try:
+        previous = out.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return hash_api_key(previous)[:16] if previous.startswith(API_KEY_PREFIX) else None
 
 
 @api_keys_app.command("list")
@@ -187,7 +223,8 @@ def api_keys_list(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """List keys (hash prefixes and scopes; never the keys themselves)."""
+    """List keys (hash prefixes and scopes; never the keys themselves). PARENT is the key
+    that minted each one over HTTP: revoking a key revokes the keys minted from it."""
     tenant = _uuid_option(tenant_id, "--tenant-id")
     records: list[Any] = run_on_store(
         database_url, data_dir, lambda store: store.list_api_keys(tenant)
@@ -196,12 +233,17 @@ def api_keys_list(
     if as_json:
         print_json({"keys": rows, "count": len(rows)})
         return
+    typer.echo(
+        f"{'KEY HASH PREFIX':<16}  {'STATE':<7}  {'PERMS':<10}  {'TENANT':<36}  "
+        f"{'PARENT':<16}  {'AGENT':<36}  STORES"
+    )
     for row in rows:
         state = "active" if row["active"] else "revoked"
         stores = ",".join(row["storeIds"]) or "*"
         typer.echo(
-            f"{row['keyHashPrefix']}  {state:<7}  {row['permissions']:<10}  "
-            f"tenant={row['tenantId']}  stores={stores}  agent={row['agentId'] or '-'}"
+            f"{row['keyHashPrefix']:<16}  {state:<7}  {row['permissions']:<10}  "
+            f"{row['tenantId']:<36}  {row['parentKeyHashPrefix'] or '-':<16}  "
+            f"{row['agentId'] or '-':<36}  {stores}"
         )
 
 
@@ -211,16 +253,20 @@ def api_keys_revoke(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Deactivate the one key whose hash starts with the prefix."""
+    """Deactivate the one key whose hash starts with the prefix, and every key minted
+    from it. On the database this may revoke the last global admin key (HTTP refuses)."""
 
-    async def work(store: Store) -> Any:
-        return await api_keys.revoke_key(
+    async def work(store: Store) -> api_keys.Revocation:
+        return await api_keys.revoke_tree(
             store, key_hash_prefix, tenant_id=None, actor=CLI_ACTOR, actor_type="cli"
         )
 
     try:
-        record = run_on_store(database_url, data_dir, work)
+        revocation = run_on_store(database_url, data_dir, work)
     except api_keys.KeyRequestError as exc:
         missing = exc.reason is api_keys.KeyReason.KEY_NOT_FOUND
         fail(f"{exc.reason}: {exc.message}", 1 if missing else 2)
+    record = revocation.record
     typer.echo(f"ok: revoked {record.key_hash[:16]} (tenant {record.tenant_id})")
+    for child in revocation.children:
+        typer.echo(f"ok: revoked {child.key_hash[:16]} with it (minted from it)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import secrets
 import time
 import uuid
@@ -25,6 +26,9 @@ API_KEY_PREFIX = "ss_"
 DEFAULT_JWT_ISSUER = "stateset-sequencer"
 DEFAULT_JWT_AUDIENCE = "stateset-api"
 JWT_LEEWAY_SECONDS = 60
+METRICS_PERMISSION = "metrics"
+
+logger = logging.getLogger(__name__)
 
 
 class AuthReason(enum.StrEnum):
@@ -40,6 +44,8 @@ class AuthReason(enum.StrEnum):
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
     TENANT_ACCESS_DENIED = "tenant_access_denied"
     STORE_ACCESS_DENIED = "store_access_denied"
+    OPERATOR_REQUIRED = "operator_required"
+    TENANT_WIDE_REQUIRED = "tenant_wide_required"
 
 
 class AuthError(Exception):
@@ -67,11 +73,18 @@ class AuthContext:
     kind: str = "api_key"  # api_key | jwt | bootstrap | disabled
     subject: str = ""  # what logs and audit rows name: a key-hash prefix or a JWT id
     limiter_key: str = ""  # SHA-256 of the credential, for the per-credential limiter
+    key_hash: str | None = None  # an API key's stored hash: the parent of keys it mints
+    can_metrics: bool = False  # a JWT's ``metrics`` permission: process-wide /metrics only
 
     @property
     def is_bootstrap(self) -> bool:
         """The nil-tenant admin passes every tenant and store check, as in the reference."""
         return self.tenant_id == NIL and self.can_admin
+
+    @property
+    def is_tenant_wide_admin(self) -> bool:
+        """An admin of its whole tenant (no store scope), or the global admin."""
+        return self.can_admin and (self.is_bootstrap or not self.store_ids)
 
     @property
     def permissions(self) -> str:
@@ -103,6 +116,7 @@ def context_from_record(record: ApiKeyRecord, limiter_key: str = "") -> AuthCont
         kind="bootstrap" if record.tenant_id == NIL and record.can_admin else "api_key",
         subject=record.key_hash[:16],
         limiter_key=limiter_key or record.key_hash,
+        key_hash=record.key_hash,
     )
 
 
@@ -157,6 +171,30 @@ def issue_jwt(
     return jwt.encode(claims, settings.secret, algorithm="HS256")
 
 
+# What a refused token is told, in our words, by the library's exception class (a subclass
+# before its base); the library's own text goes to the log only: it can quote the token.
+_JWT_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.InvalidIssuedAtError, "Invalid token: malformed iat claim"),
+    (jwt.ImmatureSignatureError, "Invalid token: not yet valid (nbf)"),
+    (jwt.InvalidSignatureError, "Invalid token: bad signature"),
+    (jwt.InvalidAlgorithmError, "Invalid token: algorithm not allowed (HS256 only)"),
+    (jwt.InvalidIssuerError, "Invalid token: wrong issuer"),
+    (jwt.InvalidAudienceError, "Invalid token: wrong audience"),
+    (jwt.MissingRequiredClaimError, "Invalid token: a required claim is missing"),
+    (jwt.DecodeError, "Invalid token: malformed token"),
+)
+
+
+def _jwt_refusal(exc: jwt.PyJWTError) -> AuthError:
+    logger.info("jwt refused: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return AuthError(AuthReason.TOKEN_EXPIRED, "Token has expired")
+    for kind, message in _JWT_REFUSALS:
+        if isinstance(exc, kind):
+            return AuthError(AuthReason.INVALID_JWT, message)
+    return AuthError(AuthReason.INVALID_JWT, "Invalid token")
+
+
 def _jwt_context(token: str, settings: JwtSettings) -> AuthContext:
     try:
         claims = jwt.decode(
@@ -166,12 +204,17 @@ def _jwt_context(token: str, settings: JwtSettings) -> AuthContext:
             issuer=settings.issuer,
             audience=settings.audience,
             leeway=JWT_LEEWAY_SECONDS,
-            options={"require": ["exp", "sub"], "verify_nbf": False},
+            # iat is checked below, to say "issued in the future" rather than "not yet valid".
+            options={"require": ["exp", "sub"], "verify_nbf": True, "verify_iat": False},
         )
-    except jwt.ExpiredSignatureError:
-        raise AuthError(AuthReason.TOKEN_EXPIRED, "Token has expired") from None
     except jwt.PyJWTError as exc:
-        raise AuthError(AuthReason.INVALID_JWT, f"Invalid token: {exc}") from None
+        raise _jwt_refusal(exc) from None
+    issued = claims.get("iat")
+    if issued is not None:
+        if isinstance(issued, bool) or not isinstance(issued, int | float):
+            raise AuthError(AuthReason.INVALID_JWT, "Invalid token: malformed iat claim")
+        if issued > time.time() + JWT_LEEWAY_SECONDS:
+            raise AuthError(AuthReason.INVALID_JWT, "Invalid token: issued in the future (iat)")
     try:
         tenant = uuid.UUID(str(claims["sub"]))
         stores_claim = str(claims.get("stores") or "")
@@ -187,6 +230,7 @@ def _jwt_context(token: str, settings: JwtSettings) -> AuthContext:
         can_write="write" in perms or "admin" in perms,
         can_admin="admin" in perms,
         agent_id=agent,
+        can_metrics=METRICS_PERMISSION in perms,
         kind="jwt",
         subject=f"jwt:{claims.get('jti') or tenant}",
         limiter_key=hashlib.sha256(f"bearer:{token}".encode()).hexdigest(),
@@ -214,6 +258,9 @@ class Authenticator:
         self._ttl = cache_ttl_seconds
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
+        # Bumped by every forget: a lookup that began before one may hold the row as it
+        # was (still active), and must not cache it for a whole TTL.
+        self._generation = 0
 
     async def authenticate(self, headers: Mapping[str, str]) -> AuthContext:
         authorization = headers.get("authorization")
@@ -247,7 +294,10 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._generation
         record = await self._store.get_api_key(digest)
+        if generation != self._generation:
+            return record
         if len(self._cache) > 10_000:  # bound memory under a flood of unknown keys
             self._cache.clear()
         self._cache[digest] = (now + self._ttl, record)
@@ -255,6 +305,7 @@ class Authenticator:
 
     def forget(self, key_hash_prefix: str = "") -> None:
         """Drop cached keys whose hash starts with the prefix (all when empty)."""
+        self._generation += 1
         for digest in [d for d in self._cache if d.startswith(key_hash_prefix)]:
             del self._cache[digest]
 
@@ -292,6 +343,43 @@ def ensure_admin(
         raise AuthError(AuthReason.INSUFFICIENT_PERMISSIONS, "Admin permission required")
     if tenant_id is not None:
         _ensure_scope(ctx, tenant_id, store_id)
+
+
+def ensure_operator(ctx: AuthContext) -> None:
+    """Process-wide views (``/metrics``, ``/health/detailed``) aggregate every tenant:
+    only the global admin (nil tenant) or a JWT with the ``metrics`` permission."""
+    if ctx.is_bootstrap or ctx.can_metrics:
+        return
+    raise AuthError(
+        AuthReason.OPERATOR_REQUIRED,
+        "Operator credentials required (the global admin, or a JWT with 'metrics')",
+    )
+
+
+def ensure_tenant_wide(
+    ctx: AuthContext,
+    tenant_id: uuid.UUID,
+    *,
+    admin: bool,
+    own_agent: uuid.UUID | None = None,
+) -> None:
+    """Read (or admin) over the whole tenant, for what has no store binding (agent signing
+    keys): a key limited to some stores is not enough, except that an agent-bound key may
+    read its own agent's (``own_agent``)."""
+    if admin:
+        ensure_admin(ctx, tenant_id)
+    else:
+        ensure_read(ctx, tenant_id)
+    if ctx.is_bootstrap or not ctx.store_ids:
+        return
+    if not admin and own_agent is not None and ctx.agent_id == own_agent:
+        return
+    what = "admin" if admin else "read access"
+    raise AuthError(
+        AuthReason.TENANT_WIDE_REQUIRED,
+        f"Tenant-wide {what} required: this key is limited to some stores, and agent "
+        "signing keys belong to the whole tenant",
+    )
 
 
 # --- rate limiting ------------------------------------------------------------------------

@@ -174,6 +174,7 @@ API_KEYS = Table(
         ("active", Kind.BOOL),
         ("rate_limit", Kind.PLAIN),
         ("created_at", Kind.OPTIONAL_TIME),
+        ("parent_key_hash", Kind.PLAIN),
     ),
 )
 AUDIT_LOG = Table(

@@ -1,6 +1,11 @@
 """Agent signing keys: register (the reference's route), list and revoke (ours; the
 reference offers those only over gRPC). Errors use the agent handlers' body,
 ``{"success": false, "error", "code"}``.
+
+An agent signing key belongs to its tenant, not to a store (``AgentKey`` has no store):
+registering and revoking need a tenant-wide admin, listing tenant-wide read (or an
+agent-bound key listing its own agent's keys). A store-scoped key gets 403
+``TENANT_WIDE_REQUIRED``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from ...sequencer.auth import AuthContext, AuthError, ensure_admin, ensure_read
+from ...sequencer.auth import AuthContext, AuthError, ensure_tenant_wide
 from ...store.errors import IntegrityError
 from ...store.records import AgentKey, AuditEntry
 from ...ves.codec import format_rfc3339, parse_rfc3339
@@ -93,9 +98,11 @@ def key_out(key: AgentKey) -> dict[str, Any]:
     }
 
 
-def _admin(ctx: AuthContext, tenant_id: uuid.UUID) -> None:
+def _tenant_wide(
+    ctx: AuthContext, tenant_id: uuid.UUID, *, admin: bool, own_agent: uuid.UUID | None = None
+) -> None:
     try:
-        ensure_admin(ctx, tenant_id)
+        ensure_tenant_wide(ctx, tenant_id, admin=admin, own_agent=own_agent)
     except AuthError as exc:
         raise agent_error(exc.reason, exc.message) from None
 
@@ -140,7 +147,7 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 async def register_agent_key(
     request: Request, body: RegisterKeyRequest, services: ServicesDep, ctx: Auth
 ) -> dict[str, Any]:
-    _admin(ctx, body.tenantId)
+    _tenant_wide(ctx, body.tenantId, admin=True)
     bind_stream(request, body.tenantId, None)
     algorithm = 1 if body.keyAlgorithm is None else body.keyAlgorithm
     if algorithm not in ED25519_ALGORITHMS:
@@ -167,7 +174,10 @@ async def register_agent_key(
     try:
         await services.store.put_agent_key(key)
     except IntegrityError:
-        # The reference answers 500 here; a conflict is what it is.
+        # The reference answers 500 here; a conflict is what it is. The very same key
+        # again is a success, so that a setup script can be re-run.
+        if await _same_key_registered(services, key):
+            return _registered(body, algorithm, "Agent key already registered")
         raise AgentError(
             409, "KEY_EXISTS", f"key {body.keyId} of agent {body.agentId} is already registered"
         ) from None
@@ -181,14 +191,33 @@ async def register_agent_key(
             {"public_key": public_key.hex(), "key_algorithm": algorithm},
         )
     )
+    return _registered(body, algorithm, "Agent key registered")
+
+
+def _registered(body: RegisterKeyRequest, algorithm: int, message: str) -> dict[str, Any]:
     return {
         "success": True,
         "tenantId": str(body.tenantId),
         "agentId": str(body.agentId),
         "keyId": body.keyId,
         "keyAlgorithm": algorithm,
-        "message": "Agent key registered",
+        "message": message,
     }
+
+
+async def _same_key_registered(services: ServicesDep, key: AgentKey) -> bool:
+    """Whether the key id is taken by this very key, still active: same public key,
+    algorithm and validity. A revoked key is not brought back by registering it again."""
+    for held in await services.store.list_agent_keys(key.tenant_id, key.agent_id):
+        if held.key_id == key.key_id:
+            return (
+                held.status == "active"
+                and held.public_key == key.public_key
+                and held.key_algorithm == key.key_algorithm
+                and held.valid_from == key.valid_from
+                and held.valid_to == key.valid_to
+            )
+    return False
 
 
 @router.get("/keys", response_model=AgentKeyList, responses=responses())
@@ -199,10 +228,7 @@ async def list_agent_keys(
     tenant_id: Annotated[uuid.UUID, Query()],
     agent_id: Annotated[uuid.UUID | None, Query()] = None,
 ) -> dict[str, Any]:
-    try:
-        ensure_read(ctx, tenant_id)
-    except AuthError as exc:
-        raise agent_error(exc.reason, exc.message) from None
+    _tenant_wide(ctx, tenant_id, admin=False, own_agent=agent_id)
     bind_stream(request, tenant_id, None)
     keys = await services.store.list_agent_keys(tenant_id, agent_id)
     return {"keys": [key_out(k) for k in keys], "count": len(keys)}
@@ -223,7 +249,7 @@ async def revoke_agent_key(
 ) -> dict[str, Any]:
     """Revoke at server time: events signed with the key and sequenced later are
     rejected; those already sequenced stay valid (they were valid when sequenced)."""
-    _admin(ctx, tenant_id)
+    _tenant_wide(ctx, tenant_id, admin=True)
     bind_stream(request, tenant_id, None)
     revoked = await services.store.revoke_agent_key(
         tenant_id, agent_id, key_id, services.sequencer.clock()

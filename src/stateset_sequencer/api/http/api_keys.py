@@ -53,6 +53,7 @@ class KeyOut(BaseModel):
     admin: bool
     rateLimit: int | None  # noqa: N815
     createdAt: str | None  # noqa: N815
+    parentKeyHashPrefix: str | None  # noqa: N815 - the key that minted it (revoked with it)
 
 
 class CreatedKey(BaseModel):
@@ -72,6 +73,7 @@ class KeyList(BaseModel):
 class Revoked(BaseModel):
     success: bool
     keyHashPrefix: str  # noqa: N815
+    revokedChildren: list[str]  # noqa: N815 - keys minted from it, revoked with it
     message: str
 
 
@@ -110,10 +112,17 @@ def _created(plaintext: str, record: Any) -> dict[str, Any]:
 async def _mint(
     request: Request, services: Services, ctx: AuthContext, spec: KeySpec
 ) -> dict[str, Any]:
+    """Every HTTP mint goes through the one minting rule, with the caller as minter."""
     who, kind = actor(ctx)
     try:
         plaintext, record = await api_keys.create_key(
-            services.store, spec, actor=who, actor_type=kind, request_id=_request_id(request)
+            services.store,
+            spec,
+            actor=who,
+            actor_type=kind,
+            request_id=_request_id(request),
+            minter=ctx,
+            max_keys_per_agent=services.settings.MAX_API_KEYS_PER_AGENT,
         )
     except KeyRequestError as exc:
         raise _agent_error(exc) from None
@@ -131,7 +140,7 @@ async def _revoke(
     admin), within its stores, and the agent's own when ``agent_id`` is given."""
     who, kind = actor(ctx)
     try:
-        record = await api_keys.revoke_key(
+        revocation = await api_keys.revoke_tree(
             services.store,
             prefix,
             tenant_id=None if ctx.is_bootstrap else ctx.tenant_id,
@@ -140,11 +149,22 @@ async def _revoke(
             actor=who,
             actor_type=kind,
             request_id=_request_id(request),
+            keep_last_admin=True,
         )
     except KeyRequestError as exc:
         raise _agent_error(exc) from None
-    services.authenticator.forget(record.key_hash)
-    return {"success": True, "keyHashPrefix": record.key_hash[:16], "message": "API key revoked"}
+    record, children = revocation.record, revocation.children
+    for key in (record, *children):
+        services.authenticator.forget(key.key_hash)
+    message = "API key revoked"
+    if children:
+        message += f", with {len(children)} key(s) minted from it"
+    return {
+        "success": True,
+        "keyHashPrefix": record.key_hash[:16],
+        "revokedChildren": [c.key_hash[:16] for c in children],
+        "message": message,
+    }
 
 
 # --- admin --------------------------------------------------------------------------------
@@ -154,17 +174,13 @@ async def _revoke(
 async def admin_create_key(
     request: Request, body: CreateKeyRequest, services: ServicesDep, ctx: Auth
 ) -> dict[str, Any]:
+    """Empty ``storeIds`` means every store; an omitted ``rateLimit`` inherits the
+    caller's. The minting rule refuses anything wider than the caller; another tenant is
+    refused first, as FORBIDDEN like every cross-tenant request."""
     try:
         ensure_admin(ctx, body.tenantId)
     except AuthError as exc:
         raise _forbidden(exc) from None
-    # A store-scoped admin cannot mint a key wider than itself.
-    if (
-        not ctx.is_bootstrap
-        and ctx.store_ids
-        and (not body.storeIds or not set(body.storeIds) <= set(ctx.store_ids))
-    ):
-        raise AgentError(403, "STORE_SCOPE_WIDENED", "cannot grant stores beyond your own")
     bind_stream(request, body.tenantId, None)
     spec = KeySpec(
         tenant_id=body.tenantId,
@@ -173,7 +189,7 @@ async def admin_create_key(
         write=body.write,
         admin=body.admin,
         agent_id=body.agentId,
-        rate_limit=body.rateLimit,
+        rate_limit=body.rateLimit if body.rateLimit is not None else ctx.rate_limit,
     )
     return await _mint(request, services, ctx, spec)
 
@@ -250,8 +266,8 @@ async def agent_create_key(
     services: ServicesDep,
     ctx: Auth,
 ) -> dict[str, Any]:
-    """A key for the agent, never wider than the caller: a non-admin cannot mint admin,
-    add write it lacks, widen its store scope or raise its own rate limit."""
+    """A key for the agent, never wider than the caller (the minting rule): omitted
+    ``storeIds`` and ``rateLimit`` inherit the caller's."""
     _self_or_admin(ctx, agent_id)
     if ctx.is_bootstrap:
         existing = await _agent_keys(services, ctx, agent_id)
@@ -262,20 +278,6 @@ async def agent_create_key(
         tenant = ctx.tenant_id
     stores = tuple(body.storeIds) if body.storeIds is not None else ctx.store_ids
     write = not body.readOnly
-    if not ctx.can_admin:
-        if body.admin:
-            raise AgentError(403, "ADMIN_NOT_ALLOWED", "only an admin can mint an admin key")
-        if write and not ctx.can_write:
-            raise AgentError(403, "WRITE_NOT_ALLOWED", "cannot grant write you do not hold")
-        if ctx.store_ids and (not stores or not set(stores) <= set(ctx.store_ids)):
-            raise AgentError(403, "STORE_SCOPE_WIDENED", "cannot grant stores beyond your own")
-        # An omitted rateLimit inherits the caller's (below), so only a larger one widens.
-        if (
-            ctx.rate_limit is not None
-            and body.rateLimit is not None
-            and body.rateLimit > ctx.rate_limit
-        ):
-            raise AgentError(403, "RATE_LIMIT_WIDENED", "cannot exceed your own rate limit")
     spec = KeySpec(
         tenant_id=tenant,
         store_ids=stores,

@@ -7,9 +7,10 @@ from __future__ import annotations
 import uuid
 
 from ..ports import AccessStore
-from ..records import ApiKeyRecord, AuditEntry
+from ..records import ApiKeyRecord, AuditEntry, Change, ChangeKind
 from ..rows import API_KEY_COLUMNS, API_KEYS, AUDIT_COLUMNS, AUDIT_LOG, column_list
 from . import convert
+from .changes import notify
 from .errors import mapped
 from .pool import Pools, affected, one
 
@@ -19,7 +20,7 @@ _API_KEY_COLUMNS = column_list(API_KEY_COLUMNS)
 # there.
 _PUT_API_KEY_SQL = (
     f"INSERT INTO api_keys ({_API_KEY_COLUMNS}, updated_at) "  # noqa: S608 - fixed names
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, NOW()), NOW()) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, NOW()), $11, NOW()) "
     "ON CONFLICT (key_hash) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in API_KEY_COLUMNS if c != "key_hash")
     + f", updated_at = EXCLUDED.updated_at RETURNING {_API_KEY_COLUMNS}"
@@ -49,7 +50,12 @@ _LIST_AUDIT_SQL = (
 class PostgresAccessStore(Pools, AccessStore):
     async def put_api_key(self, record: ApiKeyRecord) -> ApiKeyRecord:
         with mapped():
-            row = await self._pool.fetchrow(_PUT_API_KEY_SQL, *convert.params(API_KEYS, record))
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_PUT_API_KEY_SQL, *convert.params(API_KEYS, record))
+                change = Change(
+                    ChangeKind.API_KEY, tenant_id=record.tenant_id, key_hash_prefix=record.key_hash
+                )
+                await notify(conn, change)
         return convert.record(API_KEYS, one(row))
 
     async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
@@ -67,7 +73,10 @@ class PostgresAccessStore(Pools, AccessStore):
         if not key_hash_prefix:
             raise ValueError("key hash prefix must not be empty")
         with mapped():
-            status = await self._pool.execute(_DEACTIVATE_SQL, key_hash_prefix)
+            async with self._pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(_DEACTIVATE_SQL, key_hash_prefix)
+                if affected(status):
+                    await notify(conn, Change(ChangeKind.API_KEY, key_hash_prefix=key_hash_prefix))
         return affected(status)
 
     async def append_audit(self, entry: AuditEntry) -> None:

@@ -9,9 +9,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from ..ports import AccessStore
-from ..records import ApiKeyRecord, AuditEntry
+from ..records import ApiKeyRecord, AuditEntry, Change, ChangeKind
 from ..rows import API_KEY_COLUMNS, API_KEYS, AUDIT_COLUMNS, AUDIT_LOG, column_list, time_to_text
 from . import convert
+from .changes import SqlitePublisher
 from .worker import Connections, immediate
 
 _API_KEY_UPSERT = (
@@ -74,11 +75,14 @@ def list_audit(conn: sqlite3.Connection, limit: int, action: str | None) -> list
     return [convert.record(AUDIT_LOG, r) for r in rows]
 
 
-class SqliteAccessStore(Connections, AccessStore):
+class SqliteAccessStore(Connections, SqlitePublisher, AccessStore):
     async def put_api_key(self, record: ApiKeyRecord) -> ApiKeyRecord:
         now = datetime.now(UTC)
         stored = record if record.created_at is not None else replace(record, created_at=now)
         await self._write(put_api_key, stored, now)
+        self._changed(
+            Change(ChangeKind.API_KEY, tenant_id=stored.tenant_id, key_hash_prefix=stored.key_hash)
+        )
         return stored
 
     async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
@@ -91,7 +95,10 @@ class SqliteAccessStore(Connections, AccessStore):
         # An empty prefix would match every key: refused rather than read as "all".
         if not key_hash_prefix:
             raise ValueError("key hash prefix must not be empty")
-        return await self._write(deactivate_api_keys, key_hash_prefix, datetime.now(UTC))
+        changed = await self._write(deactivate_api_keys, key_hash_prefix, datetime.now(UTC))
+        if changed:
+            self._changed(Change(ChangeKind.API_KEY, key_hash_prefix=key_hash_prefix))
+        return changed
 
     async def append_audit(self, entry: AuditEntry) -> None:
         stored = (
