@@ -300,6 +300,7 @@ async def test_an_audit_row_for_a_nul_path_is_kept_on_both_backends(api: Api) ->
     NUL, so the stored copy is made storable (U+FFFD) and the row is kept on both."""
     response = await api.client.get("/api/v1/ves/entities/order/a%00b", params=stream_params())
     auth_failure(response, 401, "missing_auth")
+    await api.services.auth_failures.flush()
     rows = await api.store.list_audit(action="auth.failure")
     assert [row.resource_id for row in rows] == ["/api/v1/ves/entities/order/a\ufffdb"]
 

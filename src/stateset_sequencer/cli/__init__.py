@@ -12,9 +12,11 @@ from __future__ import annotations
 from . import database, events, keys, recovery, server
 from .common import program
 
-app = program(
-    "sequencer-cli",
-    "StateSet Sequencer: sign and verify VES v1.0 events, and operate the sequencer.",
+app = server.with_version_option(
+    program(
+        "sequencer-cli",
+        "StateSet Sequencer: sign and verify VES v1.0 events, and operate the sequencer.",
+    )
 )
 app.command("version")(server.version_command)
 app.command("serve", help="Serve the HTTP API (same as `stateset-sequencer serve`).")(

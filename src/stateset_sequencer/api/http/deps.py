@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import uuid
 from typing import Annotated
@@ -12,11 +11,7 @@ from fastapi import Depends, Request
 from ...runtime import IpNetwork, Services
 from ...sequencer.auth import DISABLED_CONTEXT, AuthContext, AuthError, AuthReason
 from ...store.errors import StoreError
-from ...store.records import AuditEntry
-from ...ves.storable import make_storable
 from .errors import AuthFailure, auth_backend_failure, auth_failure
-
-AUDIT_TEXT_BYTES = 200
 
 
 def get_services(request: Request) -> Services:
@@ -55,55 +50,88 @@ def _in(address: str, networks: list[IpNetwork]) -> bool:
     return any(ip in net for net in networks)
 
 
-async def admin_ip_guard(request: Request, services: ServicesDep) -> None:
+def check_admin_ip(request: Request, services: Services) -> None:
     """``ADMIN_IP_ALLOWLIST``: checked before authentication, as in the reference."""
     allow = services.admin_allowlist
     if allow is not None and not _in(client_ip(request, services), allow):
         raise AuthFailure(403, "ADMIN_IP_DENIED", "admin access denied")
 
 
-async def authenticate(request: Request, services: ServicesDep) -> AuthContext:
+async def admin_ip_guard(request: Request, services: ServicesDep) -> None:
+    """The allowlist as a route dependency: the edge (``middleware.py``) has already
+    applied it to every route that declares this; kept so that the declaration is what
+    says which routes the allowlist covers."""
+    check_admin_ip(request, services)
+
+
+AUTH_STATE = "auth_context"
+
+
+async def authenticate_request(request: Request, services: Services) -> AuthContext:
+    """Resolve the request's credential from its headers alone: the edge calls this
+    before any byte of the body is read, and hands the context on in the request state.
+
+    A source with too many refusals this minute is answered 429 before its credential
+    reaches the store; every refusal is counted in ``services.auth_failures`` (one audit
+    row per source, reason and minute)."""
     if services.auth_disabled:
-        return DISABLED_CONTEXT
-    try:
-        ctx = await services.authenticator.authenticate(request.headers)
-        services.rate_limits.check(ctx)
-    except AuthError as exc:
-        services.metrics.auth_failures.labels(exc.reason).inc()
-        await _audit_failure(request, services, exc)
-        raise auth_failure(exc) from None
-    except StoreError:
-        raise auth_backend_failure() from None
-    request.state.tenant_id = str(ctx.tenant_id)
-    request.state.subject = ctx.subject
+        ctx = DISABLED_CONTEXT
+    else:
+        source = client_ip(request, services)
+        wait = services.auth_failures.retry_after(source)
+        if wait is not None:
+            throttled = AuthError(
+                AuthReason.RATE_LIMITED, "Too many failed authentication attempts", wait
+            )
+            _count_failure(request, services, source, throttled, throttled=True)
+            raise auth_failure(throttled)
+        try:
+            ctx = await services.authenticator.authenticate(request.headers)
+        except AuthError as exc:
+            _count_failure(request, services, source, exc)
+            raise auth_failure(exc) from None
+        except StoreError:
+            raise auth_backend_failure() from None
+        try:
+            services.rate_limits.check(ctx)
+        except AuthError as exc:
+            # A valid credential over its budget: counted, not audited (a throttled
+            # client would otherwise fill the audit log).
+            services.metrics.auth_failures.labels(exc.reason).inc()
+            raise auth_failure(exc) from None
+        request.state.tenant_id = str(ctx.tenant_id)
+        request.state.subject = ctx.subject
+    setattr(request.state, AUTH_STATE, ctx)
     return ctx
 
 
-async def _audit_failure(request: Request, services: Services, exc: AuthError) -> None:
-    if exc.reason is AuthReason.RATE_LIMITED:
-        return  # a flood of throttled requests would otherwise flood the audit log
-    # Refusing the credential matters more than recording the refusal.
-    with contextlib.suppress(StoreError):
-        await services.store.append_audit(
-            AuditEntry(
-                action="auth.failure",
-                actor=client_ip(request, services) or "unknown",
-                actor_type="anonymous",
-                success=False,
-                resource_type="route",
-                # A path may hold NUL (``%00``), which PostgreSQL text cannot: the row
-                # would be lost there and kept on SQLite. The stored copy is made storable.
-                resource_id=make_storable(request.url.path, max_bytes=AUDIT_TEXT_BYTES),
-                request_id=getattr(request.state, "request_id", None),
-                ip_address=client_ip(request, services) or None,
-                user_agent=make_storable(
-                    request.headers.get("user-agent") or "", max_bytes=AUDIT_TEXT_BYTES
-                )
-                or None,
-                details={"code": str(exc.reason)},
-                error_message=exc.message,
-            )
-        )
+def _count_failure(
+    request: Request,
+    services: Services,
+    source: str,
+    exc: AuthError,
+    *,
+    throttled: bool = False,
+) -> None:
+    services.metrics.auth_failures.labels(exc.reason).inc()
+    services.auth_failures.record(
+        source,
+        str(exc.reason),
+        exc.message,
+        path=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+        user_agent=request.headers.get("user-agent"),
+        throttled=throttled,
+    )
+
+
+async def authenticate(request: Request, services: ServicesDep) -> AuthContext:
+    """The caller's context, as the edge resolved it before the body was read."""
+    ctx = getattr(request.state, AUTH_STATE, None)
+    if isinstance(ctx, AuthContext):
+        return ctx
+    # Only an app driven without the edge layer gets here; the answer is the same.
+    return await authenticate_request(request, services)
 
 
 Auth = Annotated[AuthContext, Depends(authenticate)]

@@ -4,7 +4,18 @@ layers would cost a task and a queue per request each):
 1. ``x-request-id`` echoed or generated, and the security headers on every response;
 2. metrics by route template and one structured access-log line;
 3. the request timeout (504 if the handler has not started answering);
-4. the body-size limit (413 from ``Content-Length`` at once, or while streaming).
+4. the credential, from the headers alone, on every route that needs one, before a byte
+   of the body is read (FastAPI reads a body before it solves a route's dependencies, so
+   a ``Depends`` would come too late): the admin allowlist, the per-source throttle of
+   refused credentials, the credential itself and the rate limits, answered at once on
+   refusal; the context goes on to ``deps.authenticate`` in the request state;
+5. the route's body limit (413 from ``Content-Length`` at once, or while streaming).
+
+Which routes need a credential is decided here, in :data:`PUBLIC_PATHS`: every API route
+needs one except those, and FastAPI's own pages (``/docs``, ``/redoc``, ``/openapi.json``
+and their assets) are public. A test holds each route's ``Auth`` dependency to this list.
+A request that matches no route, or none with its method, passes through untouched to
+the router's 404 or 405.
 """
 
 from __future__ import annotations
@@ -13,13 +24,20 @@ import asyncio
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ApiError
-from .metrics import Metrics
+from ...config import Settings
+from ...runtime import Services
+from .deps import admin_ip_guard, authenticate_request, check_admin_ip
+from .errors import ApiError, AuthFailure
 
 log = structlog.get_logger("stateset_sequencer.http")
 
@@ -30,24 +48,102 @@ SECURITY_HEADERS = [
 ]
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/api/v1/agents/register"})
+"""The API routes answered without a credential (route templates)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    bytes: int
+    setting: str  # what an operator changes to move it
+
+
+def body_limit(path: str, settings: Settings) -> BodyLimit:
+    """A route's body limit, by its template: ingest takes batches of events, the schema
+    registry takes schemas, schema validation takes one event payload; everything else
+    takes a few fields of JSON."""
+    if path.endswith("/ingest"):
+        return BodyLimit(settings.MAX_BODY_SIZE_BYTES, "MAX_BODY_SIZE_BYTES")
+    if path == "/api/v1/schemas/validate":
+        return BodyLimit(
+            settings.MAX_EVENT_PAYLOAD_SIZE + settings.MAX_JSON_BODY_BYTES,
+            "MAX_EVENT_PAYLOAD_SIZE",
+        )
+    if path.startswith("/api/v1/schemas"):
+        return BodyLimit(settings.MAX_SCHEMA_BODY_BYTES, "MAX_SCHEMA_BODY_BYTES")
+    return BodyLimit(settings.MAX_JSON_BODY_BYTES, "MAX_JSON_BODY_BYTES")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    path: str  # the route template, for metrics and the log
+    credential: bool
+    admin_ip_guard: bool
+    body: BodyLimit
+
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, limit: BodyLimit) -> None:
+        super().__init__(limit.bytes)
+        self.limit = limit
+
+
+def body_too_large(limit: BodyLimit) -> ApiError:
+    return ApiError(
+        "PAYLOAD_TOO_LARGE",
+        f"Request body exceeds {limit.bytes} bytes, the limit of this route "
+        f"(set by {limit.setting})",
+        reason="BODY_TOO_LARGE",
+        details={"limit_bytes": limit.bytes},
+    )
+
+
+def _calls(dependant: Dependant) -> set[Any]:
+    found: set[Any] = set()
+    for sub in dependant.dependencies:
+        found.add(sub.call)
+        found |= _calls(sub)
+    return found
+
+
+def route_policy(route: RouteContext, settings: Settings) -> RoutePolicy:
+    path = str(route.path)
+    if not isinstance(route.original_route, APIRoute):
+        # FastAPI's pages and the documentation's assets.
+        return RoutePolicy(path, False, False, body_limit(path, settings))
+    return RoutePolicy(
+        path,
+        credential=path not in PUBLIC_PATHS,
+        admin_ip_guard=admin_ip_guard in _calls(route.dependant),
+        body=body_limit(path, settings),
+    )
 
 
 class EdgeMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        metrics: Metrics,
-        max_body_bytes: int,
-        timeout_seconds: float,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, services: Services) -> None:
         self.app = app
-        self.metrics = metrics
-        self.max_body = max_body_bytes
-        self.timeout = timeout_seconds
+        self.services = services
+        self.metrics = services.metrics
+        self.timeout = services.settings.REQUEST_TIMEOUT_SECS
+        # A request no route takes is answered 404 or 405 without its body being read;
+        # only a declared length past the largest limit is refused first.
+        self.unrouted = BodyLimit(services.settings.MAX_BODY_SIZE_BYTES, "MAX_BODY_SIZE_BYTES")
+        self._routes: list[tuple[RouteContext, RoutePolicy]] | None = None
+
+    def _policy(self, scope: Scope) -> RoutePolicy | None:
+        """The policy of the route the router will pick (its first full match), or None
+        when no route matches the path and method."""
+        if self._routes is None:
+            # Built on the first request: every router is included by then.
+            self._routes = [
+                (route, route_policy(route, self.services.settings))
+                for route in iter_route_contexts(scope["app"].routes)
+            ]
+        for route, policy in self._routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return policy
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +155,7 @@ class EdgeMiddleware:
         state["request_id"] = request_id
         status_holder = [500]
         response_started = [False]
+        policy = self._policy(scope)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -74,23 +171,14 @@ class EdgeMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        limit = policy.body if policy is not None else self.unrouted
         try:
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body:
-                raise BodyTooLarge
-            body_receive = self._limited(receive)
-            await asyncio.wait_for(self.app(scope, body_receive, send_wrapper), self.timeout)
-        except BodyTooLarge:
+            await asyncio.wait_for(
+                self._serve(scope, receive, send_wrapper, policy, limit), self.timeout
+            )
+        except BodyTooLarge as exc:
             if not response_started[0]:
-                await _send_error(
-                    send_wrapper,
-                    ApiError(
-                        "PAYLOAD_TOO_LARGE",
-                        f"Request body exceeds {self.max_body} bytes",
-                        reason="BODY_TOO_LARGE",
-                    ),
-                    request_id,
-                )
+                await _send_error(send_wrapper, body_too_large(exc.limit), request_id)
         except TimeoutError:
             if not response_started[0]:
                 await _send_error(
@@ -107,26 +195,43 @@ class EdgeMiddleware:
                     send_wrapper, ApiError("INTERNAL_ERROR", "Internal server error"), request_id
                 )
         finally:
-            self._observe(scope, state, status_holder[0], time.perf_counter() - started)
+            path = policy.path if policy is not None else None
+            self._observe(scope, state, path, status_holder[0], time.perf_counter() - started)
 
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
-        limit = self.max_body
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        policy: RoutePolicy | None,
+        limit: BodyLimit,
+    ) -> None:
+        if policy is not None and policy.credential:
+            request = Request(scope)
+            try:
+                if policy.admin_ip_guard:
+                    check_admin_ip(request, self.services)
+                await authenticate_request(request, self.services)
+            except AuthFailure as refusal:
+                # Answered with the body unread: the server drops what the client still
+                # sends, within a deadline (connections.py).
+                await refusal.response()(scope, receive, send)
+                return
+        declared = _content_length(scope)
+        if declared is not None and declared > limit.bytes:
+            raise BodyTooLarge(limit)
+        await self.app(scope, _limited(receive, limit), send)
 
-        async def wrapped() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge
-            return message
-
-        return wrapped
-
-    def _observe(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
+    def _observe(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        matched: str | None,
+        status: int,
+        seconds: float,
+    ) -> None:
         route = scope.get("route")
-        path = getattr(route, "path", None) or "unmatched"
+        path = getattr(route, "path", None) or matched or "unmatched"
         method = scope.get("method", "")
         labels = (method, path, str(status))
         self.metrics.http_requests.labels(*labels).inc()
@@ -142,6 +247,21 @@ class EdgeMiddleware:
             store_id=state.get("store_id"),
             subject=state.get("subject"),
         )
+
+
+def _limited(receive: Receive, limit: BodyLimit) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit.bytes:
+                raise BodyTooLarge(limit)
+        return message
+
+    return wrapped
 
 
 def _request_id(scope: Scope) -> str:
