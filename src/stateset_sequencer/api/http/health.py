@@ -1,5 +1,5 @@
 """``/health`` (liveness), ``/ready`` (probes the database), ``/health/detailed`` and
-``/metrics`` (admin, behind ``ADMIN_IP_ALLOWLIST``), with the reference's bodies."""
+``/metrics`` (operators only, behind ``ADMIN_IP_ALLOWLIST``), with the reference's bodies."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+import structlog
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
-from ...sequencer.auth import AuthError, ensure_admin
+from ...sequencer.auth import AuthError, ensure_admin, ensure_operator
 from ...store.errors import StoreError
 from ...store.records import PoolStats
 from ...ves.codec import format_rfc3339
 from .deps import Auth, ServicesDep, admin_ip_guard
 from .errors import ANY_ERROR_SCHEMA, agent_error, responses
 
+log = structlog.get_logger("stateset_sequencer.http")
 router = APIRouter(tags=["health"])
 SERVICE = "stateset-sequencer"
 DB_HEALTHY_MS = 100.0
@@ -70,55 +72,68 @@ def pool_status(stats: PoolStats) -> tuple[str, float]:
 EDGE_RESPONSES = {status: body for status, body in responses().items() if status in (413, 504)}
 
 
+def _probe(request: Request, response: Response) -> Response:
+    """HEAD answers as GET does, headers (``content-length`` included) without the body:
+    load balancers probe with either."""
+    if request.method != "HEAD":
+        return response
+    return Response(status_code=response.status_code, headers=dict(response.headers))
+
+
+@router.head("/health", response_model=Health, responses=EDGE_RESPONSES)
 @router.get("/health", response_model=Health, responses=EDGE_RESPONSES)
-async def health(services: ServicesDep) -> dict[str, Any]:
+async def health(request: Request, services: ServicesDep) -> Response:
     """Liveness: always 200 while the process serves, with no checks."""
-    return {
+    body = {
         "status": "healthy",
         "service": SERVICE,
         "version": services.version,
         "timestamp": _now(),
     }
+    return _probe(request, JSONResponse(body))
 
 
-@router.get(
-    "/ready",
-    response_model=Ready,
-    responses={
-        **EDGE_RESPONSES,
-        503: {
-            "description": "not ready",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        },
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **EDGE_RESPONSES,
+    503: {
+        "description": "not ready",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
     },
-)
-async def ready(services: ServicesDep) -> Response:
+}
+
+
+@router.head("/ready", response_model=Ready, responses=READY_RESPONSES)
+@router.get("/ready", response_model=Ready, responses=READY_RESPONSES)
+async def ready(request: Request, services: ServicesDep) -> Response:
     try:
         seconds = await services.store.ping()
     except StoreError:
-        return PlainTextResponse("Service unavailable", status_code=503)
+        return _probe(request, PlainTextResponse("Service unavailable", status_code=503))
     stats = services.store.pool_stats()
     services.metrics.set_pool(stats.active, stats.idle, stats.total, stats.maximum)
     status, utilization = pool_status(stats)
-    return JSONResponse(
-        {
-            "status": "ready",
-            "database": {"connected": True, "response_time_ms": round(seconds * 1000, 3)},
-            "pool": {
-                "status": status,
-                "utilization": f"{utilization:.1f}%",
-                "active": stats.active,
-                "idle": stats.idle,
-            },
-        }
-    )
+    body = {
+        "status": "ready",
+        "database": {"connected": True, "response_time_ms": round(seconds * 1000, 3)},
+        "pool": {
+            "status": status,
+            "utilization": f"{utilization:.1f}%",
+            "active": stats.active,
+            "idle": stats.idle,
+        },
+    }
+    return _probe(request, JSONResponse(body))
 
 
-def _require_admin(ctx: Any) -> None:
+def _require_operator(ctx: Any) -> None:
+    """Both views aggregate every tenant: operator credentials only, a tenant admin is
+    refused (403 OPERATOR_REQUIRED)."""
     try:
-        ensure_admin(ctx)
+        if not (ctx.can_admin or ctx.can_metrics):
+            ensure_admin(ctx)  # the reference's refusal of a non-admin, kept as it was
+        ensure_operator(ctx)
     except AuthError as exc:
-        raise agent_error(exc.reason, "Admin permission required") from None
+        raise agent_error(exc.reason, exc.message) from None
 
 
 @router.get(
@@ -127,7 +142,7 @@ def _require_admin(ctx: Any) -> None:
     responses={**responses(), 503: {"description": "unhealthy"}},
 )
 async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
-    _require_admin(ctx)
+    _require_operator(ctx)
     components: dict[str, Any] = {}
     name = services.store.capabilities.name  # "postgresql" or "sqlite", as the reference
     try:
@@ -142,11 +157,12 @@ async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
             "response_time_ms": round(ms, 3),
         }
     except StoreError as exc:
+        log.warning("health probe: database unhealthy", error=type(exc).__name__)
         db_status = "unhealthy"
         components["database"] = {
             "name": name,
             "status": "unhealthy",
-            "message": type(exc).__name__,
+            "message": "the database did not answer",
             "response_time_ms": None,
         }
     stats = services.store.pool_stats()
@@ -186,8 +202,8 @@ async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
     responses={
         **responses(),
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-        # A non-admin key gets the reference's plain-text refusal; the allowlist and the
-        # auth layer refuse with JSON bodies.
+        # A non-admin key gets the reference's plain-text refusal; a tenant admin, the
+        # allowlist and the auth layer refuse with JSON bodies.
         403: {
             "description": "forbidden",
             "content": {
@@ -198,8 +214,9 @@ async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
     },
 )
 async def metrics(services: ServicesDep, ctx: Auth) -> Response:
-    if not ctx.can_admin:
+    if not (ctx.can_admin or ctx.can_metrics):
         return PlainTextResponse("Admin permission required", status_code=403)
+    _require_operator(ctx)
     stats = services.store.pool_stats()
     services.metrics.set_pool(stats.active, stats.idle, stats.total, stats.maximum)
     return Response(

@@ -82,6 +82,13 @@ class Metrics:
             "sequencer_auth_failures", "Refused credentials, by code", ["code"], registry=r
         )
         self.db_errors = Counter("sequencer_errors_database", "Database errors", registry=r)
+        # Exposed as sequencer_agent_registration_total, the reference's name.
+        self.agent_registrations = Counter(
+            "sequencer_agent_registration",
+            "Public self-registrations by outcome (success, error) and reason code",
+            ["outcome", "reason"],
+            registry=r,
+        )
         self.pool_active = Gauge(
             "sequencer_pool_active_connections", "Connections in use", registry=r
         )
