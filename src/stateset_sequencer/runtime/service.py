@@ -8,11 +8,11 @@ from __future__ import annotations
 import ipaddress
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 
 from .. import __version__
+from ..api.http.failures import FailureAudit
 from ..api.http.metrics import Metrics
 from ..config import Settings
 from ..sequencer import identity
@@ -31,7 +31,8 @@ from ..sequencer.schemas import SchemaRegistry, ValidationMode, make_stage, pars
 from ..store.factory import DatabaseConfig, open_store
 from ..store.ports import Store
 from ..store.records import AuditEntry
-from .core import database_config, receipt_key_dir
+from .changes import CacheInvalidation
+from .core import database_config, receipt_key
 
 log = structlog.get_logger("stateset_sequencer.startup")
 
@@ -53,14 +54,19 @@ class Services:
     metrics: Metrics
     schemas: SchemaRegistry
     schema_mode: ValidationMode
+    auth_failures: FailureAudit
     auth_disabled: bool = False
     admin_allowlist: list[IpNetwork] | None = None
     trusted_proxies: list[IpNetwork] = field(default_factory=list)
     version: str = __version__
     created_bootstrap_key: str | None = None  # set only on the start that minted it
+    invalidation: CacheInvalidation | None = None  # None when CHANGE_FEED is off
 
     async def close(self) -> None:
+        if self.invalidation is not None:
+            await self.invalidation.close()
         self.sequencer.close()
+        await self.auth_failures.close()  # the counted refusals, while the store is open
         await self.store.close()
 
 
@@ -84,6 +90,12 @@ def _check_auth_settings(settings: Settings) -> None:
     if settings.auth_disabled:
         if production:
             raise StartupError("AUTH_MODE=disabled is refused in production")
+        if not settings.environment_name:
+            # Unset would read as development: an explicit name is the operator's word.
+            raise StartupError(
+                "AUTH_MODE=disabled needs an explicit development environment: set "
+                "SEQUENCER_ENV (or ENVIRONMENT) to local, dev, development, test or ci"
+            )
         if not settings.allow_auth_disabled:
             raise StartupError("AUTH_MODE=disabled needs ALLOW_AUTH_DISABLED=true as well")
     elif settings.AUTH_MODE.strip().lower() != "required":
@@ -118,6 +130,9 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
     trusted = parse_networks(settings.TRUST_PROXY_ALLOWLIST, "TRUST_PROXY_ALLOWLIST") or []
 
     database = database_config(settings)
+    # Before the store opens: a service that could only issue unsigned receipts refuses
+    # to start with nothing created.
+    key = _receipt_key(settings, database)
     store = await open_store(
         database,
         max_connections=settings.MAX_DB_CONNECTIONS,
@@ -126,7 +141,7 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
     )
     try:
         return await _prepare(
-            settings, store, database, schema_mode, admin_allowlist, trusted, announce
+            settings, store, database, key, schema_mode, admin_allowlist, trusted, announce
         )
     except BaseException:
         await store.close()
@@ -137,6 +152,7 @@ async def _prepare(
     settings: Settings,
     store: Store,
     database: DatabaseConfig,
+    key: identity.ReceiptKey,
     schema_mode: ValidationMode,
     admin_allowlist: list[IpNetwork] | None,
     trusted: list[IpNetwork],
@@ -168,13 +184,12 @@ async def _prepare(
                 )
             )
 
-    key_dir = receipt_key_dir(settings, store)
-    signer = await identity.receipt_signer(
-        store,
-        configured_id=settings.VES_SEQUENCER_ID,
-        configured_key=settings.VES_SEQUENCER_SIGNING_KEY,
-        key_dir=key_dir,
-    )
+    try:
+        signer = await identity.receipt_signer(
+            store, configured_id=settings.VES_SEQUENCER_ID, key=key
+        )
+    except identity.IdentityError as exc:
+        raise StartupError(str(exc)) from None
     registry = SchemaRegistry(store, latest_ttl_seconds=settings.SCHEMA_CACHE_TTL_SECS)
 
     sequencer = Sequencer(
@@ -209,24 +224,51 @@ async def _prepare(
         metrics=Metrics(),
         schemas=registry,
         schema_mode=schema_mode,
+        auth_failures=FailureAudit(
+            store,
+            limit_per_minute=settings.AUTH_FAILURE_LIMIT_PER_MINUTE,
+            max_sources=settings.AUTH_FAILURE_MAX_SOURCES,
+        ),
         auth_disabled=settings.auth_disabled,
         admin_allowlist=admin_allowlist,
         trusted_proxies=trusted,
         created_bootstrap_key=created_key,
     )
+    if settings.change_feed:
+        # Last, so that nothing after it can fail and leave the listener running.
+        services.invalidation = CacheInvalidation(sequencer.keys, services.authenticator, registry)
+        await services.invalidation.start(store)
     if announce:
-        _announce(services, database, key_dir)
+        _announce(services, database, key)
     return services
 
 
-def _announce(services: Services, database: DatabaseConfig, key_dir: Path | None) -> None:
+def _receipt_key(settings: Settings, database: DatabaseConfig) -> identity.ReceiptKey:
+    try:
+        key = receipt_key(settings, database, create=True)
+    except identity.IdentityError as exc:
+        raise StartupError(str(exc)) from None
+    assert key is not None  # create=True gives a key or raises
+    return key
+
+
+def _announce(services: Services, database: DatabaseConfig, key: identity.ReceiptKey) -> None:
+    if key.beside_data:
+        # Loud on every start, not only the first: a second instance on this database
+        # with its own generated key would sign receipts no client can check.
+        log.warning(
+            "receipt-signing key kept beside the data: every instance serving this "
+            f"database must sign with this same key; give each {identity.KEY_FILE_SETTING}"
+            f"={key.path} (or {identity.KEY_SETTING}), as production requires",
+            receipt_key_file=str(key.path),
+            generated=key.origin is identity.KeyOrigin.GENERATED,
+        )
     log.info(
         "sequencer ready to serve",
         database=services.store.capabilities.name,
         location=database.location,
-        receipt_key=str(key_dir / identity.SEQUENCER_KEY_FILE)
-        if key_dir is not None
-        else ("VES_SEQUENCER_SIGNING_KEY" if services.settings.VES_SEQUENCER_SIGNING_KEY else None),
+        receipt_key=key.describe(),
+        receipt_key_source=key.origin.value,
         sequencer_id=str(services.sequencer.receipt_signer.sequencer_id),
         auth="disabled" if services.auth_disabled else "required",
         schema_validation=services.schema_mode.value,

@@ -35,9 +35,11 @@ from .records import (
     ApiKeyRecord,
     AuditEntry,
     Capabilities,
+    Change,
     CommitmentRow,
     CounterState,
     Distribution,
+    EventPage,
     Existing,
     MigrationStatus,
     NewEvent,
@@ -115,6 +117,12 @@ class EventLog(ABC):
         """Events with ``start <= sequence_number <= end``, in sequence order."""
 
     @abstractmethod
+    async def read_page(self, stream: StreamKey, start: int, end: int, max_bytes: int) -> EventPage:
+        """Events ``start..=end`` in sequence order, ending before the first event that
+        would take the page past ``max_bytes`` (``store.paging``), but never empty while
+        the range holds an event; ``truncated`` when it ended so."""
+
+    @abstractmethod
     def iter_range(
         self, stream: StreamKey, start: int, end: int | None = None, batch_size: int = 1000
     ) -> AsyncIterator[StoredEvent]:
@@ -129,10 +137,17 @@ class EventLog(ABC):
 
     @abstractmethod
     async def read_entity(
-        self, stream: StreamKey, entity_type: str, entity_id: str, offset: int, limit: int
+        self,
+        stream: StreamKey,
+        entity_type: str,
+        entity_id: str,
+        offset: int,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> tuple[list[StoredEvent], int]:
         """An entity's events in sequence order, paged; also returns the total count,
-        read from the same state as the page."""
+        read from the same state as the page. With ``max_bytes`` the page also ends as
+        :meth:`read_page` does (the next page starts at ``offset + len(events)``)."""
 
     @abstractmethod
     async def entity_version(self, stream: StreamKey, entity_type: str, entity_id: str) -> int: ...
@@ -361,6 +376,37 @@ class Snapshots(ABC):
         when the database does not exist yet."""
 
 
+class ChangeListener(ABC):
+    """A running subscription of :meth:`ChangeFeed.listen`."""
+
+    @property
+    @abstractmethod
+    def connected(self) -> bool:
+        """False while changes made elsewhere cannot reach this listener (the caches'
+        TTLs are then what bounds staleness)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop delivering; idempotent."""
+
+
+class ChangeFeed(ABC):
+    """Committed changes to the rows processes cache (agent keys, API keys, schemas), told
+    to every process on the database, so that a revocation through one node is refused
+    by all at once rather than when each cache's TTL runs out.
+
+    The adapters publish from their own mutations of those rows, in the transaction that
+    makes the change, so every writer (the CLI included) is heard. A change made by hand
+    in SQL is not: the TTLs stay as the fallback."""
+
+    @abstractmethod
+    async def listen(self, callback: Callable[[Change], None]) -> ChangeListener:
+        """Call ``callback`` on the caller's event loop for each change committed from
+        now on by any store on this database (this one included). Whenever the feed
+        (re)connects it first delivers ``Change(ChangeKind.ALL)``, since changes may have
+        gone unheard. The callback must be quick and must not raise."""
+
+
 class Database(ABC):
     """The database as a whole: its schema version, its health, its lifecycle, what a
     caller may need to know about the backend, and small persistent settings."""
@@ -405,7 +451,15 @@ class Database(ABC):
 
 
 class Store(
-    EventLog, KeyRegistry, AccessStore, SchemaStore, Commitments, Maintenance, Snapshots, Database
+    EventLog,
+    KeyRegistry,
+    AccessStore,
+    SchemaStore,
+    Commitments,
+    Maintenance,
+    Snapshots,
+    ChangeFeed,
+    Database,
 ):
     """Every port at once: what ``store.factory.open_store`` returns. Pass a consumer the
     narrowest port it needs rather than this."""

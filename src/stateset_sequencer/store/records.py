@@ -7,6 +7,7 @@ build and compare them without a database, and both adapters convert to and from
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,15 @@ class StoredEvent:
     sequence_number: int
     sequenced_at: datetime
     event_signing_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of events in sequence order; ``truncated`` when the byte cap
+    (``store.paging``) ended it before the range or count asked for."""
+
+    events: list[StoredEvent]
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +117,7 @@ class ApiKeyRecord:
     active: bool = True
     rate_limit: int | None = None
     created_at: datetime | None = None  # set by the store when None
+    parent_key_hash: str | None = None  # the key that minted it; revoked with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,3 +257,30 @@ class TakenSnapshot:
 
     tool: str
     contents: SnapshotContents
+
+
+class ChangeKind(enum.StrEnum):
+    """What a :class:`Change` is about: the rows that processes cache."""
+
+    AGENT_KEY = "agent_key"
+    API_KEY = "api_key"
+    SCHEMA = "schema"
+    # Reserved for the policy store to come: nothing cached derives from policies yet.
+    POLICY = "policy"
+    # Not a row: the feed may have missed changes (its connection was down), so every
+    # cached entry is suspect.
+    ALL = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed change to a cached row, as the :class:`ChangeFeed` delivers it. Fields
+    left None are unknown to the writer and widen what a listener must drop: an API-key
+    change without ``key_hash_prefix`` drops every cached API key."""
+
+    kind: ChangeKind
+    tenant_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    key_id: int | None = None
+    key_hash_prefix: str | None = None
+    event_type: str | None = None

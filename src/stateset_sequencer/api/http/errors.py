@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 from ...sequencer.api_keys import KeyReason
 from ...sequencer.auth import AuthError, AuthReason
 from ...sequencer.ingest import BatchReason
+from ...sequencer.registration import RegistrationReason
 from ...sequencer.schemas import SchemaReason
 from ...store.errors import (
     ConcurrentWriteError,
@@ -221,6 +222,13 @@ REASONS: dict[str, Wire] = {
     AuthReason.INSUFFICIENT_PERMISSIONS: _scope("insufficient_permissions"),
     AuthReason.TENANT_ACCESS_DENIED: _scope("tenant_access_denied"),
     AuthReason.STORE_ACCESS_DENIED: _scope("store_access_denied"),
+    # process-wide views and tenant-wide objects: the refusal names what is missing
+    AuthReason.OPERATOR_REQUIRED: Wire(
+        403, api="INSUFFICIENT_PERMISSIONS", agent="OPERATOR_REQUIRED", detail="operator_required"
+    ),
+    AuthReason.TENANT_WIDE_REQUIRED: Wire(
+        403, api="INSUFFICIENT_PERMISSIONS", agent="TENANT_WIDE_REQUIRED", detail="tenant_wide"
+    ),
     # sequencer/api_keys.py (the agent/admin body; its code is the reason)
     KeyReason.STORE_IDS_TOO_MANY: _agent(400, "STORE_IDS_TOO_MANY"),
     KeyReason.STORE_IDS_DUPLICATE: _agent(400, "STORE_IDS_DUPLICATE"),
@@ -230,6 +238,14 @@ REASONS: dict[str, Wire] = {
     KeyReason.KEY_NOT_FOUND: _agent(404, "KEY_NOT_FOUND"),
     KeyReason.AMBIGUOUS_PREFIX: _agent(409, "AMBIGUOUS_PREFIX"),
     KeyReason.ALREADY_REVOKED: _agent(409, "ALREADY_REVOKED"),
+    KeyReason.TENANT_WIDENED: _agent(403, "TENANT_WIDENED"),
+    KeyReason.STORE_SCOPE_WIDENED: _agent(403, "STORE_SCOPE_WIDENED"),
+    KeyReason.AGENT_SCOPE_WIDENED: _agent(403, "AGENT_SCOPE_WIDENED"),
+    KeyReason.ADMIN_WIDENED: _agent(403, "ADMIN_NOT_ALLOWED"),
+    KeyReason.WRITE_WIDENED: _agent(403, "WRITE_NOT_ALLOWED"),
+    KeyReason.RATE_LIMIT_WIDENED: _agent(403, "RATE_LIMIT_WIDENED"),
+    KeyReason.KEY_LIMIT_REACHED: _agent(409, "KEY_LIMIT_REACHED"),
+    KeyReason.LAST_ADMIN_KEY: _agent(409, "LAST_ADMIN_KEY"),
     # sequencer/schemas.py (ApiError, the reference's INVALID_FIELD_VALUE with our reason)
     SchemaReason.INVALID_EVENT_TYPE: _api(400, "INVALID_FIELD_VALUE", "INVALID_EVENT_TYPE"),
     SchemaReason.INVALID_COMPATIBILITY: _api(400, "INVALID_FIELD_VALUE", "INVALID_COMPATIBILITY"),
@@ -238,6 +254,18 @@ REASONS: dict[str, Wire] = {
     SchemaReason.INVALID_SCHEMA: _api(400, "INVALID_FIELD_VALUE", "INVALID_SCHEMA"),
     SchemaReason.SCHEMA_TOO_LARGE: _api(400, "INVALID_FIELD_VALUE", "SCHEMA_TOO_LARGE"),
     SchemaReason.INVALID_STATUS: _api(400, "INVALID_FIELD_VALUE", "INVALID_STATUS"),
+    # sequencer/registration.py (the agent body; its code is the reason, as the reference's)
+    RegistrationReason.REGISTRATION_DISABLED: _agent(403, "REGISTRATION_DISABLED"),
+    RegistrationReason.RATE_LIMIT_EXCEEDED: _agent(429, "RATE_LIMIT_EXCEEDED"),
+    RegistrationReason.INVALID_NAME: _agent(400, "INVALID_NAME"),
+    RegistrationReason.NAME_TOO_LONG: _agent(400, "NAME_TOO_LONG"),
+    RegistrationReason.DESCRIPTION_TOO_LONG: _agent(400, "DESCRIPTION_TOO_LONG"),
+    RegistrationReason.INVALID_DESCRIPTION: _agent(400, "INVALID_DESCRIPTION"),
+    RegistrationReason.STORE_IDS_TOO_MANY: _agent(400, "STORE_IDS_TOO_MANY"),
+    RegistrationReason.STORE_IDS_DUPLICATE: _agent(400, "STORE_IDS_DUPLICATE"),
+    RegistrationReason.RATE_LIMIT_INVALID: _agent(400, "RATE_LIMIT_INVALID"),
+    RegistrationReason.TENANT_ID_NOT_ALLOWED: _agent(400, "TENANT_ID_NOT_ALLOWED"),
+    RegistrationReason.ADMIN_NOT_ALLOWED: _agent(403, "ADMIN_NOT_ALLOWED"),
 }
 
 SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
@@ -245,6 +273,7 @@ SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
     AuthReason,
     KeyReason,
     SchemaReason,
+    RegistrationReason,
 )
 """Every enum of reasons a service raises; the test of the table walks these."""
 
