@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install debian-deps test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery clean
+.PHONY: install debian-deps test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery bench-hostile clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -60,3 +60,13 @@ bench-http: $(STAMP) debian-deps
 
 bench-recovery: $(STAMP) debian-deps
 	$(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)
+
+# The hostile cases of the hardening issue, each against a real server on loopback: a
+# poisoned batch among good ones, oversized unauthenticated bodies and bad-key floods and
+# idle connections, pages of large events, and key revocation across two nodes.
+# QUICK=1 runs each small (the docs test does), for a check that they work, not figures.
+bench-hostile: $(STAMP) debian-deps
+	$(BIN)/python bench/poison_mix.py $(if $(QUICK),--duration 1 --backends sqlite --poisons scheme)
+	$(BIN)/python bench/hostile_http.py $(if $(QUICK),--bodies 3 --bad-keys 120 --slow 5 --idle 5)
+	$(BIN)/python bench/page_memory.py $(if $(QUICK),--backend sqlite --events 6 --payload-kb 200 --readers 2 --rounds 1 --limit 6)
+	$(BIN)/python bench/revocation_propagation.py $(if $(QUICK),--rounds 1 --off-rounds 0)
