@@ -129,6 +129,7 @@ class EdgeMiddleware:
         # only a declared length past the largest limit is refused first.
         self.unrouted = BodyLimit(services.settings.MAX_BODY_SIZE_BYTES, "MAX_BODY_SIZE_BYTES")
         self._routes: list[tuple[RouteContext, RoutePolicy]] | None = None
+        self._static: dict[tuple[str, str], RoutePolicy] = {}
 
     def _policy(self, scope: Scope) -> RoutePolicy | None:
         """The policy of the route the router will pick (its first full match), or None
@@ -139,9 +140,19 @@ class EdgeMiddleware:
                 (route, route_policy(route, self.services.settings))
                 for route in iter_route_contexts(scope["app"].routes)
             ]
+        key = (scope.get("method", ""), scope.get("path", ""))
+        cached = self._static.get(key)
+        if cached is not None:
+            return cached
         for route, policy in self._routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
+                if isinstance(route.original_route, APIRoute) and "{" not in policy.path:
+                    # A route path without parameters matches that one path alone, so the
+                    # hot routes (ingest, head) skip the scan next time; the cache holds at
+                    # most one entry per such route and method (a mount, which matches
+                    # any path below it, is never cached).
+                    self._static[key] = policy
                 return policy
         return None
 
