@@ -173,7 +173,7 @@ def _reason(env: envelope.VesEventEnvelope) -> str:
 
 
 def test_unsupported_version_wins_over_everything(golden: dict[str, Any]) -> None:
-    wire = golden_wire(golden) | {"ves_version": 2, "entity_type": "", "created_at": "bad"}
+    wire = golden_wire(golden) | {"ves_version": 3, "entity_type": "", "created_at": "bad"}
     assert _reason(envelope.parse_envelope(wire)) == "unsupported_version"
 
 
@@ -389,7 +389,7 @@ def test_sign_unsigned_reproduces_golden(golden: dict[str, Any]) -> None:
     ("change", "reason"),
     [
         ({"agent_signature": "0x00"}, "schema_validation"),
-        ({"ves_version": 2}, "unsupported_version"),
+        ({"ves_version": 3}, "unsupported_version"),
         ({"entity_id": ""}, "schema_validation: entity_id"),
         ({"payload": None}, "schema_validation: payload"),
         ({"payload_kind": 1}, "schema_validation: recipients"),

@@ -1,5 +1,7 @@
-"""The VES v1.0 event envelope (REFERENCE_MAP §4.1) as a strict model, its validation in the
-reference's order (VES_PROTOCOL §4), and helpers that build and sign envelopes.
+"""The VES event envelope (REFERENCE_MAP §4.1) as a strict model, its validation in the
+reference's order (VES_PROTOCOL §4), and helpers that build and sign envelopes, with the
+version 1 or the version 2 signing hash (PROTOCOL §4.1; V2 also signs ``command_id`` and
+``base_version``).
 
 Parsing is strict about JSON types (``false`` is not an integer, ``1.0`` is not a key id) and
 keeps ``created_at`` as the exact string sent, because that string is what was signed.
@@ -39,7 +41,12 @@ from .errors import BadTimestamp, EnvelopeInvalid, VesError
 from .signing import Signer, verify
 from .storable import UnstorableText, utf8_text
 
-VES_VERSION = 1
+VES_VERSION_V1 = hashing.VES_VERSION_V1
+VES_VERSION_V2 = hashing.VES_VERSION_V2
+SUPPORTED_VES_VERSIONS = hashing.SUPPORTED_VES_VERSIONS
+# What our signers produce unless told otherwise, as the reference SDK does: V2 signs the
+# execution controls. V1 stays available for sequencers that accept nothing else.
+DEFAULT_VES_VERSION = VES_VERSION_V2
 PAYLOAD_KIND_PLAINTEXT = 0
 PAYLOAD_KIND_ENCRYPTED = 1
 
@@ -140,7 +147,7 @@ class EncryptedPayload(BaseModel):
 
 
 class VesEventEnvelope(BaseModel):
-    """One signed VES v1.0 event, field for field as the reference's wire format.
+    """One signed VES event (v1 or v2), field for field as the reference's wire format.
 
     Unknown fields are ignored, as the reference does; ``sequence_number`` and
     ``sequenced_at`` sent by a client are among them (the sequencer assigns both).
@@ -184,6 +191,8 @@ class VesEventEnvelope(BaseModel):
             payload_kind=self.payload_kind,
             payload_plain_hash=self.payload_plain_hash,
             payload_cipher_hash=self.payload_cipher_hash,
+            command_id=self.command_id,
+            base_version=self.base_version,
         )
 
     def signing_hash(self) -> bytes:
@@ -212,9 +221,28 @@ def parse_envelope_json(text: str | bytes, *, strict_format: bool = False) -> Ve
 
 
 def check_version(env: VesEventEnvelope) -> None:
-    if env.ves_version != VES_VERSION:
+    _check_version(env.ves_version)
+
+
+def _check_version(version: int) -> None:
+    if version not in SUPPORTED_VES_VERSIONS:
+        raise hashing.unsupported_version(version)
+
+
+def check_execution_controls(env: VesEventEnvelope) -> None:
+    """A V2 event signs its ``base_version``, so it must be one every SDK can hold exactly
+    (at most 2^53-1, the reference SDK's limit). V1 does not sign it and keeps the full
+    u64 it has always had, so events stored before V2 still replay."""
+    _check_controls(env.ves_version, env.base_version)
+
+
+def _check_controls(version: int, base: int | None) -> None:
+    if version != VES_VERSION_V2 or base is None:
+        return
+    if not 0 <= base <= hashing.MAX_SIGNED_BASE_VERSION:
         raise EnvelopeInvalid(
-            "unsupported_version", f"Unsupported VES version {env.ves_version}; expected 1"
+            "schema_validation: base_version",
+            f"base_version of a ves_version 2 event must be from 0 to 2^53-1, got {base}",
         )
 
 
@@ -329,6 +357,7 @@ def validate(env: VesEventEnvelope, *, strict_format: bool = False) -> bytes:
     reference's reason code at the first failure.
     """
     check_version(env)
+    check_execution_controls(env)
     check_lengths(env)
     check_payload_kind(env)
     parts = None
@@ -368,13 +397,18 @@ def sign_event(
     command_id: uuid.UUID | None = None,
     base_version: int | None = None,
     recipients: Sequence[tuple[int, bytes]] | None = None,
+    ves_version: int = DEFAULT_VES_VERSION,
 ) -> VesEventEnvelope:
     """Build a complete signed envelope from a payload and a key.
 
-    With ``recipients`` (``(kid, X25519 public key)`` pairs) the payload is encrypted with
-    VES-ENC-1 and the event is of kind 1; otherwise it is plaintext. ``created_at`` is
+    ``ves_version`` picks the signing hash: 2 (the default) also signs ``command_id`` and
+    ``base_version``; 1 is for sequencers that accept nothing newer. With ``recipients``
+    (``(kid, X25519 public key)`` pairs) the payload is encrypted with VES-ENC-1 and the
+    event is of kind 1; otherwise it is plaintext. ``created_at`` is
     passed in (this package reads no clock) and signed exactly as given.
     """
+    _check_version(ves_version)
+    _check_controls(ves_version, base_version)
     try:
         parse_rfc3339(created_at)
     except BadTimestamp as exc:
@@ -403,7 +437,7 @@ def sign_event(
         encrypted, plain = sealed.payload_encrypted, sealed.payload_plain_hash
         cipher = sealed.payload_cipher_hash
     unsigned: dict[str, Any] = {
-        "ves_version": VES_VERSION,
+        "ves_version": ves_version,
         "event_id": event_id,
         "tenant_id": tenant_id,
         "store_id": store_id,
@@ -435,7 +469,9 @@ def sign_unsigned(obj: Mapping[str, Any], signer: Signer) -> VesEventEnvelope:
     """Complete and sign an envelope given without its hashes and signature.
 
     This is what ``sequencer-cli sign`` does. The object may carry ``recipients`` as
-    ``[{"recipient_kid": n, "public_key": hex}]`` to have its payload encrypted.
+    ``[{"recipient_kid": n, "public_key": hex}]`` to have its payload encrypted. Its own
+    ``ves_version`` (1 or 2) picks the signing hash; without one it is signed as
+    :data:`DEFAULT_VES_VERSION`.
     """
     present = {"payload_plain_hash", "payload_cipher_hash", "agent_signature"} & set(obj)
     if present:
@@ -443,6 +479,7 @@ def sign_unsigned(obj: Mapping[str, Any], signer: Signer) -> VesEventEnvelope:
             "schema_validation", f"unsigned event must not carry {', '.join(sorted(present))}"
         )
     stub = dict(obj)
+    stub.setdefault("ves_version", DEFAULT_VES_VERSION)
     stub.setdefault("payload_kind", PAYLOAD_KIND_PLAINTEXT)
     stub.update(
         payload_plain_hash=hashing.ZERO_HASH,
@@ -459,8 +496,8 @@ def sign_unsigned(obj: Mapping[str, Any], signer: Signer) -> VesEventEnvelope:
         draft = VesEventEnvelope.model_validate(stub)
     except ValidationError as exc:
         raise EnvelopeInvalid("schema_validation", _first_error(exc)) from None
-    if draft.ves_version != VES_VERSION:
-        raise EnvelopeInvalid("unsupported_version", "only ves_version 1 can be signed")
+    check_version(draft)
+    check_execution_controls(draft)
     recipients: list[tuple[int, bytes]] | None = None
     if draft.payload_kind == PAYLOAD_KIND_ENCRYPTED:
         if not isinstance(recipients_raw, list):
@@ -494,6 +531,7 @@ def sign_unsigned(obj: Mapping[str, Any], signer: Signer) -> VesEventEnvelope:
         command_id=draft.command_id,
         base_version=draft.base_version,
         recipients=recipients,
+        ves_version=draft.ves_version,
     )
 
 
@@ -508,6 +546,7 @@ __all__ = [
     "EnvelopeInvalid",
     "VesEventEnvelope",
     "check_created_at",
+    "check_execution_controls",
     "check_lengths",
     "check_payload_hash",
     "check_payload_kind",

@@ -1,4 +1,5 @@
-"""Every domain-separated SHA-256 of VES v1.0 (VES_PROTOCOL §0), computed once, here.
+"""Every domain-separated SHA-256 of VES (VES_PROTOCOL §0), computed once, here, and
+the version 2 event signing hash that also signs the execution controls (PROTOCOL §4.1).
 
 Integers are big-endian (``U32``/``U64``), strings are ``U32(len utf8) ‖ utf8`` and UUIDs are
 their 16 raw bytes. Domain prefixes are raw ASCII with no terminator or length prefix.
@@ -14,19 +15,27 @@ from typing import Any
 
 from . import jcs
 from .codec import enc_str, u32, u64
-from .errors import BadLength
+from .errors import BadInteger, BadLength, EnvelopeInvalid
 
 DOMAIN_PAYLOAD_PLAIN = b"VES_PAYLOAD_PLAIN_V1"
 DOMAIN_PAYLOAD_AAD = b"VES_PAYLOAD_AAD_V1"
 DOMAIN_PAYLOAD_CIPHER = b"VES_PAYLOAD_CIPHER_V1"
 DOMAIN_RECIPIENTS = b"VES_RECIPIENTS_V1"
 DOMAIN_EVENTSIG = b"VES_EVENTSIG_V1"
+DOMAIN_EVENTSIG_V2 = b"VES_EVENTSIG_V2"
 DOMAIN_LEAF = b"VES_LEAF_V1"
 DOMAIN_PAD_LEAF = b"VES_PAD_LEAF_V1"
 DOMAIN_NODE = b"VES_NODE_V1"
 DOMAIN_STREAM = b"VES_STREAM_V1"
 DOMAIN_RECEIPT = b"VES_RECEIPT_V1"
 DOMAIN_STATE_ROOT = b"VES_STATE_ROOT_V1"
+
+VES_VERSION_V1 = 1
+VES_VERSION_V2 = 2
+SUPPORTED_VES_VERSIONS = (VES_VERSION_V1, VES_VERSION_V2)
+# The largest base_version a V2 event may sign: every SDK must be able to hold the value it
+# verifies, and JavaScript's integers are exact only up to here (the reference SDK's limit).
+MAX_SIGNED_BASE_VERSION = 2**53 - 1
 
 ZERO_HASH = bytes(32)
 PAD_LEAF = hashlib.sha256(DOMAIN_PAD_LEAF).digest()
@@ -128,8 +137,8 @@ def payload_cipher_hash(
 
 @dataclass(frozen=True, slots=True)
 class SigningFields:
-    """Exactly the fields the event signing hash covers (``command_id`` and
-    ``base_version`` are not signed in v1)."""
+    """Every field an event signing hash may cover. ``command_id`` and ``base_version``
+    are signed only by version 2; version 1 ignores them."""
 
     ves_version: int
     tenant_id: uuid.UUID
@@ -144,10 +153,19 @@ class SigningFields:
     payload_kind: int
     payload_plain_hash: bytes
     payload_cipher_hash: bytes
+    command_id: uuid.UUID | None = None
+    base_version: int | None = None
 
 
-def event_signing_preimage(f: SigningFields) -> bytes:
-    """The 171 + Σ(string bytes) preimage of the event signing hash."""
+def unsupported_version(version: object) -> EnvelopeInvalid:
+    return EnvelopeInvalid(
+        "unsupported_version", f"Unsupported VES version {version}; expected 1 or 2"
+    )
+
+
+def v1_preimage(f: SigningFields) -> bytes:
+    """The version 1 recipe, 171 + Σ(string bytes) long, with ``f.ves_version`` in its
+    version field: a V1 event's whole preimage, and the inner part of a V2 one."""
     return b"".join(
         (
             DOMAIN_EVENTSIG,
@@ -168,8 +186,36 @@ def event_signing_preimage(f: SigningFields) -> bytes:
     )
 
 
+def execution_controls(command_id: uuid.UUID | None, base_version: int | None) -> bytes:
+    """``0x00`` or ``0x01 ‖ UUID`` for the command, then ``0x00`` or ``0x01 ‖ U64`` for the
+    base version: 2 to 26 bytes, so that an absent value and any present one differ."""
+    command = b"\x00" if command_id is None else b"\x01" + _uuid("command_id", command_id)
+    if base_version is None:
+        return command + b"\x00"
+    if (
+        isinstance(base_version, bool)
+        or not isinstance(base_version, int)
+        or not 0 <= base_version <= MAX_SIGNED_BASE_VERSION
+    ):
+        raise BadInteger(
+            f"base_version must be an integer from 0 to 2^53-1 to be signed, got {base_version}"
+        )
+    return command + b"\x01" + u64(base_version)
+
+
+def event_signing_preimage(f: SigningFields) -> bytes:
+    """What is hashed for the event's ``ves_version``: the V1 recipe, or
+    ``"VES_EVENTSIG_V2" ‖ SHA256(V1 recipe) ‖ controls`` (49 to 73 bytes) for V2."""
+    if f.ves_version == VES_VERSION_V1:
+        return v1_preimage(f)
+    if f.ves_version == VES_VERSION_V2:
+        inner = _sha256(v1_preimage(f)).digest()
+        return DOMAIN_EVENTSIG_V2 + inner + execution_controls(f.command_id, f.base_version)
+    raise unsupported_version(f.ves_version)
+
+
 def event_signing_hash(f: SigningFields) -> bytes:
-    """The 32 bytes an agent signs with Ed25519."""
+    """The 32 bytes an agent signs with Ed25519, by the recipe of the event's version."""
     return _sha256(event_signing_preimage(f)).digest()
 
 
