@@ -1,9 +1,9 @@
 """Fixtures of the contract suites: every test runs once on SQLite and once on PostgreSQL.
 
 ``opened`` is the store and the backend's name; each port has a fixture of its own name
-(``event_log``, ``keys``, ``access``, ``schemas``, ``commitments``, ``maintenance``,
-``snapshots``, ``database``) typed as that port, so a suite states which contract it
-holds the adapters to. ``store`` is the whole store, for tests that cross ports.
+(``event_log``, ``keys``, ``access``, ``schemas``, ``policies``, ``commitments``,
+``maintenance``, ``snapshots``, ``database``) typed as that port, so a suite states which
+contract it holds the adapters to. ``store`` is the whole store, for tests that cross ports.
 
 PostgreSQL is a real server (``stateset_sequencer.testing.pg`` says how one is found or
 started); each test gets a database of its own, dropped afterwards. Stores are opened by
@@ -21,11 +21,17 @@ import pytest
 from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.store.ports import (
     AccessStore,
+    AgentCursors,
+    AgentPolicies,
+    AuditChain,
     Commitments,
     Database,
     EventLog,
     KeyRegistry,
+    LeaderLock,
     Maintenance,
+    Projections,
+    RateBudgets,
     SchemaStore,
     Snapshots,
     Store,
@@ -86,7 +92,22 @@ def schemas(opened: Opened) -> SchemaStore:
 
 
 @pytest.fixture
+def policies(opened: Opened) -> AgentPolicies:
+    return opened.store
+
+
+@pytest.fixture
 def commitments(opened: Opened) -> Commitments:
+    return opened.store
+
+
+@pytest.fixture
+def cursors(opened: Opened) -> AgentCursors:
+    return opened.store
+
+
+@pytest.fixture
+def rate_budgets(opened: Opened) -> RateBudgets:
     return opened.store
 
 
@@ -102,4 +123,19 @@ def snapshots(opened: Opened) -> Snapshots:
 
 @pytest.fixture
 def database(opened: Opened) -> Database:
+    return opened.store
+
+
+@pytest.fixture
+def audit_chain(opened: Opened) -> AuditChain:
+    return opened.store
+
+
+@pytest.fixture
+def projections(opened: Opened) -> Projections:
+    return opened.store
+
+
+@pytest.fixture
+def leader_lock(opened: Opened) -> LeaderLock:
     return opened.store

@@ -84,8 +84,9 @@ async def test_audit_newest_first_with_action_filter(access: AccessStore) -> Non
         )
         for n, action in enumerate(["key.register", "key.revoke", "key.register"])
     ]
-    for entry in entries:
-        await access.append_audit(entry)
+    # As stored: the store fills in the chain fields.
+    entries = [await access.append_audit(entry) for entry in entries]
+    assert [e.chain_seq for e in entries] == [1, 2, 3]
 
     assert await access.list_audit() == entries[::-1]
     assert await access.list_audit(limit=2) == entries[:0:-1]

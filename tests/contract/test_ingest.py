@@ -222,7 +222,7 @@ async def test_bad_created_at(store: Store) -> None:
 async def test_unsupported_version(store: Store) -> None:
     await kit.register(store)
     await _assert_rejected_unchanged(
-        store, [kit.resign(kit.event(1), ves_version=2)], "unsupported_version"
+        store, [kit.event(1).model_copy(update={"ves_version": 3})], "unsupported_version"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -106,7 +107,9 @@ async def test_set_counter_to_max_repairs_and_audits(
     after = await maintenance.set_counter_to_max(ONE, before, audit)
     assert after == CounterState(ONE, 4, 4, 4)
     assert await store.head(ONE) == 4
-    assert await store.list_audit(action="counter.repair") == [audit]
+    [stored] = await store.list_audit(action="counter.repair")
+    assert stored.chain_seq == 1  # chained, in the repair's transaction
+    assert replace(stored, chain_seq=None, previous_hash=None, entry_hash=None) == audit
 
 
 async def test_set_counter_to_max_refuses_a_changed_stream(

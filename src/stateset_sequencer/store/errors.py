@@ -13,6 +13,16 @@ class IntegrityError(StoreError):
     """A uniqueness or consistency rule would be broken (e.g. a duplicate agent key)."""
 
 
+class AheadOfHeadError(StoreError):
+    """A position past the stream's head was refused (an agent acknowledging a sequence
+    not sequenced yet); nothing was written. ``head`` is the head it was checked against."""
+
+    def __init__(self, sequence: int, head: int) -> None:
+        super().__init__(f"sequence {sequence} is past the stream head {head}")
+        self.sequence = sequence
+        self.head = head
+
+
 class ConcurrentWriteError(StoreError):
     """Another writer inserted a conflicting row first; the transaction can be retried."""
 

@@ -46,7 +46,16 @@ TABLES: tuple[TablePlacement, ...] = (
     TablePlacement("agent_signing_keys", Placement.TENANT, TENANT_COLUMN),
     TablePlacement("ves_commitments", Placement.TENANT, TENANT_COLUMN),
     TablePlacement("event_schemas", Placement.TENANT, TENANT_COLUMN),
+    TablePlacement("ves_agent_cursors", Placement.TENANT, TENANT_COLUMN),
+    TablePlacement("agent_event_policies", Placement.TENANT, TENANT_COLUMN),
+    TablePlacement("ves_projection_checkpoints", Placement.TENANT, TENANT_COLUMN),
+    TablePlacement("ves_projection_documents", Placement.TENANT, TENANT_COLUMN),
     TablePlacement("ves_event_ids", Placement.OWN_KEY, "event_id"),
+    # Rate budgets are written on every request, by a hash that names no tenant: as a
+    # reference table each take would be replicated to every node (a two-phase commit per
+    # request); by its own key each take is one row on one shard. Only creating a budget
+    # counts the whole table, under the take's advisory lock on the coordinator.
+    TablePlacement("rate_limit_budgets", Placement.OWN_KEY, "key_hash"),
     # API keys are found by their hash before any tenant is known; the audit log's tenant
     # is optional (operator actions have none).
     TablePlacement("api_keys", Placement.REFERENCE),

@@ -104,6 +104,28 @@ class CommitmentRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentCursor:
+    """One row of ``ves_agent_cursors``: the highest sequence an agent acknowledged in a
+    stream, and when it last acknowledged (raised or not)."""
+
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+    agent_id: uuid.UUID
+    acknowledged_sequence: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CursorPosition:
+    """An agent's cursor (None: it never acknowledged) beside the stream's head, both read
+    from one state of the primary, so ``head_sequence`` is the head the cursor was checked
+    against."""
+
+    cursor: AgentCursor | None
+    head_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """An API key as stored: only the SHA-256 hex of the plaintext, never the plaintext."""
 
@@ -118,6 +140,7 @@ class ApiKeyRecord:
     rate_limit: int | None = None
     created_at: datetime | None = None  # set by the store when None
     parent_key_hash: str | None = None  # the key that minted it; revoked with it
+    expires_at: datetime | None = None  # None: never expires; refused from this instant on
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +161,19 @@ class AuditEntry:
     error_message: str | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     timestamp: datetime | None = None  # set by the store when None
+    # The hash chain (ves/audit.py), filled by the store when the entry is appended.
+    chain_seq: int | None = None
+    previous_hash: bytes | None = None
+    entry_hash: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetTake:
+    """The answer of :meth:`RateBudgets.take_rate_budget`: whether one unit was taken, and
+    in how many seconds the budget's window ends (when a refused caller may retry)."""
+
+    admitted: bool
+    reset_in_seconds: float
 
 
 SCHEMA_STATUSES = ("active", "deprecated", "archived")
@@ -160,6 +196,22 @@ class SchemaRecord:
     created_at: datetime
     updated_at: datetime
     created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPolicy:
+    """What one agent of a tenant may write (``agent_event_policies``), checked at ingest
+    by ``sequencer.policies``. Rule lists are kept sorted and without duplicates."""
+
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    allowed_event_types: tuple[str, ...] = ()
+    allowed_entity_types: tuple[str, ...] = ()
+    require_base_version: bool = True
+    max_payload_bytes: int | None = None
+    enabled: bool = True
+    created_at: datetime | None = None  # set by the store; kept when a policy is replaced
+    updated_at: datetime | None = None  # set by the store on every write
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +317,7 @@ class ChangeKind(enum.StrEnum):
     AGENT_KEY = "agent_key"
     API_KEY = "api_key"
     SCHEMA = "schema"
-    # Reserved for the policy store to come: nothing cached derives from policies yet.
+    # An agent's event policy (``agent_event_policies``), cached by ingest per agent.
     POLICY = "policy"
     # Not a row: the feed may have missed changes (its connection was down), so every
     # cached entry is suspect.
@@ -284,3 +336,26 @@ class Change:
     key_id: int | None = None
     key_hash_prefix: str | None = None
     event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionDocument:
+    """One entity's folded document (``ves_projection_documents``): ``version`` events of
+    the entity folded so far, ``updated_at`` the ``sequenced_at`` of the last of them."""
+
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+    entity_type: str
+    entity_id: str
+    version: int
+    document: Any  # a JSON value
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionLag:
+    """A stream whose counter is ahead of its projection checkpoint."""
+
+    stream: StreamKey
+    checkpoint: int  # last_projected_sequence (0 when never projected)
+    head: int  # the stream's counter

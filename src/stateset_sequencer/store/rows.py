@@ -8,22 +8,27 @@ Payload columns hold exact JSON text (``ves.jsontext``), never canonical JSON.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
+from ..ves.audit import AUDIT_HASHED_FIELDS, audit_entry_hash
 from ..ves.envelope import VesEventEnvelope, parse_envelope
 from ..ves.jsontext import load_json
+from ..ves.storable import is_storable
 from .errors import ConcurrentWriteError, IntegrityError
 from .records import (
     SCHEMA_STATUSES,
+    AgentCursor,
     AgentKey,
+    AgentPolicy,
     ApiKeyRecord,
     AuditEntry,
     CommitmentRow,
     CounterState,
+    ProjectionDocument,
     SchemaRecord,
     SequenceGap,
     StreamKey,
@@ -89,6 +94,7 @@ class Kind(Enum):
     UUID = "uuid"
     OPTIONAL_UUID = "optional uuid"
     UUID_TUPLE = "uuid tuple"
+    TEXT_TUPLE = "text tuple"
     TIME = "time"
     OPTIONAL_TIME = "optional time"
     BYTES = "bytes"
@@ -175,6 +181,7 @@ API_KEYS = Table(
         ("rate_limit", Kind.PLAIN),
         ("created_at", Kind.OPTIONAL_TIME),
         ("parent_key_hash", Kind.PLAIN),
+        ("expires_at", Kind.OPTIONAL_TIME),
     ),
 )
 AUDIT_LOG = Table(
@@ -194,6 +201,9 @@ AUDIT_LOG = Table(
         ("details", Kind.JSON_OBJECT),
         ("success", Kind.BOOL),
         ("error_message", Kind.PLAIN),
+        ("chain_seq", Kind.PLAIN),
+        ("previous_hash", Kind.OPTIONAL_BYTES),
+        ("entry_hash", Kind.OPTIONAL_BYTES),
     ),
 )
 EVENT_SCHEMAS = Table(
@@ -212,7 +222,32 @@ EVENT_SCHEMAS = Table(
         ("created_by", Kind.PLAIN),
     ),
 )
+AGENT_CURSORS = Table(
+    AgentCursor,
+    (
+        ("tenant_id", Kind.UUID),
+        ("store_id", Kind.UUID),
+        ("agent_id", Kind.UUID),
+        ("acknowledged_sequence", Kind.PLAIN),
+        ("updated_at", Kind.TIME),
+    ),
+)
+AGENT_POLICIES = Table(
+    AgentPolicy,
+    (
+        ("tenant_id", Kind.UUID),
+        ("agent_id", Kind.UUID),
+        ("allowed_event_types", Kind.TEXT_TUPLE),
+        ("allowed_entity_types", Kind.TEXT_TUPLE),
+        ("require_base_version", Kind.BOOL),
+        ("max_payload_bytes", Kind.PLAIN),
+        ("enabled", Kind.BOOL),
+        ("created_at", Kind.OPTIONAL_TIME),
+        ("updated_at", Kind.OPTIONAL_TIME),
+    ),
+)
 AGENT_KEY_COLUMNS = AGENT_KEYS.names
+AGENT_POLICY_COLUMNS = AGENT_POLICIES.names
 COMMITMENT_COLUMNS = COMMITMENTS.names
 API_KEY_COLUMNS = API_KEYS.names
 AUDIT_COLUMNS = AUDIT_LOG.names
@@ -283,11 +318,42 @@ def unchanged_state(
     return current
 
 
+MAX_CURSOR_SEQUENCE = 2**63 - 1
+
+
+def check_cursor_sequence(sequence: int) -> None:
+    """Checked before any query: past a BIGINT the drivers fail in their own ways."""
+    if isinstance(sequence, bool) or not isinstance(sequence, int):
+        raise ValueError("a cursor sequence is an integer")
+    if not 0 <= sequence <= MAX_CURSOR_SEQUENCE:
+        raise ValueError(f"a cursor sequence is 0..{MAX_CURSOR_SEQUENCE}, not {sequence}")
+
+
 def check_schema_status(status: str) -> None:
     """Checked before the UPDATE as well as by the table's CHECK, which only fires when a
     row matches: a bad status is refused whether or not the schema exists."""
     if status not in SCHEMA_STATUSES:
         raise IntegrityError(f"schema status must be one of {', '.join(SCHEMA_STATUSES)}")
+
+
+# What agent_event_policies holds (the tables' CHECKs, and the 32-bit INTEGER column the
+# PostgreSQL table has for max_payload_bytes): checked before a write on both backends, so
+# that SQLite, whose integers are wider, refuses what PostgreSQL would.
+MAX_POLICY_RULES = 128
+POLICY_MAX_PAYLOAD_LIMIT = 2**31 - 1
+
+
+def check_policy(policy: AgentPolicy) -> None:
+    """Refuse (``IntegrityError``) a policy neither store could hold as it is."""
+    size = policy.max_payload_bytes
+    if size is not None and not 1 <= size <= POLICY_MAX_PAYLOAD_LIMIT:
+        raise IntegrityError(f"max_payload_bytes must be 1..{POLICY_MAX_PAYLOAD_LIMIT}")
+    for name in ("allowed_event_types", "allowed_entity_types"):
+        rules = getattr(policy, name)
+        if len(rules) > MAX_POLICY_RULES:
+            raise IntegrityError(f"{name} holds more than {MAX_POLICY_RULES} rules")
+        if not all(isinstance(rule, str) and is_storable(rule) for rule in rules):
+            raise IntegrityError(f"{name} holds a rule that is not storable text")
 
 
 def column_list(columns: tuple[str, ...]) -> str:
@@ -343,6 +409,32 @@ def envelope_from_columns(
     return parse_envelope(obj)
 
 
+def chained(entry: AuditEntry, tail_seq: int, tail_hash: bytes) -> AuditEntry:
+    """``entry`` as the successor of the audit chain's tail (``tail_seq`` 0: the first
+    entry), its timestamp fixed as it is stored and hashed, its chain fields filled."""
+    moment = entry.timestamp if entry.timestamp is not None else datetime.now(UTC)
+    base = replace(entry, timestamp=moment.astimezone(UTC), chain_seq=tail_seq + 1)
+    fields = {name: getattr(base, name) for name in AUDIT_HASHED_FIELDS}
+    return replace(base, previous_hash=tail_hash, entry_hash=audit_entry_hash(tail_hash, fields))
+
+
+def schema_audit(entry: AuditEntry, record: SchemaRecord) -> AuditEntry:
+    """A schema change's audit entry completed with what only the store knows: the
+    schema's id and version."""
+    return replace(
+        entry,
+        tenant_id=record.tenant_id,
+        resource_type="event_schema",
+        resource_id=str(record.id),
+        details={
+            **entry.details,
+            "event_type": record.event_type,
+            "version": record.version,
+            "status": record.status,
+        },
+    )
+
+
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
@@ -354,3 +446,22 @@ def time_to_text(moment: datetime) -> str:
 
 def time_from_text(text: str) -> datetime:
     return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def check_budget_take(key_hash: str, limit: int, window_seconds: int, capacity: int) -> None:
+    """What both adapters refuse before a rate-budget take (``RateBudgets``)."""
+    if len(key_hash) != 64 or any(c not in "0123456789abcdef" for c in key_hash):
+        raise ValueError("a rate budget key is 64 lowercase hex digits")
+    if min(limit, window_seconds, capacity) < 1:
+        raise ValueError("rate budget limit, window and capacity must be positive")
+
+
+def check_projection_apply(
+    stream: StreamKey, expected: int, checkpoint: int, documents: Sequence[ProjectionDocument]
+) -> None:
+    """The arguments ``Projections.apply_projection`` refuses before touching the store."""
+    if checkpoint < expected:
+        raise ValueError(f"a projection checkpoint cannot move back ({expected} -> {checkpoint})")
+    for document in documents:
+        if (document.tenant_id, document.store_id) != (stream.tenant_id, stream.store_id):
+            raise ValueError("a projection document belongs to another stream")

@@ -10,6 +10,7 @@ from ..ports import AccessStore
 from ..records import ApiKeyRecord, AuditEntry, Change, ChangeKind
 from ..rows import API_KEY_COLUMNS, API_KEYS, AUDIT_COLUMNS, AUDIT_LOG, column_list
 from . import convert
+from .audit import append_in_transaction
 from .changes import notify
 from .errors import mapped
 from .pool import Pools, affected, one
@@ -20,7 +21,7 @@ _API_KEY_COLUMNS = column_list(API_KEY_COLUMNS)
 # there.
 _PUT_API_KEY_SQL = (
     f"INSERT INTO api_keys ({_API_KEY_COLUMNS}, updated_at) "  # noqa: S608 - fixed names
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, NOW()), $11, NOW()) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, NOW()), $11, $12, NOW()) "
     "ON CONFLICT (key_hash) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in API_KEY_COLUMNS if c != "key_hash")
     + f", updated_at = EXCLUDED.updated_at RETURNING {_API_KEY_COLUMNS}"
@@ -35,10 +36,6 @@ _DEACTIVATE_SQL = (
     "WHERE active AND left(key_hash, length($1)) = $1"
 )
 _AUDIT_COLUMNS = column_list(AUDIT_COLUMNS)
-APPEND_AUDIT_SQL = (
-    f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES "  # noqa: S608 - fixed names
-    "($1, COALESCE($2, NOW()), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14)"
-)
 _LIST_AUDIT_SQL = (
     f"SELECT {_AUDIT_COLUMNS} FROM audit_log "  # noqa: S608 - fixed names
     # ctid breaks ties between entries with the same timestamp: the audit log is never
@@ -48,10 +45,14 @@ _LIST_AUDIT_SQL = (
 
 
 class PostgresAccessStore(Pools, AccessStore):
-    async def put_api_key(self, record: ApiKeyRecord) -> ApiKeyRecord:
+    async def put_api_key(
+        self, record: ApiKeyRecord, audit: AuditEntry | None = None
+    ) -> ApiKeyRecord:
         with mapped():
             async with self._pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(_PUT_API_KEY_SQL, *convert.params(API_KEYS, record))
+                if audit is not None:
+                    await append_in_transaction(conn, audit)
                 change = Change(
                     ChangeKind.API_KEY, tenant_id=record.tenant_id, key_hash_prefix=record.key_hash
                 )
@@ -68,7 +69,9 @@ class PostgresAccessStore(Pools, AccessStore):
             rows = await self._pool.fetch(_LIST_API_KEYS_SQL, tenant_id)
         return [convert.record(API_KEYS, row) for row in rows]
 
-    async def deactivate_api_keys(self, key_hash_prefix: str) -> int:
+    async def deactivate_api_keys(
+        self, key_hash_prefix: str, audit: AuditEntry | None = None
+    ) -> int:
         # An empty prefix would match every key: refused rather than read as "all".
         if not key_hash_prefix:
             raise ValueError("key hash prefix must not be empty")
@@ -76,12 +79,15 @@ class PostgresAccessStore(Pools, AccessStore):
             async with self._pool.acquire() as conn, conn.transaction():
                 status = await conn.execute(_DEACTIVATE_SQL, key_hash_prefix)
                 if affected(status):
+                    if audit is not None:
+                        await append_in_transaction(conn, audit)
                     await notify(conn, Change(ChangeKind.API_KEY, key_hash_prefix=key_hash_prefix))
         return affected(status)
 
-    async def append_audit(self, entry: AuditEntry) -> None:
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
         with mapped():
-            await self._pool.execute(APPEND_AUDIT_SQL, *convert.params(AUDIT_LOG, entry))
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await append_in_transaction(conn, entry)
 
     async def list_audit(self, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
         with mapped():

@@ -112,11 +112,13 @@ def _json_object(text: str | None) -> dict[str, Any]:
 # asyncpg already speaks uuid, timestamptz, bytea, boolean and uuid[] as Python values.
 _TO_DB: Codec = {kind: _same for kind in Kind} | {
     Kind.UUID_TUPLE: list,
+    Kind.TEXT_TUPLE: list,
     # Text with a ::jsonb cast in the statement: no JSON codec is registered.
     Kind.JSON_OBJECT: lambda value: dump_json(dict(value)),
 }
 _FROM_DB: Codec = {kind: _same for kind in Kind} | {
     Kind.UUID_TUPLE: tuple,
+    Kind.TEXT_TUPLE: tuple,
     Kind.BYTES: bytes,
     Kind.OPTIONAL_BYTES: lambda value: None if value is None else bytes(value),
     Kind.JSON_OBJECT: _json_object,

@@ -7,9 +7,10 @@ import uuid
 from datetime import datetime
 
 from ..ports import KeyRegistry
-from ..records import AgentKey, Change, ChangeKind
+from ..records import AgentKey, AuditEntry, Change, ChangeKind
 from ..rows import AGENT_KEY_COLUMNS, AGENT_KEYS, column_list
 from . import convert
+from .audit import append_in_transaction
 from .changes import notify
 from .errors import mapped
 from .pool import Pools, one
@@ -40,10 +41,12 @@ def _change(tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> Change:
 
 
 class PostgresKeyRegistry(Pools, KeyRegistry):
-    async def put_agent_key(self, key: AgentKey) -> AgentKey:
+    async def put_agent_key(self, key: AgentKey, audit: AuditEntry | None = None) -> AgentKey:
         with mapped():
             async with self._pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(_PUT_SQL, *convert.params(AGENT_KEYS, key))
+                if audit is not None:
+                    await append_in_transaction(conn, audit)
                 await notify(conn, _change(key.tenant_id, key.agent_id, key.key_id))
         return convert.record(AGENT_KEYS, one(row))
 
@@ -62,11 +65,18 @@ class PostgresKeyRegistry(Pools, KeyRegistry):
         return [convert.record(AGENT_KEYS, row) for row in rows]
 
     async def revoke_agent_key(
-        self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int, at: datetime
+        self,
+        tenant_id: uuid.UUID,
+        agent_id: uuid.UUID,
+        key_id: int,
+        at: datetime,
+        audit: AuditEntry | None = None,
     ) -> AgentKey | None:
         with mapped():
             async with self._pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(_REVOKE_SQL, tenant_id, agent_id, key_id, at)
                 if row is not None:
+                    if audit is not None:
+                        await append_in_transaction(conn, audit)
                     await notify(conn, _change(tenant_id, agent_id, key_id))
         return convert.record(AGENT_KEYS, row) if row is not None else None

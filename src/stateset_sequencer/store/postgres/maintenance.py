@@ -15,7 +15,6 @@ from ..errors import ConcurrentWriteError
 from ..ports import Maintenance
 from ..records import AuditEntry, CounterState, SequenceGap, StreamKey, StreamSummary
 from ..rows import (
-    AUDIT_LOG,
     COMMITMENT_DIGEST_SQL,
     COUNTER_STATES_SQL,
     GAPS_SQL,
@@ -24,9 +23,8 @@ from ..rows import (
     unchanged_state,
 )
 from ..summaries import OCCUPIED_TABLES, SummaryBuilder, checked_table
-from . import convert
-from .access import APPEND_AUDIT_SQL
 from .append import LOCK_COUNTER_SQL
+from .audit import append_in_transaction
 from .errors import mapped
 from .pool import Pools
 
@@ -82,7 +80,7 @@ async def set_counter_to_max(
                 f"stream {stream.tenant_id}/{stream.store_id} received events during the "
                 "repair; nothing was changed, run again"
             )
-        await conn.execute(APPEND_AUDIT_SQL, *convert.params(AUDIT_LOG, audit))
+        await append_in_transaction(conn, audit)
         return after
 
 

@@ -27,6 +27,7 @@ from ..placement import (
     report,
 )
 from ..records import Distribution, MigrationStatus
+from . import audit
 from .errors import describe
 
 # Session advisory lock held while migrating, so that several sequencers started at once
@@ -70,6 +71,9 @@ async def rollback(conn: Conn, to_version: int) -> list[int]:
 
 async def _apply(conn: Conn, migration: Migration) -> None:
     await conn.execute(migration.up)
+    if migration.version == audit.CHAIN_MIGRATION:
+        # Hashes SQL cannot compute: existing rows are chained in the same transaction.
+        await audit.seal_chain(conn)
     await conn.execute(
         "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
         migration.version,

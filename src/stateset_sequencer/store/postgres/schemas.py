@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..ports import SchemaStore
-from ..records import Change, ChangeKind, SchemaRecord
-from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, check_schema_status, column_list
+from ..records import AuditEntry, Change, ChangeKind, SchemaRecord
+from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, check_schema_status, column_list, schema_audit
 from . import convert
+from .audit import append_in_transaction
 from .changes import notify
 from .errors import mapped
 from .pool import Pools, one
@@ -54,7 +55,7 @@ _SET_STATUS_SQL = (
     "UPDATE event_schemas SET status = $2, updated_at = $3 "  # noqa: S608 - fixed names
     f"WHERE id = $1 RETURNING {_COLUMNS}"
 )
-_DELETE_SQL = "DELETE FROM event_schemas WHERE id = $1 RETURNING tenant_id, event_type"
+_DELETE_SQL = f"DELETE FROM event_schemas WHERE id = $1 RETURNING {_COLUMNS}"  # noqa: S608
 
 
 def _change(tenant_id: uuid.UUID, event_type: str) -> Change:
@@ -79,6 +80,7 @@ async def put_schema(
     description: str | None,
     created_by: str | None,
     now: datetime,
+    audit: AuditEntry | None,
 ) -> SchemaRecord:
     async with pool.acquire() as conn, conn.transaction():
         # MAX(version) + 1 alone would let two transactions read the same maximum; the
@@ -99,8 +101,11 @@ async def put_schema(
             now,
             created_by,
         )
+        record = convert.record(EVENT_SCHEMAS, one(row))
+        if audit is not None:
+            await append_in_transaction(conn, schema_audit(audit, record))
         await notify(conn, _change(tenant_id, event_type))
-    return convert.record(EVENT_SCHEMAS, one(row))
+    return record
 
 
 async def get_schema(pool: Pool, schema_id: uuid.UUID) -> SchemaRecord | None:
@@ -130,7 +135,7 @@ async def latest_active_schema(
 
 
 async def set_schema_status(
-    pool: Pool, schema_id: uuid.UUID, status: str, now: datetime
+    pool: Pool, schema_id: uuid.UUID, status: str, now: datetime, audit: AuditEntry | None
 ) -> SchemaRecord | None:
     check_schema_status(status)
     async with pool.acquire() as conn, conn.transaction():
@@ -138,14 +143,20 @@ async def set_schema_status(
         if row is None:
             return None
         record = convert.record(EVENT_SCHEMAS, row)
+        if audit is not None:
+            await append_in_transaction(conn, schema_audit(audit, record))
         await notify(conn, _change(record.tenant_id, record.event_type))
     return record
 
 
-async def delete_schema(pool: Pool, schema_id: uuid.UUID) -> bool:
+async def delete_schema(pool: Pool, schema_id: uuid.UUID, audit: AuditEntry | None) -> bool:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(_DELETE_SQL, schema_id)
         if row is not None:
+            if audit is not None:
+                await append_in_transaction(
+                    conn, schema_audit(audit, convert.record(EVENT_SCHEMAS, row))
+                )
             await notify(conn, _change(row["tenant_id"], row["event_type"]))
     return row is not None
 
@@ -160,6 +171,7 @@ class PostgresSchemaStore(Pools, SchemaStore):
         compatibility: str = "backward",
         description: str | None = None,
         created_by: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> SchemaRecord:
         with mapped():
             return await put_schema(
@@ -172,6 +184,7 @@ class PostgresSchemaStore(Pools, SchemaStore):
                 description,
                 created_by,
                 datetime.now(UTC),
+                audit,
             )
 
     async def get_schema(self, schema_id: uuid.UUID) -> SchemaRecord | None:
@@ -196,10 +209,12 @@ class PostgresSchemaStore(Pools, SchemaStore):
         with mapped():
             return await latest_active_schema(self._pool, tenant_id, event_type)
 
-    async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+    async def set_schema_status(
+        self, schema_id: uuid.UUID, status: str, audit: AuditEntry | None = None
+    ) -> SchemaRecord | None:
         with mapped():
-            return await set_schema_status(self._pool, schema_id, status, datetime.now(UTC))
+            return await set_schema_status(self._pool, schema_id, status, datetime.now(UTC), audit)
 
-    async def delete_schema(self, schema_id: uuid.UUID) -> bool:
+    async def delete_schema(self, schema_id: uuid.UUID, audit: AuditEntry | None = None) -> bool:
         with mapped():
-            return await delete_schema(self._pool, schema_id)
+            return await delete_schema(self._pool, schema_id, audit)

@@ -14,13 +14,19 @@ from ..ports import Store
 from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, SnapshotContents
 from . import migrate
 from .access import PostgresAccessStore
+from .audit import PostgresAuditChain
 from .changes import PostgresChangeFeed
 from .commitments import PostgresCommitments
+from .cursors import PostgresAgentCursors
 from .errors import mapped
 from .event_log import PostgresEventLog
 from .keys import PostgresKeyRegistry
+from .leader import PostgresLeaderLock
 from .maintenance import PostgresMaintenance
+from .policies import PostgresAgentPolicies
 from .pool import Pools, close_pool, create_pool
+from .projections import PostgresProjections
+from .rate_budgets import PostgresRateBudgets
 from .schemas import PostgresSchemaStore
 from .snapshots import PostgresSnapshots
 
@@ -34,9 +40,15 @@ class PostgresStore(
     PostgresEventLog,
     PostgresKeyRegistry,
     PostgresAccessStore,
+    PostgresAuditChain,
     PostgresSchemaStore,
+    PostgresAgentPolicies,
+    PostgresAgentCursors,
     PostgresCommitments,
+    PostgresProjections,
+    PostgresLeaderLock,
     PostgresMaintenance,
+    PostgresRateBudgets,
     PostgresSnapshots,
     PostgresChangeFeed,
     Store,
@@ -50,6 +62,7 @@ class PostgresStore(
     def __init__(self, dsn: str, pool: Pool, reader: Pool | None = None) -> None:
         Pools.__init__(self, pool, reader)
         PostgresSnapshots.__init__(self, dsn)
+        PostgresLeaderLock.__init__(self, dsn)
 
     @classmethod
     async def open(

@@ -175,6 +175,14 @@ def _uuid_tuple(text: str) -> tuple[uuid.UUID, ...]:
     return tuple(uuid.UUID(s) for s in load_json(text))
 
 
+def _text_tuple_text(values: tuple[str, ...]) -> str:
+    return dump_json(list(values))
+
+
+def _text_tuple(text: str) -> tuple[str, ...]:
+    return tuple(str(s) for s in load_json(text))
+
+
 def _json_object(text: str | None) -> dict[str, Any]:
     value = load_json(text)
     return value if isinstance(value, dict) else {}
@@ -186,6 +194,7 @@ _TO_DB: Codec = {
     Kind.OPTIONAL_UUID: optional_uuid_text,
     # JSON text, because SQLite has no array type.
     Kind.UUID_TUPLE: _uuid_tuple_text,
+    Kind.TEXT_TUPLE: _text_tuple_text,
     Kind.TIME: time_to_text,
     Kind.OPTIONAL_TIME: optional_time_text,
     Kind.BYTES: lambda value: value,
@@ -198,6 +207,7 @@ _FROM_DB: Codec = {
     Kind.UUID: uuid.UUID,
     Kind.OPTIONAL_UUID: optional_uuid,
     Kind.UUID_TUPLE: _uuid_tuple,
+    Kind.TEXT_TUPLE: _text_tuple,
     Kind.TIME: time_from_text,
     Kind.OPTIONAL_TIME: optional_time,
     Kind.BYTES: bytes,

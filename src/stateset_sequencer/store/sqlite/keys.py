@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 from ..errors import IntegrityError
 from ..ports import KeyRegistry
-from ..records import AgentKey, Change, ChangeKind
+from ..records import AgentKey, AuditEntry, Change, ChangeKind
 from ..rows import AGENT_KEY_COLUMNS, AGENT_KEYS, column_list, time_to_text
 from . import convert
+from .audit import append_in_transaction
 from .changes import SqlitePublisher
 from .worker import Connections, immediate
 
@@ -24,9 +25,11 @@ _SELECT = f"SELECT {column_list(AGENT_KEY_COLUMNS)} FROM agent_signing_keys"  # 
 _PK = "tenant_id = ? AND agent_id = ? AND key_id = ?"
 
 
-def put_agent_key(conn: sqlite3.Connection, key: AgentKey) -> None:
+def put_agent_key(conn: sqlite3.Connection, key: AgentKey, audit: AuditEntry | None) -> None:
     with immediate(conn):
         conn.execute(_INSERT, convert.params(AGENT_KEYS, key))
+        if audit is not None:
+            append_in_transaction(conn, audit)
 
 
 def get_agent_key(
@@ -48,7 +51,12 @@ def list_agent_keys(
 
 
 def revoke_agent_key(
-    conn: sqlite3.Connection, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int, at: datetime
+    conn: sqlite3.Connection,
+    tenant_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    key_id: int,
+    at: datetime,
+    audit: AuditEntry | None,
 ) -> AgentKey | None:
     pk = (str(tenant_id), str(agent_id), key_id)
     with immediate(conn):
@@ -58,7 +66,10 @@ def revoke_agent_key(
             f"WHERE {_PK} AND status <> 'revoked'",
             (time_to_text(at), *pk),
         )
-        return get_agent_key(conn, tenant_id, agent_id, key_id)
+        revoked = get_agent_key(conn, tenant_id, agent_id, key_id)
+        if revoked is not None and audit is not None:
+            append_in_transaction(conn, audit)
+        return revoked
 
 
 def _change(tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> Change:
@@ -66,7 +77,7 @@ def _change(tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> Change:
 
 
 class SqliteKeyRegistry(Connections, SqlitePublisher, KeyRegistry):
-    async def put_agent_key(self, key: AgentKey) -> AgentKey:
+    async def put_agent_key(self, key: AgentKey, audit: AuditEntry | None = None) -> AgentKey:
         if (
             key.valid_from is not None
             and key.valid_to is not None
@@ -74,7 +85,7 @@ class SqliteKeyRegistry(Connections, SqlitePublisher, KeyRegistry):
         ):
             raise IntegrityError("agent key valid_from is after valid_to")
         stored = key if key.created_at is not None else replace(key, created_at=datetime.now(UTC))
-        await self._write(put_agent_key, stored)
+        await self._write(put_agent_key, stored, audit)
         self._changed(_change(stored.tenant_id, stored.agent_id, stored.key_id))
         return stored
 
@@ -89,9 +100,14 @@ class SqliteKeyRegistry(Connections, SqlitePublisher, KeyRegistry):
         return await self._read(list_agent_keys, tenant_id, agent_id)
 
     async def revoke_agent_key(
-        self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int, at: datetime
+        self,
+        tenant_id: uuid.UUID,
+        agent_id: uuid.UUID,
+        key_id: int,
+        at: datetime,
+        audit: AuditEntry | None = None,
     ) -> AgentKey | None:
-        revoked = await self._write(revoke_agent_key, tenant_id, agent_id, key_id, at)
+        revoked = await self._write(revoke_agent_key, tenant_id, agent_id, key_id, at, audit)
         if revoked is not None:
             self._changed(_change(tenant_id, agent_id, key_id))
         return revoked

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from ..ports import Maintenance
 from ..records import AuditEntry, CounterState, SequenceGap, StreamKey, StreamSummary
 from ..rows import (
-    AUDIT_LOG,
     COMMITMENT_DIGEST_SQL,
     COUNTER_STATES_SQL,
     GAPS_SQL,
@@ -27,8 +26,7 @@ from ..rows import (
     unchanged_state,
 )
 from ..summaries import OCCUPIED_TABLES, SummaryBuilder, checked_table
-from . import convert
-from .access import AUDIT_INSERT
+from .audit import append_in_transaction
 from .worker import Connections, immediate, snapshot
 
 # A stream filter that is off when its first parameter is NULL; pushed into every CTE so
@@ -73,7 +71,7 @@ def set_counter_to_max(
             "current_sequence = excluded.current_sequence, updated_at = excluded.updated_at",
             {**_filter_params(stream), "seq": current.max_sequence, "now": now},
         )
-        conn.execute(AUDIT_INSERT, convert.params(AUDIT_LOG, audit))
+        append_in_transaction(conn, audit)
         return counter_states(conn, stream)[0]
 
 

@@ -17,6 +17,7 @@ from ..migrations import Migration
 from ..placement import report
 from ..records import Distribution, MigrationStatus
 from ..rows import time_to_text
+from . import audit
 from .worker import immediate
 
 _CREATE_TABLE = """
@@ -82,6 +83,9 @@ def _run_steps(
 def _apply(conn: sqlite3.Connection, migration: Migration) -> None:
     for statement in statements(migration.up):
         conn.execute(statement)
+    if migration.version == audit.CHAIN_MIGRATION:
+        # Hashes SQL cannot compute: existing rows are chained in the same transaction.
+        audit.chain_unchained(conn)
     conn.execute(
         "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
         (

@@ -10,9 +10,17 @@ from datetime import UTC, datetime
 
 from ..errors import IntegrityError
 from ..ports import SchemaStore
-from ..records import Change, ChangeKind, SchemaRecord
-from ..rows import EVENT_SCHEMAS, SCHEMA_COLUMNS, check_schema_status, column_list, time_to_text
+from ..records import AuditEntry, Change, ChangeKind, SchemaRecord
+from ..rows import (
+    EVENT_SCHEMAS,
+    SCHEMA_COLUMNS,
+    check_schema_status,
+    column_list,
+    schema_audit,
+    time_to_text,
+)
 from . import convert
+from .audit import append_in_transaction
 from .changes import SqlitePublisher
 from .worker import Connections, immediate
 
@@ -40,6 +48,7 @@ def put_schema(
     description: str | None,
     created_by: str | None,
     now: datetime,
+    audit: AuditEntry | None,
 ) -> SchemaRecord:
     stamp = time_to_text(now)
     with immediate(conn):
@@ -60,6 +69,8 @@ def put_schema(
             ),
         )
         record = get_schema(conn, schema_id)
+        if record is not None and audit is not None:
+            append_in_transaction(conn, schema_audit(audit, record))
     if record is None:  # the INSERT … SELECT always yields one row; this guards the invariant
         raise IntegrityError("the registered schema was not found after its insert")
     return record
@@ -105,7 +116,11 @@ def latest_active_schema(
 
 
 def set_schema_status(
-    conn: sqlite3.Connection, schema_id: uuid.UUID, status: str, now: datetime
+    conn: sqlite3.Connection,
+    schema_id: uuid.UUID,
+    status: str,
+    now: datetime,
+    audit: AuditEntry | None,
 ) -> SchemaRecord | None:
     check_schema_status(status)
     with immediate(conn):
@@ -113,14 +128,21 @@ def set_schema_status(
             "UPDATE event_schemas SET status = ?, updated_at = ? WHERE id = ?",
             (status, time_to_text(now), str(schema_id)),
         )
-        return get_schema(conn, schema_id)
+        record = get_schema(conn, schema_id)
+        if record is not None and audit is not None:
+            append_in_transaction(conn, schema_audit(audit, record))
+        return record
 
 
-def delete_schema(conn: sqlite3.Connection, schema_id: uuid.UUID) -> SchemaRecord | None:
+def delete_schema(
+    conn: sqlite3.Connection, schema_id: uuid.UUID, audit: AuditEntry | None
+) -> SchemaRecord | None:
     """The deleted schema, None when there was none."""
     with immediate(conn):
         deleted = get_schema(conn, schema_id)
         conn.execute("DELETE FROM event_schemas WHERE id = ?", (str(schema_id),))
+        if deleted is not None and audit is not None:
+            append_in_transaction(conn, schema_audit(audit, deleted))
         return deleted
 
 
@@ -138,6 +160,7 @@ class SqliteSchemaStore(Connections, SqlitePublisher, SchemaStore):
         compatibility: str = "backward",
         description: str | None = None,
         created_by: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> SchemaRecord:
         record = await self._write(
             put_schema,
@@ -149,6 +172,7 @@ class SqliteSchemaStore(Connections, SqlitePublisher, SchemaStore):
             description,
             created_by,
             datetime.now(UTC),
+            audit,
         )
         self._changed(_change(record))
         return record
@@ -171,14 +195,16 @@ class SqliteSchemaStore(Connections, SqlitePublisher, SchemaStore):
     ) -> SchemaRecord | None:
         return await self._read(latest_active_schema, tenant_id, event_type)
 
-    async def set_schema_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
-        record = await self._write(set_schema_status, schema_id, status, datetime.now(UTC))
+    async def set_schema_status(
+        self, schema_id: uuid.UUID, status: str, audit: AuditEntry | None = None
+    ) -> SchemaRecord | None:
+        record = await self._write(set_schema_status, schema_id, status, datetime.now(UTC), audit)
         if record is not None:
             self._changed(_change(record))
         return record
 
-    async def delete_schema(self, schema_id: uuid.UUID) -> bool:
-        deleted = await self._write(delete_schema, schema_id)
+    async def delete_schema(self, schema_id: uuid.UUID, audit: AuditEntry | None = None) -> bool:
+        deleted = await self._write(delete_schema, schema_id, audit)
         if deleted is not None:
             self._changed(_change(deleted))
         return deleted is not None

@@ -15,11 +15,17 @@ from ..ports import Store
 from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, SnapshotContents
 from . import migrate
 from .access import SqliteAccessStore
+from .audit import SqliteAuditChain
 from .changes import SqliteChangeFeed, SqlitePublisher
 from .commitments import SqliteCommitments
+from .cursors import SqliteAgentCursors
 from .event_log import SqliteEventLog
 from .keys import SqliteKeyRegistry
+from .leader import SqliteLeaderLock
 from .maintenance import SqliteMaintenance
+from .policies import SqliteAgentPolicies
+from .projections import SqliteProjections
+from .rate_budgets import SqliteRateBudgets
 from .schemas import SqliteSchemaStore
 from .snapshots import SqliteSnapshots
 from .worker import Connections, Worker, immediate, start_workers
@@ -45,9 +51,15 @@ class SqliteStore(
     SqliteEventLog,
     SqliteKeyRegistry,
     SqliteAccessStore,
+    SqliteAuditChain,
     SqliteSchemaStore,
+    SqliteAgentPolicies,
+    SqliteAgentCursors,
     SqliteCommitments,
+    SqliteProjections,
+    SqliteLeaderLock,
     SqliteMaintenance,
+    SqliteRateBudgets,
     SqliteSnapshots,
     SqliteChangeFeed,
     Store,
@@ -59,6 +71,7 @@ class SqliteStore(
         Connections.__init__(self, writer, reader)
         SqliteSnapshots.__init__(self, path)
         SqlitePublisher.__init__(self, path)
+        SqliteLeaderLock.__init__(self, path)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:

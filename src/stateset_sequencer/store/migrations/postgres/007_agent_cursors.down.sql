@@ -1,0 +1,1 @@
+DROP TABLE ves_agent_cursors;

@@ -1,0 +1,1 @@
+DROP TABLE agent_event_policies;

@@ -1,0 +1,2 @@
+DROP TABLE ves_projection_documents;
+DROP TABLE ves_projection_checkpoints;

@@ -1,0 +1,3 @@
+DROP FUNCTION take_rate_budget(TEXT, BIGINT, BIGINT, BIGINT);
+DROP TABLE rate_limit_budgets;
+ALTER TABLE api_keys DROP COLUMN expires_at;

@@ -1,0 +1,3 @@
+DROP INDEX ves_projection_documents_recent;
+DROP TABLE ves_projection_documents;
+DROP TABLE ves_projection_checkpoints;
