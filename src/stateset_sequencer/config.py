@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FALSY = {"0", "false", "off", "no"}
@@ -13,10 +15,15 @@ FALSY = {"0", "false", "off", "no"}
 class Settings(BaseSettings):
     """Environment configuration. Unset means the embedded default: SQLite under ./data."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=True, extra="ignore")
+    # Never echo a value in an error: several settings hold secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=True, extra="ignore", hide_input_in_errors=True
+    )
 
     DATABASE_URL: str | None = None
+    DATABASE_URL_FILE: str | None = None
     READ_DATABASE_URL: str | None = None
+    READ_DATABASE_URL_FILE: str | None = None
     DATA_DIR: Path = Path("./data")
     MAX_DB_CONNECTIONS: int = Field(default=10, ge=1, le=1000)
     DB_STATEMENT_TIMEOUT_MS: int | None = Field(default=None, ge=1)
@@ -25,6 +32,9 @@ class Settings(BaseSettings):
     VES_SEQUENCER_SIGNING_KEY: str | None = None
     VES_SEQUENCER_SIGNING_KEY_FILE: str | None = None
     VES_STRICT_FORMAT_VALIDATION: str = "false"
+    # Refuse new ves_version 1 events (their command_id and base_version are unsigned);
+    # a bool, so that a misspelt value stops start-up instead of leaving V1 open.
+    REQUIRE_SIGNED_EXECUTION_CONTROLS: bool = False
     MAX_EVENTS_PER_BATCH: int = Field(default=1000, ge=1)
     MAX_EVENT_PAYLOAD_SIZE: int = Field(default=1024 * 1024, ge=1)
     # Bytes of events in one read page (store.paging); a page always holds one event.
@@ -33,6 +43,14 @@ class Settings(BaseSettings):
     # Key, API-key and schema changes told to every node at once (store ChangeFeed,
     # PostgreSQL LISTEN/NOTIFY); "off" leaves only the cache TTLs to bound staleness.
     CHANGE_FEED: str = "on"
+    # The projection worker (runtime/projections.py): one leader across every process on
+    # the database folds new events into documents, a batch per stream per pass.
+    PROJECTION_WORKER_ENABLED: bool = True
+    PROJECTION_POLL_INTERVAL_MS: int = Field(default=100, ge=1)
+    PROJECTION_BATCH_SIZE: int = Field(default=100, ge=1, le=10_000)
+    # How often a singleton worker that does not lead tries its leader lock again (and
+    # how often a leader on PostgreSQL proves its lock's session alive).
+    LEADER_LOCK_RETRY_SECS: float = Field(default=5.0, gt=0)
 
     # --- the HTTP service -----------------------------------------------------------------
     HOST: str = "0.0.0.0"  # noqa: S104 - a service listens on every interface by default
@@ -42,7 +60,9 @@ class Settings(BaseSettings):
     AUTH_MODE: str = "required"
     ALLOW_AUTH_DISABLED: str = "false"
     BOOTSTRAP_ADMIN_API_KEY: str | None = None
+    BOOTSTRAP_ADMIN_API_KEY_FILE: str | None = None
     JWT_SECRET: str | None = None
+    JWT_SECRET_FILE: str | None = None
     JWT_ISSUER: str = "stateset-sequencer"
     JWT_AUDIENCE: str = "stateset-api"
     API_KEY_CACHE_TTL_SECS: float = Field(default=5.0, ge=0)
@@ -50,9 +70,15 @@ class Settings(BaseSettings):
     RATE_LIMIT_PER_MINUTE: int | None = Field(default=None, ge=1)
     RATE_LIMIT_WINDOW_SECONDS: float = Field(default=60.0, gt=0)
     RATE_LIMIT_MAX_ENTRIES: int = Field(default=10_000, ge=1)
+    # "memory": each process counts alone; "postgres": every process on the database
+    # counts against one budget, failing closed (docs/RATE_LIMITS.md).
+    RATE_LIMIT_BACKEND: str = "memory"
     ADMIN_IP_ALLOWLIST: str | None = None
     TRUST_PROXY_HEADERS: str = "false"
-    TRUST_PROXY_ALLOWLIST: str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+    # No implicit trust: TRUST_PROXY_HEADERS=true needs the proxies named (docs/EDGE.md).
+    TRUST_PROXY_ALLOWLIST: str = ""
+    # Browser origins allowed by CORS (comma list, or "*" outside production); unset: off.
+    CORS_ALLOW_ORIGINS: str | None = None
     REQUEST_TIMEOUT_SECS: float = Field(default=30.0, gt=0)
     # Request bodies, per route (api/http/middleware.py): MAX_BODY_SIZE_BYTES is the
     # ingest routes' limit; the schema registry's bodies carry a schema of up to 100 KiB;
@@ -83,6 +109,33 @@ class Settings(BaseSettings):
     # --- anchoring (the chain client arrives with the anchoring issue; doctor probes it) ---
     L2_RPC_URL: str | None = None
     L2_CHAIN_ID: str | None = None
+
+    _secret_file_warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        """``<NAME>_FILE``: the secret read from a file, once, here (docs/EDGE.md)."""
+        for name in (*SECRET_FILE_SETTINGS, SIGNING_KEY_SETTING):
+            path = _given(getattr(self, f"{name}_FILE"))
+            if path is None:
+                continue
+            if _given(getattr(self, name)) is not None:
+                raise ValueError(f"set {name} or {name}_FILE, not both")
+            if name == SIGNING_KEY_SETTING:
+                continue  # read by sequencer.identity, with its own owner-only rule
+            value, warning = read_secret_file(path, f"{name}_FILE", production=self.is_production)
+            # The value replaces the path, so that re-validating a copy of these settings
+            # (cli.common.with_overrides) sees one of the two only.
+            setattr(self, name, value)
+            setattr(self, f"{name}_FILE", None)
+            if warning is not None:
+                self._secret_file_warnings.append(warning)
+        return self
+
+    @property
+    def secret_file_warnings(self) -> list[str]:
+        """Secret files read despite loose permissions (outside production only)."""
+        return list(self._secret_file_warnings)
 
     @property
     def change_feed(self) -> bool:
@@ -129,6 +182,74 @@ DEVELOPMENT_ENVS = {"", "local", "dev", "development", "test", "testing", "ci", 
 
 def _truthy(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "on", "yes"}
+
+
+# Settings that hold a secret, each also given as ``<NAME>_FILE``: the path of a file that
+# holds the value, as secret stores mount them. The receipt key's file
+# (VES_SEQUENCER_SIGNING_KEY_FILE) predates this and keeps its own reader.
+SECRET_FILE_SETTINGS = (
+    "DATABASE_URL",
+    "READ_DATABASE_URL",
+    "BOOTSTRAP_ADMIN_API_KEY",
+    "JWT_SECRET",
+)
+SIGNING_KEY_SETTING = "VES_SEQUENCER_SIGNING_KEY"
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+def _given(value: str | None) -> str | None:
+    # Empty counts as unset, so that ``NAME= NAME_FILE=...`` overrides an inherited NAME.
+    return value if value is not None and value.strip() else None
+
+
+def read_secret_file(path_text: str, setting: str, *, production: bool) -> tuple[str, str | None]:
+    """A secret file's value (UTF-8, non-empty, at most 64 KiB, trailing newlines
+    dropped) and a warning when others may read it; in production such a file is
+    refused. Every refusal is a ``ValueError`` naming the setting and the file."""
+    path = Path(path_text.strip())
+    try:
+        # O_NONBLOCK: a FIFO or device named by mistake must not hang the start.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ValueError(f"{setting}: {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path} ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{setting}: {path} is not a regular file")
+        data = b""
+        while len(data) <= SECRET_FILE_MAX_BYTES:  # one byte past the bound is enough
+            chunk = os.read(fd, SECRET_FILE_MAX_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > SECRET_FILE_MAX_BYTES:
+        raise ValueError(f"{setting}: {path} is larger than {SECRET_FILE_MAX_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{setting}: {path} is not UTF-8 text") from None
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise ValueError(f"{setting}: {path} is empty")
+    if "\x00" in text:
+        raise ValueError(f"{setting}: {path} holds a NUL byte, not a text secret")
+    mode = stat.S_IMODE(info.st_mode)
+    warning = None
+    if mode & 0o077:
+        fix = (
+            f"{setting}: {path} has mode {mode:04o}; a secret file must be readable by "
+            f"its owner only (chmod 600 {path})"
+        )
+        if production:
+            raise ValueError(fix)
+        warning = fix
+    return text, warning
 
 
 class TestEnvironment(BaseSettings):

@@ -25,8 +25,8 @@ from ..store.factory import (
     snapshot_file,
     snapshots_for,
 )
-from ..store.ports import Maintenance, Progress, Snapshots
-from ..store.records import SnapshotContents, StreamSummary
+from ..store.ports import AccessStore, Maintenance, Progress, Snapshots
+from ..store.records import AuditEntry, SnapshotContents, StreamSummary
 from ..ves.codec import format_rfc3339
 from .export import atomic_file, file_sha256
 from .manifest import load_manifest
@@ -44,6 +44,8 @@ CRITICAL_TABLES = (
     "ves_command_dedupe",
     "entity_versions",
     "event_schemas",
+    "ves_agent_cursors",
+    "agent_event_policies",
     "audit_log",
 )
 
@@ -228,3 +230,32 @@ async def restore_backup(directory: Path, target: Snapshots, *, force: bool) -> 
         raise BackupError(str(exc)) from None
     _compare(manifest, restored, "restored database")
     return restored
+
+
+RESTORE_ACTION = "backup.restore"
+
+
+async def record_restore(
+    audit: AccessStore, directory: Path, restored: dict[str, Any], *, force: bool, actor: str
+) -> AuditEntry:
+    """Append the restore to the restored database's own audit chain. It comes after the
+    comparison with the manifest (whose row counts include the audit log as backed up),
+    so the chain shows the backup's entries, then this one: who replaced the data, from
+    which backup, and whether a database holding data was overwritten."""
+    manifest = read_manifest(directory)
+    return await audit.append_audit(
+        AuditEntry(
+            action=RESTORE_ACTION,
+            actor=actor,
+            actor_type="cli",
+            resource_type="database",
+            resource_id=str(directory),
+            details={
+                "backup_created_at": manifest.get("created_at"),
+                "dialect": manifest.get("dialect"),
+                "forced": force,
+                "streams": len(restored.get("streams", [])),
+                "events": restored.get("tables", {}).get("ves_events", 0),
+            },
+        )
+    )

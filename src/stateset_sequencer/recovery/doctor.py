@@ -19,7 +19,10 @@ only when nothing FAILs. The checks and what they mean:
                 stream back from its head to the window's start, at most ``SCAN_CAP``
                 events per stream) and the quiet ones; a FAIL also gives the newest
                 stored event's time. Agents are looked up in the tenants that have
-                streams: an agent can only have events there.
+                streams: an agent can only have events there. Cursor acknowledgements
+                (``PUT /api/v1/ves/cursors/…``) in the window are listed too (at most
+                ``CURSOR_CAP`` read), and count as a sign of life: a consumer that only
+                reads and acknowledges has reached the service as surely as a writer.
 ``history``     the first and last stored event of each stream read back from the store,
                 and, with an API key and a live service, through ``/api/v1/ves/events``
                 (the same event ids), for up to ``API_STREAM_CAP`` streams; a stream of
@@ -76,6 +79,7 @@ SCAN_CAP = 5000
 API_STREAM_CAP = 20
 COMMIT_CAP = 1024
 LIST_CAP = 5  # streams or agents named in one detail line before "+N more"
+CURSOR_CAP = 1000  # recent cursor acknowledgements read by the agents check
 
 Status = Literal["PASS", "FAIL", "SKIP"]
 T = TypeVar("T")
@@ -322,6 +326,19 @@ async def check_agents(ctx: Context, store: Store) -> CheckResult:
     ]
     stale = [f"{a} (tenant {t})" for t, a in every if (t, a) not in last]
     window = f"the last {hours:g} h"
+    acked = [
+        f"{c.agent_id} (tenant {c.tenant_id}, store {c.store_id}) at {c.acknowledged_sequence}, "
+        f"{format_rfc3339(c.updated_at)}"
+        for c in await _db(store.list_cursors(since=cutoff, limit=CURSOR_CAP))
+    ]
+    acks = f"cursors acknowledged in {window}: {_listed(acked)}"
+    if not recent and acked:
+        return CheckResult(
+            "agents",
+            "PASS",
+            f"no event from any of {len(every)} agent(s) with an active key in {window}, "
+            f"but agents are reading: {acks}",
+        )
     if not recent:
         heads = [
             await _db(store.read_range(s.stream, s.max_sequence, s.max_sequence)) for s in streams
@@ -337,6 +354,8 @@ async def check_agents(ctx: Context, store: Store) -> CheckResult:
     detail = f"{len(recent)} of {len(every)} agent(s) sent events in {window}: {_listed(recent)}"
     if stale:
         detail += f"; quiet: {_listed(stale)}"
+    if acked:
+        detail += f"; {acks}"
     return CheckResult("agents", "PASS", detail)
 
 

@@ -23,6 +23,7 @@ from ..sequencer.auth import (
     FixedWindowLimiter,
     JwtSettings,
     RateLimits,
+    SharedWindowLimiter,
     bootstrap_record,
     mint_api_key,
 )
@@ -33,6 +34,8 @@ from ..store.ports import Store
 from ..store.records import AuditEntry
 from .changes import CacheInvalidation
 from .core import database_config, receipt_key
+from .edge import parse_cors_origins
+from .projections import ProjectionWorker
 
 log = structlog.get_logger("stateset_sequencer.startup")
 
@@ -58,11 +61,15 @@ class Services:
     auth_disabled: bool = False
     admin_allowlist: list[IpNetwork] | None = None
     trusted_proxies: list[IpNetwork] = field(default_factory=list)
+    cors_origins: list[str] | None = None  # None: CORS off
     version: str = __version__
     created_bootstrap_key: str | None = None  # set only on the start that minted it
     invalidation: CacheInvalidation | None = None  # None when CHANGE_FEED is off
+    projections: ProjectionWorker | None = None  # None when PROJECTION_WORKER_ENABLED is off
 
     async def close(self) -> None:
+        if self.projections is not None:
+            await self.projections.close()  # gives its leader lock up for another node
         if self.invalidation is not None:
             await self.invalidation.close()
         self.sequencer.close()
@@ -82,7 +89,7 @@ def parse_networks(text: str | None, what: str) -> list[IpNetwork] | None:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise StartupError(f"{what}: {item!r} is not an IP address or CIDR") from None
-    return networks
+    return networks or None  # only separators: as empty, the check is off
 
 
 def _check_auth_settings(settings: Settings) -> None:
@@ -128,6 +135,20 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
         raise StartupError(f"SCHEMA_VALIDATION_MODE: {exc}") from None
     admin_allowlist = parse_networks(settings.ADMIN_IP_ALLOWLIST, "ADMIN_IP_ALLOWLIST")
     trusted = parse_networks(settings.TRUST_PROXY_ALLOWLIST, "TRUST_PROXY_ALLOWLIST") or []
+    if settings.trust_proxy_headers and not trusted:
+        # Trusting forwarded headers from any peer would let every client pick its address.
+        raise StartupError(
+            "TRUST_PROXY_HEADERS=true needs TRUST_PROXY_ALLOWLIST: the IPs or CIDRs of the "
+            "proxies in front of the service (e.g. 10.0.0.0/8)"
+        )
+    try:
+        cors_origins = parse_cors_origins(
+            settings.CORS_ALLOW_ORIGINS, production=settings.is_production
+        )
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    for warning in settings.secret_file_warnings:
+        log.warning("secret file readable by others", detail=warning)
 
     database = database_config(settings)
     # Before the store opens: a service that could only issue unsigned receipts refuses
@@ -140,12 +161,14 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
         read_database_url=settings.READ_DATABASE_URL,
     )
     try:
-        return await _prepare(
+        services = await _prepare(
             settings, store, database, key, schema_mode, admin_allowlist, trusted, announce
         )
     except BaseException:
         await store.close()
         raise
+    services.cors_origins = cors_origins
+    return services
 
 
 async def _prepare(
@@ -172,8 +195,8 @@ async def _prepare(
             # The reference refuses to start here; a fresh embedded install should just
             # work, so mint an admin key, keep only its hash and show it this once.
             created_key = mint_api_key(NIL)
-            await store.put_api_key(bootstrap_record(created_key))
-            await store.append_audit(
+            await store.put_api_key(
+                bootstrap_record(created_key),
                 AuditEntry(
                     action="api_key.create",
                     actor="startup",
@@ -181,7 +204,7 @@ async def _prepare(
                     resource_type="api_key",
                     resource_id=bootstrap_record(created_key).key_hash[:16],
                     details={"bootstrap": True},
-                )
+                ),
             )
 
     try:
@@ -197,6 +220,7 @@ async def _prepare(
         signer,
         limits=Limits(settings.MAX_EVENTS_PER_BATCH, settings.MAX_EVENT_PAYLOAD_SIZE),
         strict_format=settings.strict_format,
+        require_signed_execution_controls=settings.REQUIRE_SIGNED_EXECUTION_CONTROLS,
         key_cache_ttl_seconds=settings.CACHE_AGENT_KEY_TTL_SECS,
         schema_stage=None
         if schema_mode is ValidationMode.DISABLED
@@ -214,13 +238,7 @@ async def _prepare(
         authenticator=Authenticator(
             store, jwt_settings=jwt_settings, cache_ttl_seconds=settings.API_KEY_CACHE_TTL_SECS
         ),
-        rate_limits=RateLimits(
-            per_tenant_per_minute=settings.RATE_LIMIT_PER_MINUTE,
-            tenant=FixedWindowLimiter(60.0, settings.RATE_LIMIT_MAX_ENTRIES),
-            credential=FixedWindowLimiter(
-                settings.RATE_LIMIT_WINDOW_SECONDS, settings.RATE_LIMIT_MAX_ENTRIES
-            ),
-        ),
+        rate_limits=rate_limits(settings, store),
         metrics=Metrics(),
         schemas=registry,
         schema_mode=schema_mode,
@@ -236,11 +254,52 @@ async def _prepare(
     )
     if settings.change_feed:
         # Last, so that nothing after it can fail and leave the listener running.
-        services.invalidation = CacheInvalidation(sequencer.keys, services.authenticator, registry)
+        services.invalidation = CacheInvalidation(
+            sequencer.keys, services.authenticator, registry, policies=sequencer.policies
+        )
         await services.invalidation.start(store)
+    if settings.PROJECTION_WORKER_ENABLED:
+        # A task that only starts trying its leader lock: it cannot fail start-up.
+        services.projections = ProjectionWorker.from_settings(store, settings)
+        services.projections.start()
     if announce:
         _announce(services, database, key)
     return services
+
+
+RATE_LIMIT_BACKENDS = ("memory", "postgres")
+
+
+def rate_limits(settings: Settings, store: Store) -> RateLimits:
+    """The tenant budget (per minute) and each key's own (per RATE_LIMIT_WINDOW_SECONDS),
+    counted in this process or, with RATE_LIMIT_BACKEND=postgres, in the database for
+    every process on it (docs/RATE_LIMITS.md)."""
+    backend = settings.RATE_LIMIT_BACKEND.strip().lower()
+    if backend not in RATE_LIMIT_BACKENDS:
+        raise StartupError(
+            f"RATE_LIMIT_BACKEND must be one of {', '.join(RATE_LIMIT_BACKENDS)}, "
+            f"not {settings.RATE_LIMIT_BACKEND!r}"
+        )
+    entries = settings.RATE_LIMIT_MAX_ENTRIES
+    if backend == "memory":
+        return RateLimits(
+            per_tenant_per_minute=settings.RATE_LIMIT_PER_MINUTE,
+            tenant=FixedWindowLimiter(60.0, entries),
+            credential=FixedWindowLimiter(settings.RATE_LIMIT_WINDOW_SECONDS, entries),
+        )
+    if not store.rate_budgets_shared:
+        # One process serves this database, and its memory limiter already sees every
+        # request: a shared table would only add a write per request.
+        raise StartupError(
+            "RATE_LIMIT_BACKEND=postgres needs a PostgreSQL DATABASE_URL; this database "
+            "is served by one process, whose memory limiter already counts every request "
+            "(unset RATE_LIMIT_BACKEND or set it to memory)"
+        )
+    return RateLimits(
+        per_tenant_per_minute=settings.RATE_LIMIT_PER_MINUTE,
+        tenant=SharedWindowLimiter(store, 60.0, entries),
+        credential=SharedWindowLimiter(store, settings.RATE_LIMIT_WINDOW_SECONDS, entries),
+    )
 
 
 def _receipt_key(settings: Settings, database: DatabaseConfig) -> identity.ReceiptKey:

@@ -13,8 +13,10 @@ descendants with it.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..store.ports import AccessStore
@@ -24,6 +26,14 @@ from .auth import NIL, AuthContext, hash_api_key, mint_api_key
 MIN_PREFIX = 8  # hex digits a revocation must name, so one typo cannot revoke many keys
 MAX_STORES = 50
 MAX_RATE_LIMIT = 1_000_000
+# The longest a key may be minted to live: further out is a typo (a year 9999) rather
+# than a plan, and "never" is said by omitting the expiry.
+MAX_KEY_LIFETIME = timedelta(days=3650)
+MAX_TTL_SECONDS = int(MAX_KEY_LIFETIME.total_seconds())
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})?"
+)
+_EXPIRY_FORMAT = "expiresAt must be an RFC 3339 date-time, e.g. 2027-01-31T00:00:00Z"
 
 
 class KeyReason(enum.StrEnum):
@@ -45,6 +55,11 @@ class KeyReason(enum.StrEnum):
     ADMIN_WIDENED = "ADMIN_WIDENED"
     WRITE_WIDENED = "WRITE_WIDENED"
     RATE_LIMIT_WIDENED = "RATE_LIMIT_WIDENED"
+    EXPIRY_WIDENED = "EXPIRY_WIDENED"  # a key minted by an expiring key outliving it
+    # expiresAt / ttlSeconds
+    EXPIRY_INVALID = "EXPIRY_INVALID"
+    EXPIRY_IN_PAST = "EXPIRY_IN_PAST"
+    EXPIRY_TOO_FAR = "EXPIRY_TOO_FAR"
     # keys that would outlive their purpose
     KEY_LIMIT_REACHED = "KEY_LIMIT_REACHED"
     LAST_ADMIN_KEY = "LAST_ADMIN_KEY"
@@ -68,6 +83,7 @@ class KeySpec:
     admin: bool = False
     agent_id: uuid.UUID | None = None
     rate_limit: int | None = None
+    expires_at: datetime | None = None  # None: never (see parse_expiry)
 
     def check(self) -> None:
         if len(self.store_ids) > MAX_STORES:
@@ -80,6 +96,59 @@ class KeySpec:
             )
         if not (self.read or self.write or self.admin):
             raise KeyRequestError(KeyReason.NO_PERMISSIONS, "a key needs read, write or admin")
+
+
+def parse_expiry(expires_at: object, ttl_seconds: object, *, now: datetime) -> datetime | None:
+    """A mint request's expiry: ``expiresAt`` (RFC 3339 text with a UTC offset) or
+    ``ttlSeconds`` (whole seconds from ``now``), at most one of them; neither: never.
+    Refused: both, a time without an offset (whose instant is unknown), text that is not
+    a time, a wrong type, an instant not after ``now``, one further than
+    :data:`MAX_KEY_LIFETIME`. The result is UTC, to the microsecond."""
+    if expires_at is not None and ttl_seconds is not None:
+        raise KeyRequestError(KeyReason.EXPIRY_INVALID, "give expiresAt or ttlSeconds, not both")
+    if ttl_seconds is not None:
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
+            raise KeyRequestError(KeyReason.EXPIRY_INVALID, "ttlSeconds must be an integer")
+        if ttl_seconds < 1:
+            raise KeyRequestError(KeyReason.EXPIRY_IN_PAST, "ttlSeconds must be at least 1")
+        if ttl_seconds > MAX_TTL_SECONDS:
+            raise KeyRequestError(
+                KeyReason.EXPIRY_TOO_FAR, f"ttlSeconds must be at most {MAX_TTL_SECONDS}"
+            )
+        return (now + timedelta(seconds=ttl_seconds)).astimezone(UTC)
+    if expires_at is None:
+        return None
+    if not isinstance(expires_at, str):
+        raise KeyRequestError(KeyReason.EXPIRY_INVALID, "expiresAt must be RFC 3339 text")
+    match = _RFC3339.fullmatch(expires_at)
+    if match is None:
+        raise KeyRequestError(KeyReason.EXPIRY_INVALID, _EXPIRY_FORMAT)
+    stamp, fraction, offset = match.groups()
+    if offset is None:
+        raise KeyRequestError(
+            KeyReason.EXPIRY_INVALID,
+            "expiresAt needs a UTC offset (Z or +hh:mm): a bare local time names no instant",
+        )
+    # Python keeps microseconds: finer digits (Go's RFC3339Nano) are cut, not refused.
+    micros = f".{fraction[:6]}" if fraction else ""
+    zone = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        moment = datetime.fromisoformat(f"{stamp.upper()}{micros}{zone}").astimezone(UTC)
+    except (ValueError, OverflowError):  # a month 13, a day 32, an offset of 25 hours
+        raise KeyRequestError(KeyReason.EXPIRY_INVALID, _EXPIRY_FORMAT) from None
+    if moment <= now:
+        raise KeyRequestError(KeyReason.EXPIRY_IN_PAST, "expiresAt must be in the future")
+    if moment - now > MAX_KEY_LIFETIME:
+        raise KeyRequestError(
+            KeyReason.EXPIRY_TOO_FAR,
+            f"expiresAt must be within {MAX_KEY_LIFETIME.days} days; omit it for a key "
+            "that never expires",
+        )
+    return moment
+
+
+def is_expired(record: ApiKeyRecord, now: datetime) -> bool:
+    return record.expires_at is not None and record.expires_at <= now
 
 
 def is_global_admin(record: ApiKeyRecord) -> bool:
@@ -113,6 +182,13 @@ def check_minting(minter: AuthContext, spec: KeySpec) -> None:
             KeyReason.RATE_LIMIT_WIDENED,
             f"cannot exceed your own rate limit ({minter.rate_limit})",
         )
+    if minter.expires_at is not None and (
+        spec.expires_at is None or spec.expires_at > minter.expires_at
+    ):
+        raise KeyRequestError(
+            KeyReason.EXPIRY_WIDENED,
+            f"cannot outlive your own key (it expires at {minter.expires_at.isoformat()})",
+        )
 
 
 def within_scope(record: ApiKeyRecord, stores: tuple[uuid.UUID, ...]) -> bool:
@@ -143,7 +219,14 @@ def describe(record: ApiKeyRecord) -> dict[str, Any]:
         "rateLimit": record.rate_limit,
         "createdAt": record.created_at.isoformat() if record.created_at else None,
         "parentKeyHashPrefix": record.parent_key_hash[:16] if record.parent_key_hash else None,
+        "expiresAt": _rfc3339(record.expires_at),
     }
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat()
 
 
 def _key_audit(
@@ -187,10 +270,12 @@ async def create_key(
     if spec.agent_id is not None and max_keys_per_agent is not None:
         # Counted before the insert, not in one transaction with it: two concurrent mints
         # may pass one over the cap, which bounds the growth all the same.
+        # An expired key no longer holds a place: it can never work again.
+        now = datetime.now(UTC)
         held = sum(
             1
             for k in await store.list_api_keys(spec.tenant_id)
-            if k.active and k.agent_id == spec.agent_id
+            if k.active and k.agent_id == spec.agent_id and not is_expired(k, now)
         )
         if held >= max_keys_per_agent:
             raise KeyRequestError(
@@ -199,28 +284,29 @@ async def create_key(
                 f"(MAX_API_KEYS_PER_AGENT={max_keys_per_agent}); revoke one first",
             )
     plaintext = mint_api_key(spec.tenant_id)
-    record = await store.put_api_key(
-        ApiKeyRecord(
-            key_hash=hash_api_key(plaintext),
-            tenant_id=spec.tenant_id,
-            store_ids=spec.store_ids,
-            can_read=spec.read or spec.write or spec.admin,
-            can_write=spec.write or spec.admin,
-            can_admin=spec.admin,
-            agent_id=spec.agent_id,
-            rate_limit=spec.rate_limit,
-            parent_key_hash=minter.key_hash if minter is not None else None,
-        )
+    proposed = ApiKeyRecord(
+        key_hash=hash_api_key(plaintext),
+        tenant_id=spec.tenant_id,
+        store_ids=spec.store_ids,
+        can_read=spec.read or spec.write or spec.admin,
+        can_write=spec.write or spec.admin,
+        can_admin=spec.admin,
+        agent_id=spec.agent_id,
+        rate_limit=spec.rate_limit,
+        parent_key_hash=minter.key_hash if minter is not None else None,
+        expires_at=spec.expires_at,
     )
     details = {
-        "permissions": permissions(record),
+        "permissions": permissions(proposed),
         "store_ids": [str(s) for s in spec.store_ids],
         "agent_id": str(spec.agent_id) if spec.agent_id else None,
         "bootstrap": spec.tenant_id == NIL and spec.admin,
-        "parent": record.parent_key_hash[:16] if record.parent_key_hash else None,
+        "parent": proposed.parent_key_hash[:16] if proposed.parent_key_hash else None,
+        "expires_at": _rfc3339(proposed.expires_at),
     }
-    await store.append_audit(
-        _key_audit("api_key.create", record, actor, actor_type, request_id, details)
+    # The audit row commits with the key, or neither does.
+    record = await store.put_api_key(
+        proposed, _key_audit("api_key.create", proposed, actor, actor_type, request_id, details)
     )
     return plaintext, record
 
@@ -334,11 +420,13 @@ async def revoke_tree(
                 "this would revoke the last active global admin key; mint another first "
                 "(sequencer-cli api-keys revoke on the database can still do it)",
             )
-    await store.deactivate_api_keys(record.key_hash)
-    await store.append_audit(_key_audit("api_key.revoke", record, actor, actor_type, request_id))
+    # Each key's deactivation and its audit row commit together.
+    await store.deactivate_api_keys(
+        record.key_hash, _key_audit("api_key.revoke", record, actor, actor_type, request_id)
+    )
     for child in children:
-        await store.deactivate_api_keys(child.key_hash)
-        await store.append_audit(
+        await store.deactivate_api_keys(
+            child.key_hash,
             _key_audit(
                 "api_key.revoke",
                 child,
@@ -346,7 +434,7 @@ async def revoke_tree(
                 actor_type,
                 request_id,
                 {"with_parent": record.key_hash[:16]},
-            )
+            ),
         )
     return Revocation(
         replace(record, active=False), tuple(replace(c, active=False) for c in children)

@@ -5,19 +5,24 @@ into the reference's ``{"error", "code"}`` bodies.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
+import math
 import secrets
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
 import jwt
 
-from ..store.ports import AccessStore
+from ..store.errors import StoreError
+from ..store.ports import AccessStore, RateBudgets
 from ..store.records import ApiKeyRecord
 from ..ves.codec import b64url_encode
 
@@ -40,12 +45,19 @@ class AuthReason(enum.StrEnum):
     INVALID_API_KEY = "invalid_api_key"
     INVALID_JWT = "invalid_jwt"
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 - a reason code, not a secret
+    API_KEY_EXPIRED = "api_key_expired"  # ours: the key's expires_at has passed
     RATE_LIMITED = "rate_limited"
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
     TENANT_ACCESS_DENIED = "tenant_access_denied"
     STORE_ACCESS_DENIED = "store_access_denied"
     OPERATOR_REQUIRED = "operator_required"
     TENANT_WIDE_REQUIRED = "tenant_wide_required"
+
+
+class RateLimiterUnavailable(Exception):
+    """The shared rate limiter could not answer (a database fault, or a wait past
+    :data:`SHARED_WAIT_SECONDS`): a fault, not a refusal of the caller, answered like the
+    auth layer's other backend faults (503 with ``Retry-After``)."""
 
 
 class AuthError(Exception):
@@ -75,6 +87,7 @@ class AuthContext:
     limiter_key: str = ""  # SHA-256 of the credential, for the per-credential limiter
     key_hash: str | None = None  # an API key's stored hash: the parent of keys it mints
     can_metrics: bool = False  # a JWT's ``metrics`` permission: process-wide /metrics only
+    expires_at: datetime | None = None  # an API key's expiry: keys it mints cannot outlive it
 
     @property
     def is_bootstrap(self) -> bool:
@@ -117,6 +130,7 @@ def context_from_record(record: ApiKeyRecord, limiter_key: str = "") -> AuthCont
         subject=record.key_hash[:16],
         limiter_key=limiter_key or record.key_hash,
         key_hash=record.key_hash,
+        expires_at=record.expires_at,
     )
 
 
@@ -252,11 +266,13 @@ class Authenticator:
         jwt_settings: JwtSettings | None = None,
         cache_ttl_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._jwt = jwt_settings
         self._ttl = cache_ttl_seconds
         self._monotonic = monotonic
+        self._clock = clock
         self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
         # Bumped by every forget: a lookup that began before one may hold the row as it
         # was (still active), and must not cache it for a whole TTL.
@@ -287,6 +303,9 @@ class Authenticator:
         record = await self._lookup(digest)
         if record is None or not record.active:
             raise AuthError(AuthReason.INVALID_API_KEY, "Invalid API key")
+        # Checked on every request, cached or not: a cached row never outlives its expiry.
+        if record.expires_at is not None and record.expires_at <= self._clock():
+            raise AuthError(AuthReason.API_KEY_EXPIRED, "API key has expired")
         return context_from_record(record, hashlib.sha256(f"api_key:{key}".encode()).hexdigest())
 
     async def _lookup(self, digest: str) -> ApiKeyRecord | None:
@@ -384,6 +403,17 @@ def ensure_tenant_wide(
 
 # --- rate limiting ------------------------------------------------------------------------
 
+SHARED_WAIT_SECONDS = 1.0  # the longest a request waits on the shared limiter
+
+
+class WindowBudgets(Protocol):
+    """A fixed-window limiter, in this process or shared (:class:`SharedWindowLimiter`)."""
+
+    async def take(self, identity: str, budget: int) -> int | None:
+        """Count one request against ``identity``'s budget; None if allowed, else the
+        seconds until its window resets (for ``Retry-After``)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Window:
@@ -416,6 +446,9 @@ class FixedWindowLimiter:
         window.count += 1
         return None
 
+    async def take(self, identity: str, budget: int) -> int | None:
+        return self.hit(identity, budget)
+
     def _evict(self, now: float) -> None:
         for key in [k for k, w in self._windows.items() if now - w.started >= self.window_seconds]:
             del self._windows[key]
@@ -424,22 +457,71 @@ class FixedWindowLimiter:
                 self._windows.popitem(last=False)
 
 
+def budget_key(identity: str) -> str:
+    """What a shared budget is stored under: the SHA-256 hex of its identity, so that the
+    table names no tenant and no credential digest in the clear."""
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()
+
+
+@dataclass(slots=True)
+class SharedWindowLimiter:
+    """Fixed windows kept in the database (``RATE_LIMIT_BACKEND=postgres``), so that every
+    server process counts against one budget. It fails closed: when the database cannot
+    answer within :data:`SHARED_WAIT_SECONDS` (an error, a lock or pool wait), it raises
+    :class:`RateLimiterUnavailable` and the request is refused rather than let through
+    uncounted, since a limiter that opens whenever the database struggles would let the
+    heaviest client through exactly then."""
+
+    budgets: RateBudgets
+    window_seconds: float = 60.0
+    max_entries: int = 10_000
+    wait_seconds: float = SHARED_WAIT_SECONDS
+
+    async def take(self, identity: str, budget: int) -> int | None:
+        # Whole seconds in the table; a fractional window is rounded up, never to zero.
+        window = max(1, math.ceil(self.window_seconds))
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                taken = await self.budgets.take_rate_budget(
+                    budget_key(identity), budget, window, self.max_entries
+                )
+        except (StoreError, TimeoutError) as exc:
+            logger.warning("shared rate limiter unavailable: %s: %s", type(exc).__name__, exc)
+            raise RateLimiterUnavailable(type(exc).__name__) from None
+        if taken.admitted:
+            return None
+        return max(1, math.ceil(taken.reset_in_seconds))
+
+
+def tenant_budget_identity(ctx: AuthContext) -> str:
+    """The tenant budget's identity (``RATE_LIMIT_PER_MINUTE``): one per tenant, and one
+    for the global admin, which has no tenant of its own."""
+    return "bootstrap" if ctx.is_bootstrap else f"tenant:{ctx.tenant_id}"
+
+
+def credential_budget_identity(ctx: AuthContext) -> str:
+    """A credential's own budget (an API key's ``rate_limit``): named by the SHA-256 of
+    the credential (``limiter_key``), never by the credential itself."""
+    return f"credential:{ctx.limiter_key or ctx.subject}"
+
+
 @dataclass(slots=True)
 class RateLimits:
     """The two limiters the reference applies after authentication: a global budget per
-    tenant (``RATE_LIMIT_PER_MINUTE``) and each key's own ``rate_limit``."""
+    tenant (``RATE_LIMIT_PER_MINUTE``) and each key's own ``rate_limit``. Each is this
+    process's (:class:`FixedWindowLimiter`) or shared by every process
+    (:class:`SharedWindowLimiter`), as ``RATE_LIMIT_BACKEND`` says."""
 
     per_tenant_per_minute: int | None = None
-    tenant: FixedWindowLimiter = field(default_factory=FixedWindowLimiter)
-    credential: FixedWindowLimiter = field(default_factory=FixedWindowLimiter)
+    tenant: WindowBudgets = field(default_factory=FixedWindowLimiter)
+    credential: WindowBudgets = field(default_factory=FixedWindowLimiter)
 
-    def check(self, ctx: AuthContext) -> None:
+    async def check(self, ctx: AuthContext) -> None:
         if self.per_tenant_per_minute is not None:
-            key = "bootstrap" if ctx.is_bootstrap else f"tenant:{ctx.tenant_id}"
-            wait = self.tenant.hit(key, self.per_tenant_per_minute)
+            wait = await self.tenant.take(tenant_budget_identity(ctx), self.per_tenant_per_minute)
             if wait is not None:
                 raise AuthError(AuthReason.RATE_LIMITED, "Rate limit exceeded", retry_after=wait)
         if ctx.rate_limit is not None:
-            wait = self.credential.hit(ctx.limiter_key or ctx.subject, ctx.rate_limit)
+            wait = await self.credential.take(credential_budget_identity(ctx), ctx.rate_limit)
             if wait is not None:
                 raise AuthError(AuthReason.RATE_LIMITED, "Rate limit exceeded", retry_after=wait)

@@ -6,11 +6,16 @@ A reader should see the order of checks as the order of the code:
    payload size); these fail the request and write nothing;
 2. :func:`classify_known_ids` — an exact replay gets its stored receipt back; a different
    event under a known id is ``duplicate_event_id``;
+2a. :func:`require_signed_controls` — with ``REQUIRE_SIGNED_EXECUTION_CONTROLS``, a new
+   ``ves_version`` 1 event is ``signed_execution_controls_required`` (after step 2, so
+   exact replays of stored V1 events still get their receipts);
 3. :func:`validate_event` — version, byte lengths, payload kind, encrypted structure,
    ``created_at`` and the payload or cipher hash;
 4. :func:`check_key` — the agent key at server time (not found, revoked, expired, not yet
    valid);
 5. :func:`check_signature` — Ed25519 over the event signing hash;
+5a. the agent's event policy (``sequencer.policies``: event type, entity type,
+   ``base_version``, payload size), read once per batch through :class:`PolicyCache`;
 6. :func:`dedupe_commands_in_batch` — a ``command_id`` used twice in one batch;
 7–10. :class:`~.group_commit.StreamWriter` — the counter lock, ``command_id`` reservation,
    ``base_version`` concurrency, insert with receipt and entity-version bump, and commit,
@@ -44,6 +49,7 @@ from ..ves.storable import INT32_MAX, UnstorableText, is_storable, json_fault, s
 from .group_commit import StreamWriter
 from .keys import KeyCache, key_problem
 from .outcomes import Accepted, IngestResult, Rejection, Replayed, Verified, replay_verdict
+from .policies import PolicyCache
 
 DEFAULT_MAX_EVENTS_PER_BATCH = 1000
 DEFAULT_MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
@@ -275,6 +281,31 @@ def _verify_chunk(chunk: Sequence[tuple[VesEventEnvelope, bytes, bytes]]) -> lis
     return [check_signature(env, pk, digest) for env, pk, digest in chunk]
 
 
+# --- step 2a: signed execution controls ---------------------------------------------------
+
+SIGNED_EXECUTION_CONTROLS_REQUIRED = "signed_execution_controls_required"
+
+
+def require_signed_controls(
+    pending: Sequence[VesEventEnvelope], rejections: list[Rejection]
+) -> list[VesEventEnvelope]:
+    """Keep the events whose ``command_id`` and ``base_version`` are signed (not V1)."""
+    kept: list[VesEventEnvelope] = []
+    for env in pending:
+        if env.ves_version == ves_envelope.VES_VERSION_V1:
+            rejections.append(
+                Rejection(
+                    env.event_id,
+                    SIGNED_EXECUTION_CONTROLS_REQUIRED,
+                    "This sequencer accepts only ves_version 2 events, which sign "
+                    "command_id and base_version; re-sign the event with ves_version 2",
+                )
+            )
+        else:
+            kept.append(env)
+    return kept
+
+
 # --- step 6: command ids within the batch -------------------------------------------------
 
 
@@ -329,14 +360,18 @@ class Sequencer:
         key_cache_ttl_seconds: float = 30.0,
         verify_threads: int | None = None,
         schema_stage: SchemaStage | None = None,
+        require_signed_execution_controls: bool = False,
     ) -> None:
         self.store = store
         self.schema_stage = schema_stage
         self.receipt_signer = receipt_signer
         self.limits = limits or Limits()
         self.strict_format = strict_format
+        self.require_signed_execution_controls = require_signed_execution_controls
         self.clock = clock
         self.keys = KeyCache(store, key_cache_ttl_seconds)
+        # Policies follow the key cache's TTL and invalidation (docs: agent event policies).
+        self.policies = PolicyCache(store, key_cache_ttl_seconds)
         self._workers = verify_threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ves-verify")
         self._writer = StreamWriter(store, receipt_signer, clock)
@@ -363,7 +398,14 @@ class Sequencer:
         known = await self.store.existing([e.event_id for e in events]) if events else {}
         classified = classify_known_ids(stream, events, known)
         rejections += classified.rejections
-        verified = await self._verify(classified.pending, rejections)
+        pending = classified.pending
+        if self.require_signed_execution_controls:
+            pending = require_signed_controls(pending, rejections)
+        verified = await self._verify(pending, rejections)
+        verified, policy_rejections = await self.policies.enforce(
+            stream.tenant_id, agent_id, verified
+        )
+        rejections += policy_rejections
         verified, command_rejections = dedupe_commands_in_batch(verified)
         rejections += command_rejections
 

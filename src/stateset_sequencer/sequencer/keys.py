@@ -27,6 +27,7 @@ from enum import StrEnum
 
 from ..store.ports import KeyRegistry
 from ..store.records import AgentKey
+from .agent_cache import AgentCache
 
 KEY_NOT_FOUND = "Agent key not found"
 KEY_REVOKED = "Agent key has been revoked"
@@ -106,13 +107,8 @@ KeyId = tuple[uuid.UUID, uuid.UUID, int]
 
 
 class KeyCache:
-    """A small TTL cache in front of the key registry.
-
-    Revocations made through this process invalidate their entry at once; those made
-    through another process arrive through the store's change feed (``runtime.changes``);
-    one the feed cannot tell (direct SQL, or while it is down) is seen within
-    ``ttl_seconds``.
-    """
+    """The agent-key registry behind an :class:`~.agent_cache.AgentCache` (its module
+    docstring gives the invalidation rule)."""
 
     def __init__(
         self,
@@ -121,37 +117,17 @@ class KeyCache:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._ttl = ttl_seconds
-        self._monotonic = monotonic
-        self._entries: dict[KeyId, tuple[float, AgentKey | None]] = {}
-        # Bumped by every invalidation: a read that began before one may have fetched
-        # the row as it was, and must not put it back for a whole TTL.
-        self._generation = 0
+        self._cache: AgentCache[KeyId, AgentKey] = AgentCache(ttl_seconds, monotonic)
 
     async def get(self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> AgentKey | None:
-        ident = (tenant_id, agent_id, key_id)
-        now = self._monotonic()
-        hit = self._entries.get(ident)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        generation = self._generation
-        key = await self._registry.get_agent_key(tenant_id, agent_id, key_id)
-        if generation != self._generation:
-            return key
-        if len(self._entries) > 100_000:  # bound memory under a flood of unknown ids
-            self._entries.clear()
-        self._entries[ident] = (now + self._ttl, key)
-        return key
+        return await self._cache.get(
+            (tenant_id, agent_id, key_id),
+            lambda: self._registry.get_agent_key(tenant_id, agent_id, key_id),
+        )
 
     def invalidate(self, tenant_id: uuid.UUID, agent_id: uuid.UUID, key_id: int) -> None:
-        self._generation += 1
-        self._entries.pop((tenant_id, agent_id, key_id), None)
+        self._cache.invalidate((tenant_id, agent_id, key_id))
 
     def forget(self, tenant_id: uuid.UUID | None = None, agent_id: uuid.UUID | None = None) -> None:
         """Drop every entry of the agent, of the tenant, or (both None) all of them."""
-        self._generation += 1
-        if tenant_id is None:
-            self._entries.clear()
-            return
-        for ident in [i for i in self._entries if i[0] == tenant_id and agent_id in (None, i[1])]:
-            del self._entries[ident]
+        self._cache.forget(tenant_id, agent_id)

@@ -31,7 +31,7 @@ from jsonschema.protocols import Validator
 
 from ..store.errors import StoreError
 from ..store.ports import SchemaStore
-from ..store.records import SCHEMA_COMPATIBILITIES, SCHEMA_STATUSES, SchemaRecord
+from ..store.records import SCHEMA_COMPATIBILITIES, SCHEMA_STATUSES, AuditEntry, SchemaRecord
 from ..ves.envelope import MAX_EVENT_TYPE_BYTES, PAYLOAD_KIND_ENCRYPTED, VesEventEnvelope
 from ..ves.jsontext import load_json
 from ..ves.storable import TextFault, is_storable, text_fault
@@ -146,6 +146,30 @@ def _json_pointer(parts: Iterable[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaActor:
+    """Who changes the registry, for its audit entries."""
+
+    actor: str
+    actor_type: str
+    request_id: str | None = None
+
+
+def _schema_audit(
+    action: str, who: SchemaActor | None, details: dict[str, Any] | None = None
+) -> AuditEntry | None:
+    """The audit entry of a registry change; the store adds the schema's id and version."""
+    if who is None:
+        return None
+    return AuditEntry(
+        action=action,
+        actor=who.actor,
+        actor_type=who.actor_type,
+        request_id=who.request_id,
+        details={} if details is None else details,
+    )
+
+
 class SchemaRegistry:
     """Registration, lookup and payload validation over a :class:`SchemaStore`.
 
@@ -186,9 +210,11 @@ class SchemaRegistry:
         description: str | None = None,
         compatibility: str = DEFAULT_COMPATIBILITY,
         created_by: str | None = None,
+        actor: SchemaActor | None = None,
     ) -> SchemaRecord:
         """Store ``schema_json`` (a decoded JSON value) as the next version of
-        (tenant, event_type). Raises :class:`SchemaInputError` for bad input."""
+        (tenant, event_type). Raises :class:`SchemaInputError` for bad input. With
+        ``actor``, a ``schema.register`` audit entry commits with the schema."""
         fault = text_fault(
             event_type, field="event_type", min_bytes=1, max_bytes=MAX_EVENT_TYPE_BYTES
         )
@@ -235,6 +261,7 @@ class SchemaRegistry:
             compatibility=compatibility,
             description=description,
             created_by=created_by,
+            audit=_schema_audit("schema.register", actor, {"compatibility": compatibility}),
         )
         self._forget(tenant_id, event_type)
         return record
@@ -287,19 +314,23 @@ class SchemaRegistry:
         for key in [k for k in self._latest if tenant_id in (None, k[0])]:
             del self._latest[key]
 
-    async def set_status(self, schema_id: uuid.UUID, status: str) -> SchemaRecord | None:
+    async def set_status(
+        self, schema_id: uuid.UUID, status: str, actor: SchemaActor | None = None
+    ) -> SchemaRecord | None:
         if status not in SCHEMA_STATUSES:
             raise SchemaInputError(
                 SchemaReason.INVALID_STATUS, f"status must be one of {', '.join(SCHEMA_STATUSES)}"
             )
-        record = await self._store.set_schema_status(schema_id, status)
+        record = await self._store.set_schema_status(
+            schema_id, status, _schema_audit("schema.status", actor)
+        )
         if record is not None:
             self._forget(record.tenant_id, record.event_type)
         return record
 
-    async def delete(self, schema_id: uuid.UUID) -> bool:
+    async def delete(self, schema_id: uuid.UUID, actor: SchemaActor | None = None) -> bool:
         record = await self._store.get_schema(schema_id)
-        deleted = await self._store.delete_schema(schema_id)
+        deleted = await self._store.delete_schema(schema_id, _schema_audit("schema.delete", actor))
         self._validators.pop(schema_id, None)
         if record is not None:
             self._forget(record.tenant_id, record.event_type)
