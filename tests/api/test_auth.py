@@ -48,10 +48,13 @@ def auth_failure(response: httpx.Response, status: int, code: str) -> None:
 
 
 def api_error(response: httpx.Response, status: int, code: str, reason: str | None = None) -> None:
-    """The ApiError body: ``{"error": {"code", "numeric_code", "message", ...}}``."""
+    """The ApiError body: ``{"error": {"code", "numeric_code", "message", ...}}``, with
+    ``message`` and ``code`` repeated flat for the reference's 0.8 SDK."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    body = response.json()
+    error = body["error"]
     assert isinstance(error, dict), error
+    assert (body["message"], body["code"]) == (error["message"], error["code"])
     assert error["code"] == code
     assert isinstance(error["numeric_code"], int)
     assert isinstance(error["message"], str)

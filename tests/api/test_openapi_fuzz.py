@@ -70,12 +70,18 @@ NOT_YET_STATED = {
     "POST /api/v1/agents/keys": "validFrom/validTo must be RFC 3339, publicKey 32 bytes of "
     "hex, keyAlgorithm one the security profile allows",
     "POST /api/v1/admin/api-keys": "read, write and admin all false is NO_PERMISSIONS; "
-    "repeated storeIds are STORE_IDS_DUPLICATE",
-    "POST /api/v1/agents/{agent_id}/api-keys": "repeated storeIds are STORE_IDS_DUPLICATE",
+    "repeated storeIds are STORE_IDS_DUPLICATE; expiresAt must lie in the next 10 years, "
+    "and expiresAt and ttlSeconds exclude each other",
+    "POST /api/v1/agents/{agent_id}/api-keys": "repeated storeIds are STORE_IDS_DUPLICATE; "
+    "expiresAt must lie in the next 10 years, and expiresAt and ttlSeconds exclude each other",
     "POST /api/v1/schemas": "schemaJson must itself be a valid JSON Schema; compatibility "
     "one of forward, backward, full, none",
     "POST /api/v1/schemas/validate": "an event type with no registered schema is 400 "
     "SCHEMA_NOT_FOUND, the reference's status for it",
+    "PUT /api/v1/ves/cursors/{agent_id}": "a sequenceNumber past the stream's head is 400, "
+    "as the reference; the head is data, not schema",
+    "PUT /api/v1/agents/{agent_id}/policy": "rules are bounded in UTF-8 bytes (maxLength "
+    "counts characters) and must be storable text (no NUL, no lone surrogate)",
 }
 REGISTER = "POST /api/v1/agents/register"
 # A literal path whose other methods land on a sibling route with a UUID segment: GET of

@@ -89,7 +89,9 @@ async def test_event_pages_are_cut_by_bytes_and_continue(make_api: MakeApi) -> N
         api = await make_api(backend, MAX_PAGE_BYTES=PAGE_BYTES)
         await ingest_big(api)
         everything = list(range(1, BIG_EVENTS + 1))
-        ves, cut = await follow(api, "/api/v1/ves/events", 1, 100, lambda e: e["sequence_number"])
+        ves, cut = await follow(
+            api, "/api/v1/ves/events", 1, 100, lambda e: e["envelope"]["sequence_number"]
+        )
         assert ves == everything and cut == 4  # 2 events of 900 KB a page, then 1
         legacy, cut = await follow(
             api, "/api/v1/events", 0, 100, lambda e: e["envelope"]["sequence_number"]
@@ -104,7 +106,7 @@ async def test_event_pages_are_cut_by_bytes_and_continue(make_api: MakeApi) -> N
         tiny = await make_api(backend, MAX_PAGE_BYTES=1)
         await ingest_big(tiny)
         one_by_one, cut = await follow(
-            tiny, "/api/v1/ves/events", 1, 1000, lambda e: e["sequence_number"]
+            tiny, "/api/v1/ves/events", 1, 1000, lambda e: e["envelope"]["sequence_number"]
         )
         assert one_by_one == everything and cut == BIG_EVENTS - 1
 
@@ -167,7 +169,14 @@ async def test_streamed_pages_are_the_pages_built_whole(api: Api) -> None:
         assert len(body["events"]) == len(payloads) and "truncated" not in body
         assert response.content == rendered_whole(model, body), path
     empty = await get(api, "/api/v1/ves/events", **p, **{"from": 99})
-    assert empty.content == b'{"events":[],"count":0}'
+    assert empty.json() == {
+        "events": [],
+        "count": 0,
+        "next_sequence": 99,
+        "head_sequence": len(payloads),
+        "has_more": False,
+    }
+    assert empty.content == rendered_whole(VesEventsPage, empty.json())
 
 
 async def test_entity_id_with_a_newline_reads_back(api: Api) -> None:

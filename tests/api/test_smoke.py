@@ -19,4 +19,6 @@ async def test_ingest_and_read_back(api: Api) -> None:
         headers=api.headers(),
     )
     assert page.status_code == 200, page.text
-    assert [e["event_id"] for e in page.json()["events"]] == [str(e.event_id) for e in events]
+    assert [e["envelope"]["event_id"] for e in page.json()["events"]] == [
+        str(e.event_id) for e in events
+    ]

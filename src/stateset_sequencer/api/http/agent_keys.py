@@ -171,8 +171,16 @@ async def register_agent_key(
         valid_to=valid_to,
         key_algorithm=algorithm,
     )
+    audit = _key_audit(
+        request,
+        ctx,
+        "agent_key.register",
+        (body.tenantId, body.agentId, body.keyId),
+        {"public_key": public_key.hex(), "key_algorithm": algorithm},
+    )
     try:
-        await services.store.put_agent_key(key)
+        # The audit row commits with the key, or neither does.
+        await services.store.put_agent_key(key, audit)
     except IntegrityError:
         # The reference answers 500 here; a conflict is what it is. The very same key
         # again is a success, so that a setup script can be re-run.
@@ -182,15 +190,6 @@ async def register_agent_key(
             409, "KEY_EXISTS", f"key {body.keyId} of agent {body.agentId} is already registered"
         ) from None
     services.sequencer.keys.invalidate(body.tenantId, body.agentId, body.keyId)
-    await services.store.append_audit(
-        _key_audit(
-            request,
-            ctx,
-            "agent_key.register",
-            (body.tenantId, body.agentId, body.keyId),
-            {"public_key": public_key.hex(), "key_algorithm": algorithm},
-        )
-    )
     return _registered(body, algorithm, "Agent key registered")
 
 
@@ -252,12 +251,13 @@ async def revoke_agent_key(
     _tenant_wide(ctx, tenant_id, admin=True)
     bind_stream(request, tenant_id, None)
     revoked = await services.store.revoke_agent_key(
-        tenant_id, agent_id, key_id, services.sequencer.clock()
+        tenant_id,
+        agent_id,
+        key_id,
+        services.sequencer.clock(),
+        _key_audit(request, ctx, "agent_key.revoke", (tenant_id, agent_id, key_id)),
     )
     if revoked is None:
         raise AgentError(404, "KEY_NOT_FOUND", "Agent key not found")
     services.sequencer.keys.invalidate(tenant_id, agent_id, key_id)
-    await services.store.append_audit(
-        _key_audit(request, ctx, "agent_key.revoke", (tenant_id, agent_id, key_id))
-    )
     return {"success": True, "key": key_out(revoked), "message": "Agent key revoked"}

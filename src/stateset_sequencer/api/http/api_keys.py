@@ -4,6 +4,7 @@ a tenant admin) and the reference's agent self-service routes."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,6 +23,20 @@ admin_router = APIRouter(
 agents_router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
 
+_EXPIRES_AT: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "description": "RFC 3339 with a UTC offset; omitted: never expires (or the minting "
+    "key's own expiry, when it has one)",
+}
+_TTL_SECONDS: dict[str, Any] = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": api_keys.MAX_TTL_SECONDS,
+    "description": "seconds from now; instead of expiresAt",
+}
+
+
 class CreateKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tenantId: uuid.UUID  # noqa: N815 - wire names in the reference's camelCase
@@ -31,6 +46,10 @@ class CreateKeyRequest(BaseModel):
     admin: StrictBool = False
     agentId: uuid.UUID | None = None  # noqa: N815
     rateLimit: StrictInt | None = Field(default=None, ge=1, le=api_keys.MAX_RATE_LIMIT)  # noqa: N815
+    # Typed loosely on purpose: the minting rule's parser refuses a wrong type with its
+    # own reason (EXPIRY_INVALID), as it refuses a naive or past time.
+    expiresAt: Any = Field(default=None, json_schema_extra=_EXPIRES_AT)  # noqa: N815
+    ttlSeconds: Any = Field(default=None, json_schema_extra=_TTL_SECONDS)  # noqa: N815
 
 
 class AgentKeyRequest(BaseModel):
@@ -39,6 +58,8 @@ class AgentKeyRequest(BaseModel):
     readOnly: StrictBool = False  # noqa: N815
     admin: StrictBool = False
     rateLimit: StrictInt | None = Field(default=None, ge=1, le=api_keys.MAX_RATE_LIMIT)  # noqa: N815
+    expiresAt: Any = Field(default=None, json_schema_extra=_EXPIRES_AT)  # noqa: N815
+    ttlSeconds: Any = Field(default=None, json_schema_extra=_TTL_SECONDS)  # noqa: N815
 
 
 class KeyOut(BaseModel):
@@ -54,6 +75,7 @@ class KeyOut(BaseModel):
     rateLimit: int | None  # noqa: N815
     createdAt: str | None  # noqa: N815
     parentKeyHashPrefix: str | None  # noqa: N815 - the key that minted it (revoked with it)
+    expiresAt: str | None  # noqa: N815 - None: never expires
 
 
 class CreatedKey(BaseModel):
@@ -92,6 +114,16 @@ def _forbidden(exc: AuthError) -> AgentError:
 
 def _agent_error(exc: KeyRequestError) -> AgentError:
     return agent_error(exc.reason, exc.message)
+
+
+def _expiry(ctx: AuthContext, expires_at: object, ttl_seconds: object) -> datetime | None:
+    """The requested expiry; omitted, the minter's own (as an omitted rateLimit is), so
+    that an omission never makes a key outlive the key that minted it."""
+    try:
+        chosen = api_keys.parse_expiry(expires_at, ttl_seconds, now=datetime.now(UTC))
+    except KeyRequestError as exc:
+        raise _agent_error(exc) from None
+    return chosen if chosen is not None else ctx.expires_at
 
 
 def _request_id(request: Request) -> str | None:
@@ -190,6 +222,7 @@ async def admin_create_key(
         admin=body.admin,
         agent_id=body.agentId,
         rate_limit=body.rateLimit if body.rateLimit is not None else ctx.rate_limit,
+        expires_at=_expiry(ctx, body.expiresAt, body.ttlSeconds),
     )
     return await _mint(request, services, ctx, spec)
 
@@ -286,6 +319,7 @@ async def agent_create_key(
         admin=body.admin,
         agent_id=agent_id,
         rate_limit=body.rateLimit if body.rateLimit is not None else ctx.rate_limit,
+        expires_at=_expiry(ctx, body.expiresAt, body.ttlSeconds),
     )
     return await _mint(request, services, ctx, spec)
 

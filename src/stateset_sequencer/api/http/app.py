@@ -9,9 +9,10 @@ import fastapi_offline
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,9 +23,28 @@ from ...sequencer import api_keys as api_keys_rules
 from ...sequencer.registration import Registrar
 from ...store.errors import StoreError
 from ...ves.storable import make_storable
-from . import agent_keys, api_keys, events, health, ingest, registration, schemas
+from . import (
+    agent_keys,
+    api_keys,
+    cursors,
+    events,
+    health,
+    ingest,
+    openapi_yaml,
+    policies,
+    projections,
+    registration,
+    schemas,
+)
 from .errors import AgentError, ApiError, AuthFailure, store_fault
-from .middleware import PUBLIC_PATHS, BodyTooLarge, EdgeMiddleware, body_too_large
+from .middleware import (
+    OPENAPI_YAML,
+    PUBLIC_PATHS,
+    BodyTooLarge,
+    EdgeMiddleware,
+    body_too_large,
+    document_deprecations,
+)
 from .validation import body_parse_error, request_error
 
 log = structlog.get_logger("stateset_sequencer.http")
@@ -34,6 +54,11 @@ log = structlog.get_logger("stateset_sequencer.http")
 DOCS_ASSETS = "/docs/assets"
 _ASSET_DIR = Path(fastapi_offline.__file__).parent / "static"
 SHOWN_PATH_BYTES = 200
+# CORS (CORS_ALLOW_ORIGINS): the reference's methods and headers, plus X-API-Key, a
+# credential header this service accepts (docs/EDGE.md).
+CORS_METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "X-API-Key"]
+CORS_EXPOSE_HEADERS = ["x-request-id", "x-error-code", "Retry-After"]
 
 
 def create_app(services: Services) -> FastAPI:
@@ -41,7 +66,7 @@ def create_app(services: Services) -> FastAPI:
         title="StateSet Sequencer",
         version=services.version,
         description=(
-            "Verifiable event sequencer (VES v1.0), wire-compatible with the StateSet Rust "
+            "Verifiable event sequencer (VES v1 and v2), wire-compatible with the StateSet Rust "
             "reference. Authenticate with `Authorization: ApiKey ss_…`, a raw `ss_…` key, "
             "`X-API-Key`, or `Authorization: Bearer <JWT>`."
         ),
@@ -62,13 +87,26 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(registration.router)
     app.include_router(ingest.router)
     app.include_router(events.router)
+    app.include_router(cursors.router)
     app.include_router(agent_keys.router)
+    app.include_router(policies.router)
     app.include_router(api_keys.admin_router)
     app.include_router(api_keys.agents_router)
     app.include_router(schemas.router)
+    app.include_router(projections.router)
     _install_docs(app)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware, services=services)
+    if services.cors_origins is not None:
+        # Added last, so outermost: a preflight is answered before the edge asks for a
+        # credential or a body limit (docs/EDGE.md).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=services.cors_origins,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+        )
     _install_openapi(app, services)
     return app
 
@@ -101,7 +139,12 @@ def _install_docs(app: FastAPI) -> None:
             with_google_fonts=False,
         )
 
+    async def openapi_as_yaml(request: Request) -> Response:
+        # The reference's deprecation ``link`` names the document at this path.
+        return Response(openapi_yaml.dumps(app.openapi()), media_type="application/yaml")
+
     app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route(OPENAPI_YAML, openapi_as_yaml, include_in_schema=False)
     app.add_route("/redoc", redoc, include_in_schema=False)
 
 
@@ -270,6 +313,7 @@ def _install_openapi(app: FastAPI, services: Services) -> None:
         ingest.document_limits(document, services.sequencer.limits)
         _document_security(app, document)
         _document_constraints(document)
+        document_deprecations(document)
         app.openapi_schema = document
         return document
 

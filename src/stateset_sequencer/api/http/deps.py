@@ -9,9 +9,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ...runtime import IpNetwork, Services
-from ...sequencer.auth import DISABLED_CONTEXT, AuthContext, AuthError, AuthReason
+from ...sequencer.auth import (
+    DISABLED_CONTEXT,
+    AuthContext,
+    AuthError,
+    AuthReason,
+    RateLimiterUnavailable,
+)
 from ...store.errors import StoreError
-from .errors import AuthFailure, auth_backend_failure, auth_failure
+from .errors import AuthFailure, auth_backend_failure, auth_failure, rate_limit_unavailable
 
 
 def get_services(request: Request) -> Services:
@@ -22,32 +28,113 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+# How many forwarded hops are read, from the right: a real chain of proxies is a few hops
+# long, and a client may send any number of its own.
+MAX_FORWARDED_HOPS = 32
+_MAX_HOP_CHARS = 64  # the longest address text (IPv6 with brackets and a port is 47)
+CLIENT_IP_STATE = "client_ip"
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 def client_ip(request: Request, services: Services) -> str:
-    """The socket peer, or the first forwarded address when the peer is a trusted proxy
-    and ``TRUST_PROXY_HEADERS`` is on."""
-    peer = request.client.host if request.client else ""
-    if not services.settings.trust_proxy_headers or not _in(peer, services.trusted_proxies):
-        return peer
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    real = request.headers.get("x-real-ip")
-    if real:
-        return real.strip()
-    header = request.headers.get("forwarded", "")
-    for part in header.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name.lower() == "for" and value:
-            return value.strip('"[]').split(",")[0]
-    return peer
+    """The client's address, the one answer the rate limits, the refusal audit and the
+    admin allowlist all use (docs/EDGE.md): the socket peer, or, when
+    ``TRUST_PROXY_HEADERS`` is on and the peer is a trusted proxy, the address its
+    forwarded headers give (:func:`forwarded_client`). Worked out once per request."""
+    cached = getattr(request.state, CLIENT_IP_STATE, None)
+    if isinstance(cached, str):
+        return cached
+    peer_text = request.client.host if request.client else ""
+    peer = parse_hop(peer_text)
+    if peer is None:
+        answer = peer_text  # not an IP socket (a test transport, a Unix socket)
+    elif services.settings.trust_proxy_headers and _in_networks(peer, services.trusted_proxies):
+        answer = str(forwarded_client(peer, forwarded_hops(request), services.trusted_proxies))
+    else:
+        answer = str(peer)
+    setattr(request.state, CLIENT_IP_STATE, answer)
+    return answer
+
+
+def forwarded_hops(request: Request) -> list[str]:
+    """The addresses a proxy chain reports, left to right, from the first of
+    ``X-Forwarded-For``, ``X-Real-IP`` and ``Forwarded`` that is present; at most the
+    last :data:`MAX_FORWARDED_HOPS`. Repeated header lines read as one list, in order."""
+    xff = ",".join(request.headers.getlist("x-forwarded-for"))
+    if xff.strip():
+        return _last_hops(xff)
+    real = request.headers.get("x-real-ip", "")
+    if real.strip():
+        return [real]
+    forwarded = ",".join(request.headers.getlist("forwarded"))
+    if forwarded.strip():
+        return [_forwarded_for(element) for element in _last_hops(forwarded)]
+    return []
+
+
+def _last_hops(text: str) -> list[str]:
+    parts = text.rsplit(",", MAX_FORWARDED_HOPS)
+    return parts[-MAX_FORWARDED_HOPS:]
+
+
+def _forwarded_for(element: str) -> str:
+    """The ``for=`` of one RFC 7239 element ("" when it has none)."""
+    for pair in element.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name.strip().lower() == "for":
+            return value.strip().strip('"')
+    return ""
+
+
+def forwarded_client(peer: IpAddress, hops: list[str], trusted: list[IpNetwork]) -> IpAddress:
+    """Read from the right, each trusted hop vouches for the one on its left: the first
+    untrusted address is the client; when every hop is trusted, the leftmost. Entries
+    left of an untrusted one are the client's own words and never read. A hop that is not
+    an address (garbage, ``unknown``, an obfuscated name) ends the walk: the client is the
+    nearest address on its right."""
+    current = peer
+    for raw in reversed(hops):
+        hop = parse_hop(raw)
+        if hop is None:
+            return current
+        if not _in_networks(hop, trusted):
+            return hop
+        current = hop
+    return current
+
+
+def parse_hop(text: str) -> IpAddress | None:
+    """An address as proxies write it: bare, ``[v6]``, ``[v6]:port`` or ``v4:port``;
+    an IPv4-mapped IPv6 address reads as its IPv4 address."""
+    item = text.strip()
+    if not item or len(item) > _MAX_HOP_CHARS:
+        return None
+    if item.startswith("["):
+        host, sep, rest = item[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        item = host
+    elif item.count(":") == 1:
+        host, _, port = item.partition(":")
+        if not port.isdigit():
+            return None
+        item = host
+    try:
+        address = ipaddress.ip_address(item)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _in_networks(address: IpAddress, networks: list[IpNetwork]) -> bool:
+    return any(address in net for net in networks)
 
 
 def _in(address: str, networks: list[IpNetwork]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+    ip = parse_hop(address)
+    return ip is not None and _in_networks(ip, networks)
 
 
 def check_admin_ip(request: Request, services: Services) -> None:
@@ -93,12 +180,14 @@ async def authenticate_request(request: Request, services: Services) -> AuthCont
         except StoreError:
             raise auth_backend_failure() from None
         try:
-            services.rate_limits.check(ctx)
+            await services.rate_limits.check(ctx)
         except AuthError as exc:
             # A valid credential over its budget: counted, not audited (a throttled
             # client would otherwise fill the audit log).
             services.metrics.auth_failures.labels(exc.reason).inc()
             raise auth_failure(exc) from None
+        except RateLimiterUnavailable:
+            raise rate_limit_unavailable() from None
         request.state.tenant_id = str(ctx.tenant_id)
         request.state.subject = ctx.subject
     setattr(request.state, AUTH_STATE, ctx)

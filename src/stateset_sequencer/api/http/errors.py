@@ -32,7 +32,10 @@ from fastapi.responses import JSONResponse
 
 from ...sequencer.api_keys import KeyReason
 from ...sequencer.auth import AuthError, AuthReason
+from ...sequencer.cursors import CursorReason
 from ...sequencer.ingest import BatchReason
+from ...sequencer.policies import PolicyReason
+from ...sequencer.projections import ProjectionReason
 from ...sequencer.registration import RegistrationReason
 from ...sequencer.schemas import SchemaReason
 from ...store.errors import (
@@ -111,7 +114,10 @@ class ApiError(Exception):
             error["details"] = self.details
         if self.retry_after is not None:
             error["retry_after"] = self.retry_after
-        return {"error": error}
+        # The reference's clients read the nested object; its 0.8 SDK reads a flat
+        # ``message`` and ``code`` (and would otherwise surface the object as its message):
+        # both are given, so either finds what it looks for.
+        return {"error": error, "message": self.message, "code": self.code}
 
     def response(self, request_id: str | None = None) -> JSONResponse:
         headers = {"x-error-code": self.code}
@@ -218,6 +224,8 @@ REASONS: dict[str, Wire] = {
     AuthReason.INVALID_JWT: Wire(401, auth="invalid_jwt"),
     AuthReason.TOKEN_EXPIRED: Wire(401, auth="token_expired"),
     AuthReason.RATE_LIMITED: Wire(429, auth="rate_limited"),
+    # ours: an API key past its expires_at (docs/API_KEYS.md)
+    AuthReason.API_KEY_EXPIRED: Wire(401, auth="api_key_expired"),
     # ... and scopes (the body of the route that checks them)
     AuthReason.INSUFFICIENT_PERMISSIONS: _scope("insufficient_permissions"),
     AuthReason.TENANT_ACCESS_DENIED: _scope("tenant_access_denied"),
@@ -244,6 +252,10 @@ REASONS: dict[str, Wire] = {
     KeyReason.ADMIN_WIDENED: _agent(403, "ADMIN_NOT_ALLOWED"),
     KeyReason.WRITE_WIDENED: _agent(403, "WRITE_NOT_ALLOWED"),
     KeyReason.RATE_LIMIT_WIDENED: _agent(403, "RATE_LIMIT_WIDENED"),
+    KeyReason.EXPIRY_WIDENED: _agent(403, "EXPIRY_WIDENED"),
+    KeyReason.EXPIRY_INVALID: _agent(400, "EXPIRY_INVALID"),
+    KeyReason.EXPIRY_IN_PAST: _agent(400, "EXPIRY_IN_PAST"),
+    KeyReason.EXPIRY_TOO_FAR: _agent(400, "EXPIRY_TOO_FAR"),
     KeyReason.KEY_LIMIT_REACHED: _agent(409, "KEY_LIMIT_REACHED"),
     KeyReason.LAST_ADMIN_KEY: _agent(409, "LAST_ADMIN_KEY"),
     # sequencer/schemas.py (ApiError, the reference's INVALID_FIELD_VALUE with our reason)
@@ -266,6 +278,25 @@ REASONS: dict[str, Wire] = {
     RegistrationReason.RATE_LIMIT_INVALID: _agent(400, "RATE_LIMIT_INVALID"),
     RegistrationReason.TENANT_ID_NOT_ALLOWED: _agent(400, "TENANT_ID_NOT_ALLOWED"),
     RegistrationReason.ADMIN_NOT_ALLOWED: _agent(403, "ADMIN_NOT_ALLOWED"),
+    # sequencer/policies.py (the agent body, as the other /api/v1/agents routes; the
+    # reference answers these in plain text with the same statuses and messages)
+    PolicyReason.TOO_MANY_RULES: _agent(400, "POLICY_TOO_MANY_RULES"),
+    PolicyReason.INVALID_RULE: _agent(400, "POLICY_INVALID_RULE"),
+    PolicyReason.INVALID_MAX_PAYLOAD: _agent(400, "POLICY_INVALID_MAX_PAYLOAD_BYTES"),
+    PolicyReason.POLICY_NOT_FOUND: _agent(404, "AGENT_POLICY_NOT_FOUND"),
+    PolicyReason.AGENT_NOT_FOUND: _agent(404, "AGENT_NOT_FOUND"),
+    # sequencer/cursors.py (ApiError, as the reads): another agent's cursor is a scope
+    # refusal; one past the head is the reference's own 400. (Over HTTP a sequence that is
+    # no u64 is already refused by the body model, 422 as the reference's extractor.)
+    CursorReason.AGENT_ACCESS_DENIED: _scope("agent_access_denied"),
+    CursorReason.INVALID_SEQUENCE: _api(400, "INVALID_FIELD_VALUE", "INVALID_SEQUENCE"),
+    CursorReason.AHEAD_OF_HEAD: _api(400, "INVALID_FIELD_VALUE", "AHEAD_OF_HEAD"),
+    # sequencer/projections.py (ApiError, as the reads)
+    ProjectionReason.INVALID_SOURCE: _api(400, "INVALID_FIELD_VALUE", "INVALID_SOURCE"),
+    ProjectionReason.NOT_FOUND: _api(404, "RESOURCE_NOT_FOUND", "PROJECTION_NOT_FOUND"),
+    ProjectionReason.LEGACY_NOT_KEPT: _api(
+        404, "RESOURCE_NOT_FOUND", "LEGACY_PROJECTIONS_NOT_KEPT"
+    ),
 }
 
 SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
@@ -274,6 +305,9 @@ SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
     KeyReason,
     SchemaReason,
     RegistrationReason,
+    PolicyReason,
+    CursorReason,
+    ProjectionReason,
 )
 """Every enum of reasons a service raises; the test of the table walks these."""
 
@@ -404,12 +438,28 @@ def auth_backend_failure() -> AuthFailure:
     )
 
 
+RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
+
+
+def rate_limit_unavailable() -> AuthFailure:
+    """The shared rate limiter failing closed (docs/RATE_LIMITS.md): the request is
+    refused, not let through uncounted, and may be retried in a moment."""
+    return AuthFailure(
+        503,
+        RATE_LIMIT_UNAVAILABLE,
+        "Rate limiter unavailable; retry shortly",
+        retry_after=DB_RETRY_AFTER_SECONDS,
+    )
+
+
 # --- OpenAPI descriptions of the three bodies --------------------------------------------
 
 API_ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["error"],
+    "required": ["error", "message", "code"],
     "properties": {
+        "message": {"type": "string", "description": "error.message, for flat readers"},
+        "code": {"type": "string", "description": "error.code, for flat readers"},
         "error": {
             "type": "object",
             "required": ["code", "numeric_code", "message"],
@@ -421,7 +471,7 @@ API_ERROR_SCHEMA: dict[str, Any] = {
                 "details": {"type": "object"},
                 "retry_after": {"type": "integer"},
             },
-        }
+        },
     },
 }
 AUTH_ERROR_SCHEMA: dict[str, Any] = {

@@ -107,9 +107,18 @@ class Continuation(BaseModel):
     next_from: int | None = None
 
 
+class VesSequenced(BaseModel):
+    """The reference's ``SequencedVesEvent``."""
+
+    envelope: VesEventItem
+
+
 class VesEventsPage(Continuation):
-    events: list[VesEventItem]
+    events: list[VesSequenced]
     count: int
+    next_sequence: int
+    head_sequence: int
+    has_more: bool
 
 
 class VesEventDetail(BaseModel):
@@ -120,9 +129,10 @@ class VesEventDetail(BaseModel):
 class VesEntityPage(Continuation):
     entity_type: str
     entity_id: str
-    events: list[VesEventItem]
+    events: list[VesSequenced]
     count: int
     total: int
+    current_version: int
     has_more: bool
 
 
@@ -150,13 +160,20 @@ class LegacyEntityPage(Continuation):
 _VES_FIRST = tuple(VesEventItem.model_fields)
 
 
-def ves_item(event: StoredEvent) -> dict[str, Any]:
+def ves_envelope(event: StoredEvent) -> dict[str, Any]:
+    """The stored envelope as signed, with the two fields the sequencer added."""
     wire = event.envelope.to_wire()
     wire["sequence_number"] = event.sequence_number
     wire["sequenced_at"] = format_rfc3339(event.sequenced_at)
     item = {name: wire.pop(name) for name in _VES_FIRST if name in wire}
     item.update(wire)
     return item
+
+
+def ves_item(event: StoredEvent) -> dict[str, Any]:
+    """An item of a VES page: the reference's ``SequencedVesEvent``, which nests the
+    envelope (``sequence_number`` and ``sequenced_at`` inside it, as its struct has them)."""
+    return {"envelope": ves_envelope(event)}
 
 
 def legacy_item(event: StoredEvent) -> dict[str, Any]:
@@ -205,6 +222,16 @@ def _continuation(truncated: bool, next_from: int) -> dict[str, Any]:
     return {"truncated": True, "next_from": next_from} if truncated else {}
 
 
+async def _read_range(
+    services: Services, stream: StreamKey, start: int, end: int
+) -> tuple[Sequence[StoredEvent], bool]:
+    """``start..=end``, cut at ``MAX_PAGE_BYTES``; the events and whether the cap cut them."""
+    if start > end:
+        return [], False
+    page = await services.store.read_page(stream, start, end, services.settings.MAX_PAGE_BYTES)
+    return page.events, page.truncated
+
+
 async def _range_page(
     services: Services,
     stream: StreamKey,
@@ -213,19 +240,27 @@ async def _range_page(
     item: Callable[[StoredEvent], dict[str, Any]],
 ) -> StreamingResponse:
     """``start..=end`` as ``{"events", "count"}``, cut at ``MAX_PAGE_BYTES``."""
-    events: Sequence[StoredEvent] = []
-    truncated = False
-    if start <= end:
-        page = await services.store.read_page(stream, start, end, services.settings.MAX_PAGE_BYTES)
-        events, truncated = page.events, page.truncated
+    events, truncated = await _read_range(services, stream, start, end)
     next_from = events[-1].sequence_number + 1 if events else start
     fields = {"events": EVENTS, "count": len(events), **_continuation(truncated, next_from)}
     return _page_response(fields, events, item)
 
 
-def _read(
+def _contiguous(events: Sequence[StoredEvent], start: int, end: int, head: int, cut: bool) -> bool:
+    """Whether the page holds every sequence number from ``start`` up to where it stops:
+    the end of the range or the head, or where the byte cap cut it. A hole means the log
+    lost events (a restore gone wrong); answering a short page as if complete would let
+    a reader step over them for good."""
+    if any(e.sequence_number != start + i for i, e in enumerate(events)):
+        return False
+    return cut or start + len(events) > min(end, head)
+
+
+def read_stream(
     ctx: AuthContext, request: Request, tenant_id: uuid.UUID, store_id: uuid.UUID
 ) -> StreamKey:
+    """The stream a read route names, once the caller may read it (shared by every read
+    of one stream: event pages, entity histories, projections)."""
     bind_stream(request, tenant_id, store_id)
     try:
         ensure_read(ctx, tenant_id, store_id)
@@ -234,12 +269,13 @@ def _read(
     return StreamKey(tenant_id, store_id)
 
 
-def _storable_entity(entity_type: str, entity_id: str) -> bool:
+def storable_entity(entity_type: str, entity_id: str) -> bool:
     """The storable-text rule (``ves.storable``) on an entity path, the same on every
     backend. Over its UTF-8 byte limit (``Path(max_length)`` counts characters) is 400,
     as the reference answers. Text no store can hold (NUL, a lone surrogate) was refused
-    at ingest on every backend, so no stored event carries it: False, and the page is
-    empty without asking the store (PostgreSQL would fail such a query)."""
+    at ingest on every backend, so no stored event carries it: False, and the caller
+    answers "nothing there" without asking the store (PostgreSQL would fail such a
+    query)."""
     storable = True
     for name, value, limit in (
         ("entity_type", entity_type, MAX_ENTITY_TYPE_BYTES),
@@ -266,8 +302,8 @@ async def _entity_page(
 ) -> StreamingResponse:
     """One page of an entity's history, in the shape both entity routes answer."""
     entity_type, entity_id = entity
-    storable = _storable_entity(entity_type, entity_id)
-    stream = _read(ctx, request, *ids)
+    storable = storable_entity(entity_type, entity_id)
+    stream = read_stream(ctx, request, *ids)
     events: Sequence[StoredEvent] = []
     total = 0
     if storable:
@@ -282,6 +318,7 @@ async def _entity_page(
         "events": EVENTS,
         "count": len(events),
         "total": total,
+        **({"current_version": total} if item is ves_item else {}),
         "has_more": offset + len(events) < total,
         **_continuation(truncated, offset + len(events)),
     }
@@ -291,7 +328,7 @@ async def _entity_page(
 # --- VES reads ----------------------------------------------------------------------------
 
 
-@router.get("/ves/events", response_model=VesEventsPage, responses=responses())
+@router.get("/ves/events", response_model=VesEventsPage, responses=responses(409))
 async def list_ves_events(
     request: Request,
     services: ServicesDep,
@@ -299,13 +336,42 @@ async def list_ves_events(
     tenant_id: TenantQ,
     store_id: StoreQ,
     from_: FromQ = 1,
-    limit: LimitQ = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=U63, description="Page size: 1 or more, capped at 1000")
+    ] = 100,
 ) -> StreamingResponse:
-    """Events with ``max(from,1) <= sequence_number < max(from,1)+limit``, in order, up
-    to ``MAX_PAGE_BYTES`` of them (then ``truncated`` and ``next_from``)."""
-    stream = _read(ctx, request, tenant_id, store_id)
+    """Events with ``max(from,1) <= sequence_number <= max(from,1)+limit-1``, in order, up
+    to ``MAX_PAGE_BYTES`` of them (then ``truncated`` and ``next_from``). As the
+    reference: ``limit`` 0 is refused, larger than 1000 is capped; ``next_sequence`` is
+    where the next page starts and ``has_more`` says whether the head lies beyond it."""
+    stream = read_stream(ctx, request, tenant_id, store_id)
     start = max(from_, 1)
-    return await _range_page(services, stream, start, min(start + limit - 1, U63), ves_item)
+    end = min(start + min(limit, MAX_PAGE) - 1, U63)
+    # The head first: an append landing between the two reads then only adds events
+    # past the head this page reports, never a hole below it.
+    head = await services.store.head(stream)
+    events, truncated = await _read_range(services, stream, start, end)
+    if not _contiguous(events, start, end, head, truncated):
+        raise ApiError(
+            "SEQUENCE_GAP",
+            f"the stream has a gap in sequence numbers {start}..{min(end, head)}; "
+            "run sequencer-cli verify-events",
+            reason="sequence_range",
+        )
+    last = events[-1].sequence_number if events else 0
+    next_sequence = last + 1 if events else start
+    # An append after the head was read may be on the page already: the head reported is
+    # never below the last event returned.
+    head_sequence = max(head, last)
+    fields = {
+        "events": EVENTS,
+        "count": len(events),
+        "next_sequence": next_sequence,
+        "head_sequence": head_sequence,
+        "has_more": next_sequence <= head_sequence,
+        **_continuation(truncated, next_sequence),
+    }
+    return _page_response(fields, events, ves_item)
 
 
 @router.get("/ves/events/{event_id}", response_model=VesEventDetail, responses=responses(404))
@@ -324,14 +390,14 @@ async def get_ves_event(
         raise ApiError("EVENT_NOT_FOUND", "Event not found") from None
     bind_stream(request, env.tenant_id, env.store_id)
     receipt = await services.store.get_receipt(event_id)
-    return {"event": ves_item(event), "receipt": receipt.to_wire() if receipt else None}
+    return {"event": ves_envelope(event), "receipt": receipt.to_wire() if receipt else None}
 
 
 @router.get("/ves/head", response_model=HeadResponse, responses=responses())
 async def ves_head(
     request: Request, services: ServicesDep, ctx: Auth, tenant_id: TenantQ, store_id: StoreQ
 ) -> dict[str, int]:
-    stream = _read(ctx, request, tenant_id, store_id)
+    stream = read_stream(ctx, request, tenant_id, store_id)
     return {"head_sequence": await services.store.head(stream)}
 
 
@@ -349,10 +415,13 @@ async def ves_entity_history(
     tenant_id: TenantQ,
     store_id: StoreQ,
     from_: OffsetQ = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_ENTITY_PAGE)] = MAX_ENTITY_PAGE,
+    limit: Annotated[int, Query(ge=0, le=U63)] = MAX_ENTITY_PAGE,
 ) -> StreamingResponse:
-    """An entity's events in sequence order. ``entity_id`` may hold any characters,
+    """An entity's events in sequence order, ``from`` being an offset into them.
+    ``current_version`` is the entity's number of events. As the reference, ``limit`` 0
+    means 100 and larger values are capped at 100. ``entity_id`` may hold any characters,
     slashes included; it is only ever a bound query parameter."""
+    page = MAX_ENTITY_PAGE if limit == 0 else min(limit, MAX_ENTITY_PAGE)
     return await _entity_page(
         request,
         services,
@@ -360,7 +429,7 @@ async def ves_entity_history(
         (tenant_id, store_id),
         (entity_type, entity_id),
         from_,
-        limit,
+        page,
         ves_item,
     )
 
@@ -398,7 +467,7 @@ async def list_events(
 ) -> StreamingResponse:
     """The reference's paging, quirk included: ``[max(from,1), from+limit-1]``, so
     ``from=0&limit=100`` returns at most 99 events; cut as the VES page is."""
-    stream = _read(ctx, request, tenant_id, store_id)
+    stream = read_stream(ctx, request, tenant_id, store_id)
     end = min(from_ + limit - 1, U63)
     return await _range_page(services, stream, max(from_, 1), end, legacy_item)
 

@@ -2,14 +2,20 @@
 layers would cost a task and a queue per request each):
 
 1. ``x-request-id`` echoed or generated, and the security headers on every response;
+   the deprecation headers on every response of a legacy path (:func:`is_legacy_path`);
 2. metrics by route template and one structured access-log line;
 3. the request timeout (504 if the handler has not started answering);
-4. the credential, from the headers alone, on every route that needs one, before a byte
+4. the admin allowlist, by path (:func:`is_admin_path`, whether a route serves the path or
+   not) and on every route that declares ``admin_ip_guard``, before anything else;
+5. the credential, from the headers alone, on every route that needs one, before a byte
    of the body is read (FastAPI reads a body before it solves a route's dependencies, so
-   a ``Depends`` would come too late): the admin allowlist, the per-source throttle of
-   refused credentials, the credential itself and the rate limits, answered at once on
-   refusal; the context goes on to ``deps.authenticate`` in the request state;
-5. the route's body limit (413 from ``Content-Length`` at once, or while streaming).
+   a ``Depends`` would come too late): the per-source throttle of refused credentials,
+   the credential itself and the rate limits, answered at once on refusal; the context
+   goes on to ``deps.authenticate`` in the request state;
+6. the route's body limit (413 from ``Content-Length`` at once, or while streaming).
+
+CORS, when configured, sits outside this layer (``app.py``), so a preflight is answered
+without a credential and without reaching any of the above.
 
 Which routes need a credential is decided here, in :data:`PUBLIC_PATHS`: every API route
 needs one except those, and FastAPI's own pages (``/docs``, ``/redoc``, ``/openapi.json``
@@ -36,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...config import Settings
 from ...runtime import Services
+from ...sequencer.policies import MAX_POLICY_BODY_BYTES
 from .deps import admin_ip_guard, authenticate_request, check_admin_ip
 from .errors import ApiError, AuthFailure
 
@@ -46,10 +53,89 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-store"),
 ]
+UNMATCHED = "<unmatched>"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/api/v1/agents/register"})
 """The API routes answered without a credential (route templates)."""
+
+# The reference's 0.8 rules, by request path (docs/EDGE.md).
+ADMIN_PATHS = frozenset({"/metrics", "/health/detailed", "/admin", "/admin/", "/api/v1/admin"})
+ADMIN_PREFIX = "/api/v1/admin/"
+LEGACY_PREFIXES = (
+    "/v1/events",  # with /v1/events/ingest below it
+    "/v1/head",
+    "/v1/commitments",
+    "/v1/proofs",
+    "/v1/entities",
+    "/v1/projections",
+    "/v1/anchor",
+)
+SUCCESSOR = "/api/v1/ves/events/ingest"
+OPENAPI_YAML = "/docs/openapi.yaml"
+DEPRECATION_HEADERS = [
+    (b"deprecation", b"true"),
+    (b"sunset", b"Mon, 01 Mar 2027 00:00:00 GMT"),
+    (b"link", f'<{SUCCESSOR}>; rel="successor-version", <{OPENAPI_YAML}>; rel="help"'.encode()),
+]
+DEPRECATION_LOG_INTERVAL_SECS = 60.0
+
+
+def is_admin_path(path: str) -> bool:
+    """Behind ``ADMIN_IP_ALLOWLIST`` whatever route (if any) serves it."""
+    return path in ADMIN_PATHS or path.startswith(ADMIN_PREFIX)
+
+
+def is_legacy_path(path: str) -> bool:
+    """A path of the pre-VES API (with or without ``/api``): answered with the
+    deprecation headers. ``/api/v1/ves/...`` is not one."""
+    bare = path.removeprefix("/api") if path.startswith("/api/") else path
+    return any(bare == prefix or bare.startswith(prefix + "/") for prefix in LEGACY_PREFIXES)
+
+
+def document_deprecations(document: dict[str, Any]) -> None:
+    """Mark the legacy operations ``deprecated`` in the OpenAPI document."""
+    for path, item in document.get("paths", {}).items():
+        if is_legacy_path(path):
+            for operation in item.values():
+                if isinstance(operation, dict):
+                    operation["deprecated"] = True
+
+
+class DeprecationLog:
+    """One warning per legacy route and interval, counting the calls it stands for: a
+    client still on the legacy reads would otherwise double the log's volume."""
+
+    def __init__(
+        self, interval: float = DEPRECATION_LOG_INTERVAL_SECS, clock: Any = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._due: dict[str, float] = {}  # keyed by route template: a bounded set
+        self._calls: dict[str, int] = {}
+
+    def note(self, route: str, method: str, path: str, request_id: str) -> bool:
+        """Count one call; True when it was logged."""
+        now = self.clock()
+        self._calls[route] = self._calls.get(route, 0) + 1
+        if now < self._due.get(route, float("-inf")):
+            return False
+        self._due[route] = now + self.interval
+        calls = self._calls.pop(route)
+        log.warning(
+            "deprecated legacy API called",
+            method=method,
+            route=route,
+            path=path[:200],
+            request_id=request_id,
+            calls=calls,
+            successor=SUCCESSOR,
+            sunset="2027-03-01",
+        )
+        return True
+
+
+POLICY_PATH = "/api/v1/agents/{agent_id}/policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +157,11 @@ def body_limit(path: str, settings: Settings) -> BodyLimit:
         )
     if path.startswith("/api/v1/schemas"):
         return BodyLimit(settings.MAX_SCHEMA_BODY_BYTES, "MAX_SCHEMA_BODY_BYTES")
+    if path == POLICY_PATH:
+        # Room for the largest policy the rules allow, even with every character escaped.
+        return BodyLimit(
+            max(settings.MAX_JSON_BODY_BYTES, MAX_POLICY_BODY_BYTES), "MAX_JSON_BODY_BYTES"
+        )
     return BodyLimit(settings.MAX_JSON_BODY_BYTES, "MAX_JSON_BODY_BYTES")
 
 
@@ -130,6 +221,7 @@ class EdgeMiddleware:
         self.unrouted = BodyLimit(services.settings.MAX_BODY_SIZE_BYTES, "MAX_BODY_SIZE_BYTES")
         self._routes: list[tuple[RouteContext, RoutePolicy]] | None = None
         self._static: dict[tuple[str, str], RoutePolicy] = {}
+        self.deprecations = DeprecationLog()
 
     def _policy(self, scope: Scope) -> RoutePolicy | None:
         """The policy of the route the router will pick (its first full match), or None
@@ -167,6 +259,11 @@ class EdgeMiddleware:
         status_holder = [500]
         response_started = [False]
         policy = self._policy(scope)
+        path_text: str = scope.get("path", "")
+        legacy = is_legacy_path(path_text)
+        if legacy:
+            route = policy.path if policy is not None else UNMATCHED
+            self.deprecations.note(route, scope.get("method", ""), path_text, request_id)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -179,6 +276,8 @@ class EdgeMiddleware:
                 ]
                 headers.append((b"x-request-id", request_id.encode("ascii")))
                 headers.extend(SECURITY_HEADERS)
+                if legacy:
+                    headers.extend(DEPRECATION_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -217,12 +316,16 @@ class EdgeMiddleware:
         policy: RoutePolicy | None,
         limit: BodyLimit,
     ) -> None:
-        if policy is not None and policy.credential:
+        guarded = is_admin_path(scope.get("path", "")) or (
+            policy is not None and policy.admin_ip_guard
+        )
+        if guarded or (policy is not None and policy.credential):
             request = Request(scope)
             try:
-                if policy.admin_ip_guard:
+                if guarded:
                     check_admin_ip(request, self.services)
-                await authenticate_request(request, self.services)
+                if policy is not None and policy.credential:
+                    await authenticate_request(request, self.services)
             except AuthFailure as refusal:
                 # Answered with the body unread: the server drops what the client still
                 # sends, within a deadline (connections.py).

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin, ensure_read, ensure_write
-from ...sequencer.schemas import SchemaInputError, SchemaUnusable
+from ...sequencer.schemas import SchemaActor, SchemaInputError, SchemaUnusable
 from ...store.records import SchemaRecord
 from ...ves.codec import format_rfc3339
 from ...ves.envelope import MAX_EVENT_TYPE_BYTES
@@ -119,6 +119,11 @@ def _check(check: Any, ctx: AuthContext, tenant_id: uuid.UUID) -> None:
         raise api_error(exc.reason, exc.message) from None
 
 
+def _actor(request: Request, ctx: AuthContext) -> SchemaActor:
+    who, kind = actor(ctx)
+    return SchemaActor(who, kind, getattr(request.state, "request_id", None))
+
+
 def _input_error(exc: SchemaInputError) -> ApiError:
     return api_error(exc.reason, exc.message)
 
@@ -160,6 +165,7 @@ async def register_schema(
             description=body.description,
             compatibility=body.compatibility or "backward",
             created_by=who,
+            actor=_actor(request, ctx),
         )
     except SchemaInputError as exc:
         raise _input_error(exc) from None
@@ -229,11 +235,15 @@ async def get_schema(schema_id: uuid.UUID, services: ServicesDep, ctx: Auth) -> 
 
 @router.put("/{schema_id}/status", response_model=SchemaOut, responses=responses(404))
 async def set_status(
-    schema_id: uuid.UUID, body: StatusRequest, services: ServicesDep, ctx: Auth
+    request: Request,
+    schema_id: uuid.UUID,
+    body: StatusRequest,
+    services: ServicesDep,
+    ctx: Auth,
 ) -> dict[str, Any]:
     await _owned(services, ctx, schema_id, ensure_write)
     try:
-        record = await services.schemas.set_status(schema_id, body.status)
+        record = await services.schemas.set_status(schema_id, body.status, _actor(request, ctx))
     except SchemaInputError as exc:
         raise _input_error(exc) from None
     if record is None:
@@ -242,8 +252,10 @@ async def set_status(
 
 
 @router.delete("/{schema_id}", response_model=Deleted, responses=responses(404))
-async def delete_schema(schema_id: uuid.UUID, services: ServicesDep, ctx: Auth) -> dict[str, Any]:
+async def delete_schema(
+    request: Request, schema_id: uuid.UUID, services: ServicesDep, ctx: Auth
+) -> dict[str, Any]:
     await _owned(services, ctx, schema_id, lambda c, t: ensure_admin(c, t))
-    if not await services.schemas.delete(schema_id):
+    if not await services.schemas.delete(schema_id, _actor(request, ctx)):
         raise ApiError("RESOURCE_NOT_FOUND", "Schema not found")
     return {"success": True, "id": str(schema_id)}
