@@ -129,7 +129,9 @@ async def _reader(
             body = response.json()
             figures.pages += 1
             figures.largest_page_mb = max(figures.largest_page_mb, len(response.content) / 2**20)
-            numbers = [e["sequence_number"] for e in body["events"]]
+            numbers = [
+                e.get("sequence_number") or e["envelope"]["sequence_number"] for e in body["events"]
+            ]
             if not numbers:
                 break
             seen += numbers

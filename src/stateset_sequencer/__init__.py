@@ -1,3 +1,3 @@
-"""StateSet Sequencer: a verifiable event sequencer speaking VES v1.0."""
+"""StateSet Sequencer: a verifiable event sequencer speaking VES v1 and v2."""
 
 __version__ = "0.1.0"

@@ -62,7 +62,20 @@ async def test_backup_verify_restore_round_trip(db: Db, tmp_path: Path) -> None:
         )
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert "35 events in" in restored.stdout and "0 finding(s)" in restored.stdout
-        assert await contents_of(url) == contents
+        after = await contents_of(url)
+        # The restore itself is the one row added: an audit entry chained after the
+        # backup's own entries.
+        assert after["tables"].pop("audit_log") == contents["tables"].pop("audit_log") + 1
+        assert after == contents
+        store = await open_store(parse_database_url(url, Path()), max_connections=2, create=False)
+        try:
+            [entry] = await store.list_audit(limit=1)
+        finally:
+            await store.close()
+        assert entry.action == backup.RESTORE_ACTION and entry.resource_id == str(out)
+        assert entry.details["forced"] is False and entry.details["events"] == 35
+        checked_chain = cli("audit", "verify", "--database-url", url)
+        assert checked_chain.returncode == 0, checked_chain.stderr
 
 
 async def test_restore_refuses_a_non_empty_target_and_leaves_it_alone(

@@ -9,13 +9,13 @@ traceback. The commands are thin shells over importable functions (``sequencer/`
 
 from __future__ import annotations
 
-from . import database, events, keys, recovery, server
+from . import audit, database, events, keys, projections, recovery, server
 from .common import program
 
 app = server.with_version_option(
     program(
         "sequencer-cli",
-        "StateSet Sequencer: sign and verify VES v1.0 events, and operate the sequencer.",
+        "StateSet Sequencer: sign and verify VES v1 and v2 events, and operate the sequencer.",
     )
 )
 app.command("version")(server.version_command)
@@ -29,6 +29,8 @@ for topic in (keys, events, database, recovery):
 app.add_typer(database.migrate_app, name="migrate")
 app.add_typer(keys.api_keys_app, name="api-keys")
 app.add_typer(database.backup_app, name="backup")
+app.add_typer(audit.audit_app, name="audit")
+app.add_typer(projections.projections_app, name="projections")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ command never re-reads the environment or parses the database URL itself.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -133,3 +134,8 @@ def run_on_store(
     return asyncio.run(
         with_runtime(store_settings(database_url, data_dir), lambda runtime: work(runtime.store))
     )
+
+
+def cli_actor() -> str:
+    """Who the audit log names for a change made from this command line."""
+    return f"sequencer-cli:{getpass.getuser()}"

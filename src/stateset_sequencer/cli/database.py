@@ -13,7 +13,15 @@ from ..recovery import backup as backup_mod
 from ..runtime import Runtime, database_config, snapshots
 from ..store.placement import REFERENCE
 from ..store.records import Distribution, MigrationStatus
-from .common import DatabaseUrl, DataDir, fail, run_on_store, store_settings, with_runtime
+from .common import (
+    DatabaseUrl,
+    DataDir,
+    cli_actor,
+    fail,
+    run_on_store,
+    store_settings,
+    with_runtime,
+)
 from .recovery import AllowUnsigned, SequencerKey, finish_report, progress, verify
 
 commands = typer.Typer()
@@ -173,9 +181,16 @@ def restore(
     target = store_settings(database_url, data_dir)
     try:
         where = database_config(target)
-        asyncio.run(backup_mod.restore_backup(directory, snapshots(target), force=force))
+        restored = asyncio.run(backup_mod.restore_backup(directory, snapshots(target), force=force))
     except (backup_mod.BackupError, OSError) as exc:
         fail(f"restore failed: {exc}")
+    run_on_store(
+        database_url,
+        data_dir,
+        lambda store: backup_mod.record_restore(
+            store, directory, restored, force=force, actor=cli_actor()
+        ),
+    )
     typer.echo(f"ok: restored {directory} into {where.location}; verifying every stream")
     report = verify(
         target,

@@ -4,6 +4,7 @@ sending them to a sequencer (``send``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from ..client import SequencerClient, UnsignedReceipt
 from ..ves import envelope, jcs, signing
-from ..ves.codec import format_rfc3339
+from ..ves.codec import format_rfc3339, parse_uuid
 from ..ves.envelope import VesEventEnvelope, parse_envelope
 from ..ves.errors import EnvelopeInvalid, VesError
 from .common import err, fail, one_line, print_json, read_text
@@ -63,15 +64,55 @@ def read_envelopes(path: Path) -> list[VesEventEnvelope]:
 def sign(
     key: Annotated[Path, typer.Option("--key", help="Agent key file (agent.key)")],
     event: Annotated[Path, typer.Option("--event", help="Unsigned event JSON file, or -")],
+    ves_version: Annotated[
+        int | None,
+        typer.Option(
+            "--ves-version",
+            min=1,
+            max=2,
+            help="Signing version: 2 also signs command_id and base_version; 1 only for a "
+            "sequencer that accepts nothing newer. Default: the event's own ves_version, "
+            "else 2",
+        ),
+    ] = None,
+    command_id: Annotated[
+        str | None, typer.Option("--command-id", help="Set the event's command_id (a UUID)")
+    ] = None,
+    base_version: Annotated[
+        int | None,
+        typer.Option(
+            "--base-version",
+            min=0,
+            help="Set the event's base_version (at most 2^53-1 when signed with version 2)",
+        ),
+    ] = None,
 ) -> None:
     """Sign one event and print the complete envelope as one JSON object.
 
     The input holds the envelope fields without payload_plain_hash, payload_cipher_hash
     and agent_signature. With "payload_kind": 1 and "recipients":
     [{"recipient_kid": n, "public_key": hex}] the payload is encrypted (VES-ENC-1).
+    An option that sets a field the file also holds must agree with it.
     """
     signer = load_signer(key)
     obj = _load_json_object(event)
+    if command_id is not None:
+        try:
+            command_id = str(parse_uuid(command_id))
+        except VesError as exc:
+            fail(f"--command-id: {exc}", 2)
+    flags = {"ves_version": ves_version, "command_id": command_id, "base_version": base_version}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        given = obj.get(name)
+        if name == "command_id" and isinstance(given, str):
+            # A malformed id is left as given: sign_unsigned names the bad field.
+            with contextlib.suppress(VesError):
+                given = str(parse_uuid(given))
+        if name in obj and (given != value or type(given) is not type(value)):
+            fail(f"{event}: {name} is {obj[name]!r} in the file but {value!r} on the command line")
+        obj[name] = value
     try:
         signed = envelope.sign_unsigned(obj, signer)
     except EnvelopeInvalid as exc:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import stat
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,6 +143,13 @@ def api_keys_create(
     rate_limit: Annotated[
         int | None, typer.Option("--rate-limit", min=1, help="Requests per window")
     ] = None,
+    expires_at: Annotated[
+        str | None,
+        typer.Option("--expires-at", help="RFC 3339 with offset, e.g. 2027-01-31T00:00:00Z"),
+    ] = None,
+    ttl_seconds: Annotated[
+        int | None, typer.Option("--ttl-seconds", help="Expire this many seconds from now")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the key to this file (0600), not stdout")
     ] = None,
@@ -164,6 +172,10 @@ def api_keys_create(
         if not admin:
             fail("--tenant-id is required unless --admin mints a bootstrap admin key", 2)
         tenant = NIL_UUID
+    try:
+        expiry = api_keys.parse_expiry(expires_at, ttl_seconds, now=datetime.now(UTC))
+    except api_keys.KeyRequestError as exc:
+        fail(f"{exc.reason}: {exc.message}", 2)
     spec = KeySpec(
         tenant_id=tenant,
         store_ids=tuple(u for s in store_id or [] if (u := _uuid_option(s, "--store-id"))),
@@ -172,6 +184,7 @@ def api_keys_create(
         admin=admin,
         agent_id=_uuid_option(agent_id, "--agent-id"),
         rate_limit=rate_limit,
+        expires_at=expiry,
     )
 
     async def work(store: Store) -> tuple[str, Any]:
@@ -239,6 +252,12 @@ def api_keys_list(
     )
     for row in rows:
         state = "active" if row["active"] else "revoked"
+        if (
+            row["active"]
+            and row["expiresAt"]
+            and datetime.fromisoformat(row["expiresAt"]) <= datetime.now(UTC)
+        ):
+            state = "expired"
         stores = ",".join(row["storeIds"]) or "*"
         typer.echo(
             f"{row['keyHashPrefix']:<16}  {state:<7}  {row['permissions']:<10}  "

@@ -6,7 +6,6 @@ both backends; this module only renders results and progress."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from ..ves.signing import parse_public_key
 from .common import (
     DatabaseUrl,
     DataDir,
+    cli_actor,
     err,
     fail,
     print_json,
@@ -351,7 +351,7 @@ def repair_counters(
     A counter is only ever set to max(sequence_number), with an audit_log row, in one
     transaction."""
     stream = _optional_stream(tenant_id, store_id)
-    actor = f"sequencer-cli:{getpass.getuser()}"
+    actor = cli_actor()
 
     def step(item: repair_mod.CounterPlan, after: CounterState | None) -> None:
         typer.echo(("" if apply else "would: ") + item.describe())

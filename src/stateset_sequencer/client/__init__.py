@@ -6,6 +6,9 @@ answers, it must be signed, and its signature must verify under the sequencer's 
 (given, or fetched from ``/api/v1/ves/sequencer`` before the first check). An unsigned
 receipt (alg ``none``) is accepted only with ``allow_unsigned_receipts``; a wrongly signed
 one never is.
+
+:class:`Agent` signs the events it sends, with signing version 2 unless told otherwise
+(``ves_version=1`` for a sequencer that accepts nothing newer; PROTOCOL §4.1).
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from ..ves.envelope import VesEventEnvelope
+from ..ves import envelope as ves_envelope
+from ..ves.envelope import DEFAULT_VES_VERSION, VesEventEnvelope
 from ..ves.errors import VesError
-from ..ves.signing import Receipt, parse_public_key, verify_receipt
+from ..ves.signing import Receipt, Signer, parse_public_key, verify_receipt
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -69,6 +74,60 @@ class IngestOutcome:
     def replayed(self) -> int:
         """Events already stored that came back with their original receipt."""
         return len(self.receipts) - self.events_accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """One agent's key on one stream: builds and signs its events.
+
+    ``ves_version`` 2 (the default) also signs ``command_id`` and ``base_version``, so no
+    relay can change them; an unknown version is refused when the first event is built.
+    """
+
+    signer: Signer
+    tenant_id: uuid.UUID
+    store_id: uuid.UUID
+    agent_id: uuid.UUID
+    key_id: int = 1
+    ves_version: int = DEFAULT_VES_VERSION
+
+    def event(
+        self,
+        entity_type: str,
+        entity_id: str,
+        event_type: str,
+        payload: Any,
+        *,
+        command_id: uuid.UUID | None = None,
+        base_version: int | None = None,
+        event_id: uuid.UUID | None = None,
+        created_at: str | None = None,
+        recipients: Sequence[tuple[int, bytes]] | None = None,
+    ) -> VesEventEnvelope:
+        """A signed event; ``created_at`` defaults to now, in milliseconds with ``Z`` (the
+        text is signed as it stands)."""
+        return ves_envelope.sign_event(
+            signer=self.signer,
+            tenant_id=self.tenant_id,
+            store_id=self.store_id,
+            source_agent_id=self.agent_id,
+            agent_key_id=self.key_id,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            event_type=event_type,
+            created_at=created_at or _now_text(),
+            payload=payload,
+            event_id=event_id,
+            command_id=command_id,
+            base_version=base_version,
+            recipients=recipients,
+            ves_version=self.ves_version,
+        )
+
+
+def _now_text() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def _error(response: httpx.Response) -> SequencerError:
@@ -211,6 +270,20 @@ class SequencerClient:
                 )
         return outcome
 
+    async def record(
+        self,
+        agent: Agent,
+        entity_type: str,
+        entity_id: str,
+        event_type: str,
+        payload: Any,
+        **options: Any,
+    ) -> tuple[VesEventEnvelope, IngestOutcome]:
+        """Sign one event with ``agent`` (``options`` as :meth:`Agent.event` takes them)
+        and send it; a rejection comes back in the outcome, not as an exception."""
+        event = agent.event(entity_type, entity_id, event_type, payload, **options)
+        return event, await self.ingest(agent.agent_id, [event])
+
     async def _fetch_sequencer_key(self) -> None:
         try:
             await self.use_sequencer_key()
@@ -232,26 +305,24 @@ class SequencerClient:
     ) -> list[dict[str, Any]]:
         params = {"tenant_id": tenant_id, "store_id": store_id, "from": start, "limit": limit}
         data = await self.request("GET", "/api/v1/ves/events", params=params)
-        events: list[dict[str, Any]] = data["events"]
-        return events
+        return [item["envelope"] for item in data["events"]]
 
     async def iter_events(
         self, tenant_id: uuid.UUID, store_id: uuid.UUID, start: int = 1, page: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every event from ``start`` to the head, one page at a time. A page the
-        server's byte cap cut short says so (``truncated``) and where to go on."""
+        """Every event from ``start`` to the head, one page at a time, each the stored
+        envelope with its ``sequence_number`` and ``sequenced_at``. The server says where
+        the next page starts (``next_sequence``, also after a page its byte cap cut short)
+        and whether the head lies beyond it."""
         while True:
             params = {"tenant_id": tenant_id, "store_id": store_id, "from": start, "limit": page}
             data = await self.request("GET", "/api/v1/ves/events", params=params)
             batch: list[dict[str, Any]] = data["events"]
             for item in batch:
-                yield item
-            if data.get("truncated") is True and batch:
-                start = int(data["next_from"])
-                continue
-            if len(batch) < page:
+                yield item["envelope"]
+            if not batch or data.get("has_more") is not True:
                 return
-            start = int(batch[-1]["sequence_number"]) + 1
+            start = int(data["next_sequence"])
 
     async def event(self, event_id: uuid.UUID) -> dict[str, Any]:
         data: dict[str, Any] = await self.request("GET", f"/api/v1/ves/events/{event_id}")

@@ -97,7 +97,11 @@ async def snapshot(store: Store, streams: Sequence[StreamKey] = (STREAM,)) -> An
             )
             for e in events
         }
-        state.append((head, [(e.sequence_number, e.envelope) for e in events], versions))
+        # Agents' cursors too: a refused acknowledgement must leave them as they were.
+        cursors = [
+            c for c in await store.list_cursors(stream.tenant_id) if c.store_id == stream.store_id
+        ]
+        state.append((head, [(e.sequence_number, e.envelope) for e in events], versions, cursors))
     return state
 
 
