@@ -5,7 +5,6 @@ the feed off and shows B still accepting."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from stateset_sequencer.sequencer.auth import hash_api_key
 from stateset_sequencer.store.records import Change, ChangeKind
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.kit import until
 from tests.api.conftest import Api, open_api, settings_for
 
 HOUR = 3600
@@ -23,7 +23,6 @@ INGEST = "/api/v1/ves/events/ingest"
 HEAD = "/api/v1/ves/head"
 ADMIN_KEYS = "/api/v1/admin/api-keys"
 AGENT_KEYS = "/api/v1/agents/keys"
-POLL_LIMIT_S = 20.0  # a bound on a poll, not an expectation of speed
 KEY_CHANGE = Change(ChangeKind.AGENT_KEY, tenant_id=kit.TENANT, agent_id=kit.AGENT_ID, key_id=1)
 
 
@@ -46,15 +45,6 @@ async def nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             return a, b
 
         yield make
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + POLL_LIMIT_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
 
 
 def heard(node: Api, change: Change) -> int:

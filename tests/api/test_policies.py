@@ -6,7 +6,6 @@ its status and code, the store unchanged."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -18,13 +17,13 @@ import pytest
 from stateset_sequencer.sequencer.policies import POLICY_DENIED
 from stateset_sequencer.store.records import AgentPolicy, AuditEntry, Change, ChangeKind
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.kit import until
 from stateset_sequencer.ves.codec import parse_rfc3339
 from tests.api.conftest import Api, MakeApi, open_api, settings_for
 
 HOUR = 3600
 POLICY = f"/api/v1/agents/{kit.AGENT_ID}/policy"
 ACTION = "agent_policy.update"
-POLL_LIMIT_S = 20.0  # a bound on a poll, not an expectation of speed
 OTHER_TENANT = uuid.UUID("00000000-0000-0000-0000-0000000000c1")
 
 STRICT = {
@@ -61,15 +60,6 @@ async def state(api: Api) -> Any:
 async def policy_audits(api: Api) -> list[AuditEntry]:
     entries: list[AuditEntry] = await api.store.list_audit(1000, ACTION)
     return entries
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + POLL_LIMIT_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
 
 
 # --- the routes -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from stateset_sequencer.cli import app as cli_app
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.kit import until
 
 from .conftest import Api, MakeApi, open_api, settings_for
 
-BOUND_S = 30.0
 FAST = {"PROJECTION_POLL_INTERVAL_MS": 10, "LEADER_LOCK_RETRY_SECS": 0.05}
 PARAMS = {"tenant_id": str(kit.TENANT), "store_id": str(kit.STORE_ID)}
 
@@ -35,15 +35,6 @@ def path(entity_id: str, entity_type: str = "order") -> str:
 async def get(api: Api, entity_id: str, key: str | None = None, **params: str) -> httpx.Response:
     headers = api.headers() if key is None else api.headers(key)
     return await api.client.get(path(entity_id), params={**PARAMS, **params}, headers=headers)
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND_S
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {BOUND_S}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def folded(api: Api) -> None:

@@ -5,9 +5,8 @@ comes back by itself and says that it may have missed changes."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,20 +18,11 @@ from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.store.ports import ChangeListener, Store
 from stateset_sequencer.store.postgres.changes import APPLICATION_NAME
 from stateset_sequencer.store.records import AgentKey, ApiKeyRecord, Change, ChangeKind
+from stateset_sequencer.testing.kit import until
 
 from .conftest import Opened
 
-POLL_LIMIT_S = 20.0  # a bound on a poll, not an expectation of speed
 ALL = Change(ChangeKind.ALL)
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + POLL_LIMIT_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
 
 
 class Heard:

@@ -5,7 +5,7 @@ that goes away (released, closed, or its PostgreSQL session killed) is replaced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -14,21 +14,13 @@ import pytest
 from stateset_sequencer.runtime.leader import LeaderElected
 from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.store.ports import LeaderLock, Store
+from stateset_sequencer.testing.kit import until
 
 from .conftest import Opened
 
 # Generous: conditions are waited on, never timed.
 BOUND_S = 30.0
 RETRY_S = 0.05
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {BOUND_S}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

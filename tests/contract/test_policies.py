@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,12 +15,12 @@ import pytest
 from stateset_sequencer.store.errors import IntegrityError
 from stateset_sequencer.store.ports import AgentPolicies, Store
 from stateset_sequencer.store.records import AgentPolicy, AuditEntry, Change, ChangeKind
+from stateset_sequencer.testing.kit import until
 
 TENANT_A = uuid.UUID("00000000-0000-0000-0000-00000000aaaa")
 TENANT_B = uuid.UUID("00000000-0000-0000-0000-00000000bbbb")
 AGENT = uuid.UUID("00000000-0000-0000-0000-0000000000a9")
 ACTION = "agent_policy.update"
-POLL_LIMIT_S = 20.0  # a bound on a poll, not an expectation of speed
 
 
 def policy(
@@ -58,15 +57,6 @@ def without_times(value: AgentPolicy) -> AgentPolicy:
 
 async def policy_audits(store: Store) -> list[AuditEntry]:
     return await store.list_audit(1000, ACTION)
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + POLL_LIMIT_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
 
 
 # --- upsert and read ------------------------------------------------------------------------

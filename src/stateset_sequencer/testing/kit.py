@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -186,3 +188,25 @@ def sequencer_answer(
             signing.SIGNATURE_ALG_ED25519 if publish_key else signing.SIGNATURE_ALG_NONE
         ),
     }
+
+
+# A bound on a poll, not an expectation of speed: tests never assert on wall-clock time.
+POLL_LIMIT_S = 20.0
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, limit_s: float = POLL_LIMIT_S
+) -> None:
+    """Poll ``condition`` (plain or async) until it holds; fail naming ``what`` once
+    ``limit_s`` has passed without it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {limit_s}s: {what}")
+        await asyncio.sleep(0.01)
