@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from stateset_sequencer.store.errors import IntegrityError
-from stateset_sequencer.store.ports import Commitments
-from stateset_sequencer.store.records import CommitmentRow, StreamKey
-from tests.contract.builders import new_stream
+from stateset_sequencer.store.ports import Commitments, Store
+from stateset_sequencer.store.records import AnchorOutcome, CommitmentRow, LeafInput, StreamKey
+from tests.contract.builders import append, make_event, new_stream
 
 T0 = datetime(2025, 6, 1, 9, 30, 0, 250001, tzinfo=UTC)
 
@@ -33,7 +33,7 @@ def commitment(stream: StreamKey, start: int, end: int, **fields: Any) -> Commit
         new_state_root=bytes([2]) * 32,
         sequence_start=start,
         sequence_end=end,
-        committed_at=T0 + timedelta(seconds=start),
+        committed_at=fields.pop("committed_at", T0 + timedelta(seconds=start)),
         **fields,
     )
 
@@ -72,3 +72,75 @@ async def test_duplicate_commitments_are_refused(commitments: Commitments) -> No
     with pytest.raises(IntegrityError):
         await commitments.put_commitment(commitment(stream, 1, 2))
     assert await commitments.list_commitments(stream) == [row]
+
+
+async def test_the_tip_a_start_and_the_one_covering_a_sequence(commitments: Commitments) -> None:
+    stream = new_stream()
+    assert await commitments.last_commitment(stream) is None
+    rows = [commitment(stream, 1, 4), commitment(stream, 5, 5), commitment(stream, 6, 9)]
+    for row in reversed(rows):
+        await commitments.put_commitment(row)
+    await commitments.put_commitment(commitment(new_stream(), 1, 99))
+    assert await commitments.last_commitment(stream) == rows[2]
+    assert await commitments.commitment_starting_at(stream, 5) == rows[1]
+    assert await commitments.commitment_starting_at(stream, 2) is None
+    for seq, expected in ((1, 0), (4, 0), (5, 1), (6, 2), (9, 2)):
+        assert await commitments.commitment_covering(stream, seq) == rows[expected], seq
+    assert await commitments.commitment_covering(stream, 10) is None
+    assert await commitments.commitment_covering(stream, 0) is None
+
+
+async def test_lists_filter_by_anchoring_and_pending_spans_streams(
+    commitments: Commitments,
+) -> None:
+    stream, other = new_stream(), new_stream()
+    plain = commitment(stream, 1, 2)
+    done = commitment(
+        stream, 3, 4, chain_id=1, chain_tx_hash=bytes(32), anchored_at=T0 + timedelta(days=1)
+    )
+    elsewhere = commitment(other, 1, 1, committed_at=T0 - timedelta(days=1))
+    for row in (plain, done, elsewhere):
+        await commitments.put_commitment(row)
+    assert await commitments.list_commitments(stream, anchored=False) == [plain]
+    assert await commitments.list_commitments(stream, anchored=True) == [done]
+    assert await commitments.list_commitments(stream, limit=1) == [plain]
+    pending = await commitments.pending_commitments(1000)
+    mine = [r for r in pending if r.batch_id in {plain.batch_id, done.batch_id, elsewhere.batch_id}]
+    assert mine == [elsewhere, plain]  # oldest first, anchored ones left out
+    assert len(await commitments.pending_commitments(1)) == 1
+
+
+async def test_recording_an_anchor_is_once_and_for_all(commitments: Commitments) -> None:
+    stream = new_stream()
+    row = commitment(stream, 1, 3)
+    await commitments.put_commitment(row)
+    at = T0 + timedelta(minutes=5, microseconds=11)
+    tx = bytes(range(32))
+    outcome, after = await commitments.record_anchor(row.batch_id, 84532, tx, 12, at)
+    assert outcome is AnchorOutcome.RECORDED and after is not None
+    assert (after.chain_id, after.chain_tx_hash, after.chain_block_number, after.anchored_at) == (
+        84532,
+        tx,
+        12,
+        at,
+    )
+    assert await commitments.get_commitment(row.batch_id) == after
+    again, same = await commitments.record_anchor(row.batch_id, 84532, tx, 12, at)
+    assert again is AnchorOutcome.ALREADY_RECORDED and same == after
+    other, kept = await commitments.record_anchor(row.batch_id, 1, bytes(32), None, at)
+    assert other is AnchorOutcome.CONFLICT and kept == after
+    assert await commitments.get_commitment(row.batch_id) == after
+    missing, none = await commitments.record_anchor(uuid.uuid4(), 1, tx, None, at)
+    assert missing is AnchorOutcome.NOT_FOUND and none is None
+
+
+async def test_leaf_inputs_are_the_stored_columns_in_order(store: Store) -> None:
+    stream = new_stream()
+    news = await append(store, stream, [make_event(stream, i) for i in range(5)])
+    inputs = await store.leaf_inputs(stream, 2, 4)
+    assert inputs == [
+        LeafInput(n.sequence_number, n.event_signing_hash, n.envelope.agent_signature)
+        for n in news[1:4]
+    ]
+    assert await store.leaf_inputs(stream, 6, 9) == []
+    assert await store.leaf_inputs(new_stream(), 1, 5) == []

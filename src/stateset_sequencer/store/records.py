@@ -81,8 +81,39 @@ class AgentKey:
 
 
 @dataclass(frozen=True, slots=True)
+class LeafInput:
+    """What the Merkle leaf of one stored event is made of besides its stream
+    (VES_PROTOCOL §6.1): read without decoding the whole event."""
+
+    sequence_number: int
+    event_signing_hash: bytes
+    agent_signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBacklog:
+    """A stream with events past its last commitment: its head, how far its commitments
+    reach, and when the first uncommitted event was sequenced (None if it is missing)."""
+
+    stream: StreamKey
+    head: int
+    committed_through: int
+    oldest_uncommitted_at: datetime | None
+
+
+class AnchorOutcome(enum.Enum):
+    """What recording an anchor did (the anchor service's report, or our worker's)."""
+
+    RECORDED = "recorded"
+    ALREADY_RECORDED = "already_anchored"  # the same transaction hash again
+    CONFLICT = "conflict"  # anchored already, by another transaction
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
 class CommitmentRow:
-    """One row of ``ves_commitments`` (the engine that fills it comes later)."""
+    """One row of ``ves_commitments``: a Merkle root over a contiguous range of a stream,
+    the state roots it chains, and where it was anchored (None until it is)."""
 
     batch_id: uuid.UUID
     tenant_id: uuid.UUID

@@ -24,6 +24,7 @@ from .records import (
     AgentCursor,
     AgentKey,
     AgentPolicy,
+    AnchorOutcome,
     ApiKeyRecord,
     AuditEntry,
     CommitmentRow,
@@ -465,3 +466,51 @@ def check_projection_apply(
     for document in documents:
         if (document.tenant_id, document.store_id) != (stream.tenant_id, stream.store_id):
             raise ValueError("a projection document belongs to another stream")
+
+
+# The chain columns of ves_commitments, which recording an anchor sets.
+ANCHOR_COLUMNS = ("chain_id", "chain_tx_hash", "chain_block_number", "anchored_at")
+
+
+def anchored(
+    row: CommitmentRow,
+    chain_id: int,
+    chain_tx_hash: bytes,
+    chain_block_number: int | None,
+    anchored_at: datetime,
+) -> tuple[AnchorOutcome, CommitmentRow]:
+    """What recording an anchor on ``row`` (read under a lock) does, and the row after:
+    the same transaction again changes nothing, another one is a conflict."""
+    if len(chain_tx_hash) != 32:
+        raise ValueError("a chain transaction hash is 32 bytes")
+    if row.chain_tx_hash is not None:
+        same = bytes(row.chain_tx_hash) == chain_tx_hash
+        return (AnchorOutcome.ALREADY_RECORDED if same else AnchorOutcome.CONFLICT), row
+    return AnchorOutcome.RECORDED, replace(
+        row,
+        chain_id=chain_id,
+        chain_tx_hash=chain_tx_hash,
+        chain_block_number=chain_block_number,
+        anchored_at=anchored_at,
+    )
+
+
+# Streams with events past their last commitment (the commit worker's walk); joins name the
+# tenant as well, so on Citus each stream's rows are read on its own shard. The adapters
+# fill in their placeholders: {P1} the tenant (NULL: from the first stream), {P2} the
+# store, {P3} the limit.
+COMMIT_BACKLOG_SQL = """WITH s AS (
+    SELECT c.tenant_id, c.store_id, c.current_sequence AS head,
+           COALESCE((SELECT MAX(m.sequence_end) FROM ves_commitments m
+                     WHERE m.tenant_id = c.tenant_id AND m.store_id = c.store_id), 0)
+               AS committed
+    FROM sequence_counters c
+)
+SELECT s.tenant_id, s.store_id, s.head, s.committed,
+       (SELECT e.sequenced_at FROM ves_events e
+        WHERE e.tenant_id = s.tenant_id AND e.store_id = s.store_id
+          AND e.sequence_number = s.committed + 1) AS oldest
+FROM s
+WHERE s.head > s.committed AND ({P1} IS NULL OR (s.tenant_id, s.store_id) > ({P1}, {P2}))
+ORDER BY s.tenant_id, s.store_id
+LIMIT {P3}"""

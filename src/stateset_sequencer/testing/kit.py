@@ -103,7 +103,17 @@ async def snapshot(store: Store, streams: Sequence[StreamKey] = (STREAM,)) -> An
         cursors = [
             c for c in await store.list_cursors(stream.tenant_id) if c.store_id == stream.store_id
         ]
-        state.append((head, [(e.sequence_number, e.envelope) for e in events], versions, cursors))
+        # And its commitments: a refused commitment or anchor report must write nothing.
+        commitments = await store.list_commitments(stream)
+        state.append(
+            (
+                head,
+                [(e.sequence_number, e.envelope) for e in events],
+                versions,
+                cursors,
+                commitments,
+            )
+        )
     return state
 
 

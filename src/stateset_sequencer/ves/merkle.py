@@ -29,8 +29,9 @@ def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
-def _levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    """All levels bottom-up, the padded leaves first and the root level last."""
+def tree_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """All levels bottom-up, the padded leaves first and the root level last (what a
+    sequencer keeps to hand out many proofs of one tree)."""
     for leaf in leaves:
         if len(leaf) != 32:
             raise BadLength(f"a leaf is 32 bytes, got {len(leaf)}")
@@ -47,7 +48,7 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """Root of the padded tree; the zero hash for no leaves."""
     if not leaves:
         return hashing.ZERO_HASH
-    return _levels(leaves)[-1][0]
+    return tree_levels(leaves)[-1][0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,16 @@ def inclusion_proof(leaves: Sequence[bytes], leaf_index: int) -> InclusionProof:
     """The proof for ``leaves[leaf_index]``; its path length is always the tree depth."""
     if not 0 <= leaf_index < len(leaves):
         raise BadProof(f"leaf index {leaf_index} outside 0..{len(leaves) - 1}")
-    levels = _levels(leaves)
+    return proof_from_levels(tree_levels(leaves), leaf_index, len(leaves))
+
+
+def proof_from_levels(
+    levels: Sequence[Sequence[bytes]], leaf_index: int, leaf_count: int
+) -> InclusionProof:
+    """The proof for leaf ``leaf_index`` of a tree given by :func:`tree_levels` over
+    ``leaf_count`` real leaves (the padding is never proved)."""
+    if not 0 <= leaf_index < leaf_count:
+        raise BadProof(f"leaf index {leaf_index} outside 0..{leaf_count - 1}")
     path: list[bytes] = []
     directions: list[bool] = []
     index = leaf_index
@@ -78,7 +88,7 @@ def inclusion_proof(leaves: Sequence[bytes], leaf_index: int) -> InclusionProof:
         index >>= 1
     return InclusionProof(
         leaf_index=leaf_index,
-        leaf_hash=leaves[leaf_index],
+        leaf_hash=levels[0][leaf_index],
         merkle_root=levels[-1][0],
         proof_path=tuple(path),
         directions=tuple(directions),
@@ -148,16 +158,25 @@ def commit(
     sequence_start: int,
     leaves: Sequence[bytes],
     prev_state_root: bytes = hashing.ZERO_HASH,
+    *,
+    levels: Sequence[Sequence[bytes]] | None = None,
 ) -> Commitment:
     """Commit leaves for sequences ``sequence_start … sequence_start + n - 1`` onto a chain
-    whose last state root is ``prev_state_root`` (zeros for a stream's first commitment)."""
+    whose last state root is ``prev_state_root`` (zeros for a stream's first commitment).
+    ``levels``, the :func:`tree_levels` of ``leaves`` when the caller keeps the tree
+    anyway, saves building it twice."""
     if not leaves:
         raise BadProof("a commitment cannot cover an empty range")
     if sequence_start < 1:
         raise BadProof("sequence numbers start at 1")
     n = len(leaves)
     padded = next_pow2(n)
-    root = merkle_root(leaves)
+    if levels is None:
+        root = merkle_root(leaves)
+    elif len(levels[0]) != padded or list(levels[0][:n]) != list(leaves):
+        raise BadProof("the levels given are not the tree of these leaves")
+    else:
+        root = levels[-1][0]
     end = sequence_start + n - 1
     new_root = hashing.state_root(
         stream=hashing.stream_id(tenant_id, store_id),
