@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     PROJECTION_WORKER_ENABLED: bool = True
     PROJECTION_POLL_INTERVAL_MS: int = Field(default=100, ge=1)
     PROJECTION_BATCH_SIZE: int = Field(default=100, ge=1, le=10_000)
+    # The commit worker (runtime/commits.py): one leader across every process commits each
+    # stream's new events once COMMIT_MAX_EVENTS are pending or the oldest of them is
+    # COMMIT_INTERVAL_SECS old (the reference commits only on request).
+    COMMIT_WORKER_ENABLED: bool = True
+    COMMIT_MAX_EVENTS: int = Field(default=1024, ge=1, le=1 << 20)
+    COMMIT_INTERVAL_SECS: float = Field(default=60.0, gt=0)
+    COMMIT_POLL_INTERVAL_MS: int = Field(default=1000, ge=1)
     # How often a singleton worker that does not lead tries its leader lock again (and
     # how often a leader on PostgreSQL proves its lock's session alive).
     LEADER_LOCK_RETRY_SECS: float = Field(default=5.0, gt=0)

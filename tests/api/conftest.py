@@ -102,6 +102,9 @@ def settings_for(database_url: str | None, data_dir: Path, **overrides: Any) -> 
         "SCHEMA_CACHE_TTL_SECS": 0,
         "LOG_LEVEL": "warning",
         "SEQUENCER_ENV": "test",
+        # Tests that commit by hand, or compare store snapshots, must not race the commit
+        # worker; its own tests (test_commit_worker.py) turn it on.
+        "COMMIT_WORKER_ENABLED": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -80,17 +80,21 @@ NOT_YET_STATED = {
     "SCHEMA_NOT_FOUND, the reference's status for it",
     "PUT /api/v1/ves/cursors/{agent_id}": "a sequenceNumber past the stream's head is 400, "
     "as the reference; the head is data, not schema",
+    "POST /api/v1/ves/commitments": "the range must start where the stream's last "
+    "commitment ends and every event of it must be stored; that is data, not schema",
     "PUT /api/v1/agents/{agent_id}/policy": "rules are bounded in UTF-8 bytes (maxLength "
     "counts characters) and must be storable text (no NUL, no lone surrogate)",
 }
 REGISTER = "POST /api/v1/agents/register"
-# A literal path whose other methods land on a sibling route with a UUID segment: GET of
-# the literal path is that route's 400 (not a UUID), not a 405. The fix belongs in the
-# owning routers (a ``{name:uuid}``-style convertor that also takes upper-case UUIDs).
+# A literal path whose other methods land on a sibling route with a UUID (or integer)
+# segment: GET of the literal path is that route's 400 (not a UUID), not a 405. The fix
+# belongs in the owning routers (a ``{name:uuid}``-style convertor that also takes
+# upper-case UUIDs).
 SHADOWED_BY_A_UUID_ROUTE = {
     REGISTER: "GET /api/v1/agents/{agent_id}",
     "POST /api/v1/ves/events/ingest": "GET /api/v1/ves/events/{event_id}",
     "POST /api/v1/schemas/validate": "GET /api/v1/schemas/{schema_id}",
+    "POST /api/v1/ves/proofs/verify": "GET /api/v1/ves/proofs/{sequence_number}",
 }
 AUTH = {"Authorization": f"ApiKey {ADMIN_KEY}"}
 

@@ -27,12 +27,14 @@ from ..sequencer.auth import (
     bootstrap_record,
     mint_api_key,
 )
+from ..sequencer.commitments import CommitmentEngine
 from ..sequencer.ingest import Limits, Sequencer
 from ..sequencer.schemas import SchemaRegistry, ValidationMode, make_stage, parse_mode
 from ..store.factory import DatabaseConfig, open_store
 from ..store.ports import Store
 from ..store.records import AuditEntry
 from .changes import CacheInvalidation
+from .commits import CommitWorker
 from .core import database_config, receipt_key
 from .edge import parse_cors_origins
 from .projections import ProjectionWorker
@@ -66,10 +68,17 @@ class Services:
     created_bootstrap_key: str | None = None  # set only on the start that minted it
     invalidation: CacheInvalidation | None = None  # None when CHANGE_FEED is off
     projections: ProjectionWorker | None = None  # None when PROJECTION_WORKER_ENABLED is off
+    commit_worker: CommitWorker | None = None  # None when COMMIT_WORKER_ENABLED is off
+    commitments: CommitmentEngine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commitments = CommitmentEngine(self.store, self.store)
 
     async def close(self) -> None:
+        if self.commit_worker is not None:
+            await self.commit_worker.close()  # gives its leader lock up for another node
         if self.projections is not None:
-            await self.projections.close()  # gives its leader lock up for another node
+            await self.projections.close()
         if self.invalidation is not None:
             await self.invalidation.close()
         self.sequencer.close()
@@ -262,6 +271,9 @@ async def _prepare(
         # A task that only starts trying its leader lock: it cannot fail start-up.
         services.projections = ProjectionWorker.from_settings(store, settings)
         services.projections.start()
+    if settings.COMMIT_WORKER_ENABLED:
+        services.commit_worker = CommitWorker.from_settings(store, services.commitments, settings)
+        services.commit_worker.start()
     if announce:
         _announce(services, database, key)
     return services

@@ -26,6 +26,7 @@ from ...ves.storable import make_storable
 from . import (
     agent_keys,
     api_keys,
+    commitments,
     cursors,
     events,
     health,
@@ -94,6 +95,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(api_keys.agents_router)
     app.include_router(schemas.router)
     app.include_router(projections.router)
+    app.include_router(commitments.router)
+    app.include_router(commitments.anchor_service_router)
     _install_docs(app)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware, services=services)

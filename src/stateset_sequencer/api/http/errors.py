@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 
 from ...sequencer.api_keys import KeyReason
 from ...sequencer.auth import AuthError, AuthReason
+from ...sequencer.commitments import CommitmentReason
 from ...sequencer.cursors import CursorReason
 from ...sequencer.ingest import BatchReason
 from ...sequencer.policies import PolicyReason
@@ -297,6 +298,18 @@ REASONS: dict[str, Wire] = {
     ProjectionReason.LEGACY_NOT_KEPT: _api(
         404, "RESOURCE_NOT_FOUND", "LEGACY_PROJECTIONS_NOT_KEPT"
     ),
+    # sequencer/commitments.py (ApiError, as the reads). The reference answers every range
+    # fault 400 in plain text; a start already committed to another end is ours, 409.
+    CommitmentReason.INVALID_RANGE: _api(400, "INVALID_FIELD_VALUE", "INVALID_RANGE"),
+    CommitmentReason.RANGE_TOO_LARGE: _api(400, "INVALID_FIELD_VALUE", "RANGE_TOO_LARGE"),
+    CommitmentReason.NOT_NEXT: _api(400, "INVALID_FIELD_VALUE", "RANGE_NOT_NEXT"),
+    CommitmentReason.RANGE_CONFLICT: _api(409, "ALREADY_EXISTS", "RANGE_CONFLICT"),
+    CommitmentReason.EVENTS_MISSING: _api(400, "INVALID_FIELD_VALUE", "EVENTS_MISSING"),
+    CommitmentReason.NOTHING_TO_COMMIT: _api(400, "INVALID_FIELD_VALUE", "NOTHING_TO_COMMIT"),
+    CommitmentReason.NOT_FOUND: _api(404, "BATCH_NOT_FOUND", "COMMITMENT_NOT_FOUND"),
+    CommitmentReason.NOT_COMMITTED: _api(404, "RESOURCE_NOT_FOUND", "NOT_COMMITTED"),
+    CommitmentReason.OUTSIDE_COMMITMENT: _api(400, "INVALID_FIELD_VALUE", "OUTSIDE_COMMITMENT"),
+    CommitmentReason.WRONG_STREAM: _scope("commitment_of_another_stream"),
 }
 
 SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
@@ -308,6 +321,7 @@ SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
     PolicyReason,
     CursorReason,
     ProjectionReason,
+    CommitmentReason,
 )
 """Every enum of reasons a service raises; the test of the table walks these."""
 
