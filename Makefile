@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install debian-deps test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery bench-hostile clean
+.PHONY: install debian-deps test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery bench-hostile bench-commit clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -60,6 +60,11 @@ bench-http: $(STAMP) debian-deps
 
 bench-recovery: $(STAMP) debian-deps
 	$(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)
+
+# Commitments over a 100k-event stream on SQLite and PostgreSQL, with a proof for every
+# event, against the in-memory hashing floor.
+bench-commit: $(STAMP) debian-deps
+	$(BIN)/python bench/bench_commit.py $(BENCH_ARGS)
 
 # The hostile cases of the hardening issue, each against a real server on loopback: a
 # poisoned batch among good ones, oversized unauthenticated bodies and bad-key floods and

@@ -33,6 +33,7 @@ SMALL_BENCH = {
     "make bench-ingest": " BENCH_ARGS='--events 32 --batches 1 --backends sqlite'",
     "make bench-http": " BENCH_ARGS='--events 100 --batch-events 200 --duration 1 --streams 2'",
     "make bench-recovery": " BENCH_ARGS='--events 300 --streams 2'",
+    "make bench-commit": " BENCH_ARGS='--events 300 --batch 64'",
     "make bench-hostile": " QUICK=1",
 }
 
