@@ -21,6 +21,8 @@ from ..store.ports import LeaderLock, Leadership
 
 log = structlog.get_logger("stateset_sequencer.leader")
 
+CANCEL_RECHECK_S = 0.05
+
 
 class LeaderElected:
     def __init__(
@@ -54,7 +56,12 @@ class LeaderElected:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
+        # Cancel until it is done: a cancellation that lands while the task is itself
+        # awaiting a cancelled helper (the work, the lock's watch) is absorbed by that
+        # await's suppression, and the task would go on trying the lock for ever.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_RECHECK_S)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
