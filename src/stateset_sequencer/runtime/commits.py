@@ -12,22 +12,16 @@ retried after the poll interval; the leader keeps its lock meanwhile.
 
 from __future__ import annotations
 
-import asyncio
-
-import structlog
-
 from ..config import Settings
 from ..sequencer.commitments import CommitmentEngine, CommitmentError
 from ..store.errors import StoreError
 from ..store.ports import LeaderLock
-from .leader import LeaderElected
-
-log = structlog.get_logger("stateset_sequencer.commits")
+from .leader import PollingWorker
 
 LEADER_LOCK_NAME = "commitments"
 
 
-class CommitWorker:
+class CommitWorker(PollingWorker):
     def __init__(
         self,
         lock: LeaderLock,
@@ -41,11 +35,14 @@ class CommitWorker:
         self._engine = engine
         self._max_events = max_events
         self._interval = interval_seconds
-        self._poll = poll_interval
-        self.passes = 0  # completed passes, for tests and metrics
         self.committed = 0  # commitments made by this process
-        self.leader = LeaderElected(
-            lock, LEADER_LOCK_NAME, self._work, retry_interval=retry_interval
+        super().__init__(
+            lock,
+            LEADER_LOCK_NAME,
+            self._commit,
+            poll_interval=poll_interval,
+            retry_interval=retry_interval,
+            faults=(StoreError, CommitmentError),
         )
 
     @classmethod
@@ -61,20 +58,10 @@ class CommitWorker:
             retry_interval=settings.LEADER_LOCK_RETRY_SECS,
         )
 
-    def start(self) -> None:
-        self.leader.start()
-
-    async def close(self) -> None:
-        await self.leader.close()
-
-    async def _work(self) -> None:
-        while True:
-            try:
-                made = await self._engine.commit_due(
-                    max_events=self._max_events, interval_seconds=self._interval
-                )
-                self.committed += len(made)
-            except (StoreError, CommitmentError) as exc:
-                log.warning("commit pass failed", error=str(exc)[:300])
-            self.passes += 1
-            await asyncio.sleep(self._poll)
+    async def _commit(self) -> bool:
+        # One pass commits everything due, so the next waits for the poll interval.
+        made = await self._engine.commit_due(
+            max_events=self._max_events, interval_seconds=self._interval
+        )
+        self.committed += len(made)
+        return False

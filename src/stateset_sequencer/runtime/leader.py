@@ -6,6 +6,9 @@ seconds; once it holds it, it runs ``work()`` until the work ends, the lock is l
 shuts down, and then stops the work at once by cancelling it. Leadership is released on
 every way out, so a successor can take over on its next try. Every process may run one
 of these for the same lock: at most one of them works at a time.
+
+:class:`PollingWorker` is the loop the singleton workers share (projections, commits): a
+pass, then the next at once or after the poll interval.
 """
 
 from __future__ import annotations
@@ -104,3 +107,45 @@ class LeaderElected:
                         log.error("leader work failed", lock=self._name, error=repr(exc)[:300])
         if lost.done() and not lost.cancelled():
             log.warning("leadership lost", lock=self._name)
+
+
+class PollingWorker:
+    """A singleton worker that polls: ``step()`` once per pass on the process holding the
+    leader lock ``name``, again at once while a pass says more work is waiting (``step``
+    returns True), otherwise after ``poll_interval`` seconds. A pass failing with one of
+    ``faults`` (the database away) is logged and retried after the interval; the leader
+    keeps its lock meanwhile. Any other fault ends the term (``LeaderElected`` logs it
+    and tries the lock again)."""
+
+    def __init__(
+        self,
+        lock: LeaderLock,
+        name: str,
+        step: Callable[[], Awaitable[bool]],
+        *,
+        poll_interval: float,
+        retry_interval: float,
+        faults: tuple[type[Exception], ...] = (StoreError,),
+    ) -> None:
+        self._step = step
+        self._poll = poll_interval
+        self._faults = faults
+        self._name = name
+        self.passes = 0  # completed passes, for tests and metrics
+        self.leader = LeaderElected(lock, name, self._loop, retry_interval=retry_interval)
+
+    def start(self) -> None:
+        self.leader.start()
+
+    async def close(self) -> None:
+        await self.leader.close()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                more = await self._step()
+            except self._faults as exc:
+                log.warning("worker pass failed", lock=self._name, error=str(exc)[:300])
+                more = False
+            self.passes += 1
+            await asyncio.sleep(0 if more else self._poll)

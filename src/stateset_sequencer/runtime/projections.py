@@ -11,20 +11,13 @@ logged and retried after the poll interval; the leader keeps its lock meanwhile.
 
 from __future__ import annotations
 
-import asyncio
-
-import structlog
-
 from ..config import Settings
 from ..sequencer.projections import DEFAULT_REGISTRY, LEADER_LOCK_NAME, Projector
-from ..store.errors import StoreError
 from ..store.ports import Store
-from .leader import LeaderElected
-
-log = structlog.get_logger("stateset_sequencer.projections")
+from .leader import PollingWorker
 
 
-class ProjectionWorker:
+class ProjectionWorker(PollingWorker):
     def __init__(
         self,
         store: Store,
@@ -34,10 +27,12 @@ class ProjectionWorker:
         retry_interval: float,
     ) -> None:
         self.projector = Projector(store, store, batch_size, DEFAULT_REGISTRY)
-        self._poll = poll_interval
-        self.passes = 0  # completed passes, for tests and metrics
-        self.leader = LeaderElected(
-            store, LEADER_LOCK_NAME, self._work, retry_interval=retry_interval
+        super().__init__(
+            store,
+            LEADER_LOCK_NAME,
+            self._fold,
+            poll_interval=poll_interval,
+            retry_interval=retry_interval,
         )
 
     @classmethod
@@ -49,18 +44,5 @@ class ProjectionWorker:
             retry_interval=settings.LEADER_LOCK_RETRY_SECS,
         )
 
-    def start(self) -> None:
-        self.leader.start()
-
-    async def close(self) -> None:
-        await self.leader.close()
-
-    async def _work(self) -> None:
-        while True:
-            try:
-                folded = await self.projector.step()
-            except StoreError as exc:
-                log.warning("projection pass failed", error=str(exc)[:300])
-                folded = 0
-            self.passes += 1
-            await asyncio.sleep(0 if folded else self._poll)
+    async def _fold(self) -> bool:
+        return await self.projector.step() > 0
