@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install debian-deps test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery bench-hostile bench-commit clean
+.PHONY: install debian-deps node-deps contract test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery bench-hostile bench-commit clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -20,6 +20,21 @@ install: $(STAMP)
 debian-deps:
 	@bash scripts/debian-deps.sh
 
+# solc-js and anvil from npm, exactly as package-lock.json pins them (docs/CONTRACT.md).
+# The stamp lives inside node_modules, so deleting node_modules reinstalls, and so does a
+# lockfile newer than the last install.
+NODE_STAMP := node_modules/.installed
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
+# Rebuild the committed contract artifact from contracts/SetRegistry.sol.
+contract: node-deps
+	node scripts/build_contract.js
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -27,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/stateset_sequencer tests bench
 
-unit: $(STAMP) debian-deps
+unit: $(STAMP) debian-deps node-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit

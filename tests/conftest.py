@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,18 @@ settings.register_profile(
     derandomize=True,
 )
 settings.load_profile("default")
+
+
+# The interpreter's own limit, as the service runs with it (anchoring/__init__.py keeps the
+# Ethereum libraries from raising it). Test modules import eth-tester and py-evm, which
+# raise it for the whole process; every test starts from the default again, so that the
+# hostile-nesting tests see what a server sees.
+DEFAULT_RECURSION_LIMIT = 1000
+
+
+@pytest.fixture(autouse=True)
+def _default_recursion_limit() -> None:
+    sys.setrecursionlimit(DEFAULT_RECURSION_LIMIT)
 
 
 def load_vector(name: str) -> Any:
