@@ -110,6 +110,23 @@ async def test_lists_filter_by_anchoring_and_pending_spans_streams(
     assert len(await commitments.pending_commitments(1)) == 1
 
 
+async def test_pending_heads_are_each_streams_first_unanchored_commitment(
+    commitments: Commitments,
+) -> None:
+    one, two, done = new_stream(), new_stream(), new_stream()
+    sent = commitment(one, 1, 2, chain_id=1, chain_tx_hash=bytes([1]) * 32)
+    first = commitment(one, 3, 4)
+    later = commitment(one, 5, 6)
+    other = commitment(two, 1, 9, committed_at=T0 - timedelta(hours=1))
+    finished = commitment(done, 1, 1, chain_id=1, chain_tx_hash=bytes([2]) * 32)
+    for row in (sent, first, later, other, finished):
+        await commitments.put_commitment(row)
+    ours = {one.tenant_id, two.tenant_id, done.tenant_id}
+    heads = [r for r in await commitments.pending_heads(1000) if r.tenant_id in ours]
+    assert heads == [other, first]  # one row per stream, oldest first, none for `done`
+    assert len(await commitments.pending_heads(1)) == 1
+
+
 async def test_recording_an_anchor_is_once_and_for_all(commitments: Commitments) -> None:
     stream = new_stream()
     row = commitment(stream, 1, 3)
@@ -132,6 +149,52 @@ async def test_recording_an_anchor_is_once_and_for_all(commitments: Commitments)
     assert await commitments.get_commitment(row.batch_id) == after
     missing, none = await commitments.record_anchor(uuid.uuid4(), 1, tx, None, at)
     assert missing is AnchorOutcome.NOT_FOUND and none is None
+
+
+async def test_a_sent_anchor_waits_for_finality_then_is_confirmed_once(
+    commitments: Commitments,
+) -> None:
+    stream = new_stream()
+    first, second = commitment(stream, 1, 3), commitment(stream, 4, 6)
+    for row in (first, second):
+        await commitments.put_commitment(row)
+    tx1, tx2 = bytes([7]) * 32, bytes([8]) * 32
+    _, sent1 = await commitments.record_anchor(first.batch_id, 31337, tx1, 40, None)
+    _, sent2 = await commitments.record_anchor(second.batch_id, 31337, tx2, 39, None)
+    assert sent1 is not None and sent2 is not None and sent1.anchored_at is None
+    # Sent but not final: out of the pending list, in the unconfirmed one (oldest block
+    # first), and counted as anchored by the stream's list.
+    pending = {r.batch_id for r in await commitments.pending_commitments(1000)}
+    assert first.batch_id not in pending and second.batch_id not in pending
+    waiting = [
+        r for r in await commitments.unconfirmed_anchors(1000) if r.tenant_id == stream.tenant_id
+    ]
+    assert waiting == [sent2, sent1]
+    assert await commitments.list_commitments(stream, anchored=True) == [sent1, sent2]
+
+    at = T0 + timedelta(hours=2, microseconds=9)
+    assert await commitments.confirm_anchor(sent1, at) is True
+    assert await commitments.confirm_anchor(sent1, at + timedelta(hours=1)) is False  # once
+    final = await commitments.get_commitment(first.batch_id)
+    assert final is not None and final.anchored_at == at and final.chain_tx_hash == tx1
+    assert first.batch_id not in {r.batch_id for r in await commitments.unconfirmed_anchors(1000)}
+
+
+async def test_clearing_an_anchor_needs_the_same_transaction(commitments: Commitments) -> None:
+    stream = new_stream()
+    row = commitment(stream, 1, 2)
+    await commitments.put_commitment(row)
+    _, sent = await commitments.record_anchor(row.batch_id, 1, bytes([5]) * 32, 10, None)
+    assert sent is not None
+    # A row read before another writer re-recorded it does not clear the newer anchor.
+    stale = commitment(stream, 1, 2, batch_id=row.batch_id, chain_tx_hash=bytes([6]) * 32)
+    assert await commitments.clear_anchor(stale) is False
+    assert await commitments.clear_anchor(sent) is True
+    cleared = await commitments.get_commitment(row.batch_id)
+    assert cleared == row  # every chain field back to NULL: anchored again from scratch
+    assert row.batch_id in {r.batch_id for r in await commitments.pending_commitments(1000)}
+    assert await commitments.confirm_anchor(sent, T0) is False  # nothing to confirm now
+    assert await commitments.clear_anchor(sent) is False
 
 
 async def test_leaf_inputs_are_the_stored_columns_in_order(store: Store) -> None:

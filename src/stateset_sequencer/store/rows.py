@@ -477,7 +477,7 @@ def anchored(
     chain_id: int,
     chain_tx_hash: bytes,
     chain_block_number: int | None,
-    anchored_at: datetime,
+    anchored_at: datetime | None,
 ) -> tuple[AnchorOutcome, CommitmentRow]:
     """What recording an anchor on ``row`` (read under a lock) does, and the row after:
     the same transaction again changes nothing, another one is a conflict."""
@@ -493,6 +493,18 @@ def anchored(
         chain_block_number=chain_block_number,
         anchored_at=anchored_at,
     )
+
+
+# The first unanchored commitment of each stream (what the anchor worker can send next:
+# the registry takes a stream's batches in order only), oldest first. The subquery names
+# the tenant, so on Citus it runs on each stream's own shard. {P1} is the limit.
+PENDING_HEADS_SQL = """SELECT {columns} FROM ves_commitments c
+WHERE c.chain_tx_hash IS NULL AND NOT EXISTS (
+    SELECT 1 FROM ves_commitments p
+    WHERE p.tenant_id = c.tenant_id AND p.store_id = c.store_id
+      AND p.chain_tx_hash IS NULL AND p.sequence_start < c.sequence_start)
+ORDER BY c.committed_at, c.tenant_id, c.store_id
+LIMIT {P1}"""
 
 
 # Streams with events past their last commitment (the commit worker's walk); joins name the

@@ -57,17 +57,40 @@ class Commitments(ABC):
         ``committed_at``, then stream order), at most ``limit``."""
 
     @abstractmethod
+    async def pending_heads(self, limit: int) -> list[CommitmentRow]:
+        """The first commitment without a chain transaction of each stream that has one,
+        oldest first, at most ``limit``: one row per stream, so that a stream stuck at its
+        first cannot hide the others from the anchor worker."""
+
+    @abstractmethod
     async def record_anchor(
         self,
         batch_id: uuid.UUID,
         chain_id: int,
         chain_tx_hash: bytes,
         chain_block_number: int | None,
-        anchored_at: datetime,
+        anchored_at: datetime | None,
     ) -> tuple[AnchorOutcome, CommitmentRow | None]:
         """Set the chain fields of an unanchored commitment, atomically: the same
         transaction hash again is ``ALREADY_RECORDED`` (nothing changes), another one is
-        ``CONFLICT``. Returns the row as it stands afterwards."""
+        ``CONFLICT``. ``anchored_at=None`` records a transaction still short of finality
+        (our anchor worker); the anchor service reports final ones. Returns the row as it
+        stands afterwards."""
+
+    @abstractmethod
+    async def unconfirmed_anchors(self, limit: int) -> list[CommitmentRow]:
+        """Commitments of every stream with a chain transaction but no ``anchored_at``
+        yet, oldest block first, at most ``limit``."""
+
+    @abstractmethod
+    async def confirm_anchor(self, row: CommitmentRow, anchored_at: datetime) -> bool:
+        """Set ``anchored_at`` if the commitment still has ``row``'s transaction and no
+        ``anchored_at``; False when another writer changed it meanwhile."""
+
+    @abstractmethod
+    async def clear_anchor(self, row: CommitmentRow) -> bool:
+        """Clear the chain fields if the commitment still has ``row``'s transaction (the
+        chain dropped it in a reorg, so it is to be anchored again); False otherwise."""
 
     @abstractmethod
     async def commit_backlog(self, after: StreamKey | None, limit: int) -> list[CommitBacklog]:

@@ -14,6 +14,7 @@ from ..rows import (
     COMMIT_BACKLOG_SQL,
     COMMITMENT_COLUMNS,
     COMMITMENTS,
+    PENDING_HEADS_SQL,
     anchored,
     column_list,
 )
@@ -35,6 +36,16 @@ _SET_ANCHOR = (
     + f" WHERE tenant_id = ${len(ANCHOR_COLUMNS) + 1} AND batch_id = ${len(ANCHOR_COLUMNS) + 2}"
 )
 _ANCHOR_INDEXES = [COMMITMENT_COLUMNS.index(name) for name in ANCHOR_COLUMNS]
+
+
+_PENDING_HEADS_SQL = PENDING_HEADS_SQL.format(
+    columns=", ".join(f"c.{name}" for name in COMMITMENT_COLUMNS), P1="$1"
+)
+
+
+def _same_anchor(row: CommitmentRow) -> tuple[object, ...]:
+    assert row.chain_tx_hash is not None, "only an anchored row is confirmed or cleared"
+    return (row.tenant_id, row.batch_id, bytes(row.chain_tx_hash))
 
 
 _BACKLOG_SQL = COMMIT_BACKLOG_SQL.format(P1="$1::uuid", P2="$2::uuid", P3="$3")
@@ -114,13 +125,18 @@ class PostgresCommitments(Pools, Commitments):
             )
         return [convert.record(COMMITMENTS, row) for row in rows]
 
+    async def pending_heads(self, limit: int) -> list[CommitmentRow]:
+        with mapped():
+            rows = await self._pool.fetch(_PENDING_HEADS_SQL, max(limit, 0))
+        return [convert.record(COMMITMENTS, row) for row in rows]
+
     async def record_anchor(
         self,
         batch_id: uuid.UUID,
         chain_id: int,
         chain_tx_hash: bytes,
         chain_block_number: int | None,
-        anchored_at: datetime,
+        anchored_at: datetime | None,
     ) -> tuple[AnchorOutcome, CommitmentRow | None]:
         with mapped():
             async with self._pool.acquire() as conn, conn.transaction():
@@ -139,6 +155,36 @@ class PostgresCommitments(Pools, Commitments):
                     values = [encoded[i] for i in _ANCHOR_INDEXES]
                     await conn.execute(_SET_ANCHOR, *values, after.tenant_id, after.batch_id)
         return outcome, after
+
+    async def unconfirmed_anchors(self, limit: int) -> list[CommitmentRow]:
+        with mapped():
+            rows = await self._pool.fetch(
+                f"{_SELECT} WHERE chain_tx_hash IS NOT NULL AND anchored_at IS NULL "
+                "ORDER BY chain_block_number, committed_at, tenant_id, store_id, sequence_start "
+                "LIMIT $1",
+                max(limit, 0),
+            )
+        return [convert.record(COMMITMENTS, row) for row in rows]
+
+    async def confirm_anchor(self, row: CommitmentRow, anchored_at: datetime) -> bool:
+        with mapped():
+            status = await self._pool.execute(
+                "UPDATE ves_commitments SET anchored_at = $4 WHERE tenant_id = $1 "
+                "AND batch_id = $2 AND chain_tx_hash = $3 AND anchored_at IS NULL",
+                *_same_anchor(row),
+                anchored_at,
+            )
+        return bool(status == "UPDATE 1")
+
+    async def clear_anchor(self, row: CommitmentRow) -> bool:
+        with mapped():
+            status = await self._pool.execute(
+                "UPDATE ves_commitments SET chain_id = NULL, chain_tx_hash = NULL, "
+                "chain_block_number = NULL, anchored_at = NULL "
+                "WHERE tenant_id = $1 AND batch_id = $2 AND chain_tx_hash = $3",
+                *_same_anchor(row),
+            )
+        return bool(status == "UPDATE 1")
 
     async def commit_backlog(self, after: StreamKey | None, limit: int) -> list[CommitBacklog]:
         with mapped():

@@ -14,9 +14,11 @@ from ..rows import (
     COMMIT_BACKLOG_SQL,
     COMMITMENT_COLUMNS,
     COMMITMENTS,
+    PENDING_HEADS_SQL,
     anchored,
     column_list,
     time_from_text,
+    time_to_text,
 )
 from . import convert
 from .worker import Connections, immediate
@@ -110,13 +112,23 @@ def pending_commitments(conn: sqlite3.Connection, limit: int) -> list[Commitment
     return [convert.record(COMMITMENTS, r) for r in rows]
 
 
+_PENDING_HEADS_SQL = PENDING_HEADS_SQL.format(
+    columns=", ".join(f"c.{name}" for name in COMMITMENT_COLUMNS), P1="?"
+)
+
+
+def pending_heads(conn: sqlite3.Connection, limit: int) -> list[CommitmentRow]:
+    rows = conn.execute(_PENDING_HEADS_SQL, (max(limit, 0),)).fetchall()
+    return [convert.record(COMMITMENTS, r) for r in rows]
+
+
 def record_anchor(
     conn: sqlite3.Connection,
     batch_id: uuid.UUID,
     chain_id: int,
     chain_tx_hash: bytes,
     chain_block_number: int | None,
-    anchored_at: datetime,
+    anchored_at: datetime | None,
 ) -> tuple[AnchorOutcome, CommitmentRow | None]:
     with immediate(conn):
         row = get_commitment(conn, batch_id)
@@ -128,6 +140,42 @@ def record_anchor(
             values = [encoded[i] for i in _ANCHOR_INDEXES]
             conn.execute(_SET_ANCHOR, (*values, str(after.tenant_id), str(after.batch_id)))
         return outcome, after
+
+
+def unconfirmed_anchors(conn: sqlite3.Connection, limit: int) -> list[CommitmentRow]:
+    rows = conn.execute(
+        f"{_SELECT} WHERE chain_tx_hash IS NOT NULL AND anchored_at IS NULL "
+        "ORDER BY chain_block_number, committed_at, tenant_id, store_id, sequence_start "
+        "LIMIT ?",
+        (max(limit, 0),),
+    ).fetchall()
+    return [convert.record(COMMITMENTS, r) for r in rows]
+
+
+def _same_anchor(row: CommitmentRow) -> tuple[object, ...]:
+    assert row.chain_tx_hash is not None, "only an anchored row is confirmed or cleared"
+    return (str(row.tenant_id), str(row.batch_id), bytes(row.chain_tx_hash))
+
+
+def confirm_anchor(conn: sqlite3.Connection, row: CommitmentRow, anchored_at: datetime) -> bool:
+    with immediate(conn):
+        cur = conn.execute(
+            "UPDATE ves_commitments SET anchored_at = ? WHERE tenant_id = ? AND batch_id = ? "
+            "AND chain_tx_hash = ? AND anchored_at IS NULL",
+            (time_to_text(anchored_at), *_same_anchor(row)),
+        )
+        return cur.rowcount == 1
+
+
+def clear_anchor(conn: sqlite3.Connection, row: CommitmentRow) -> bool:
+    with immediate(conn):
+        cur = conn.execute(
+            "UPDATE ves_commitments SET chain_id = NULL, chain_tx_hash = NULL, "
+            "chain_block_number = NULL, anchored_at = NULL "
+            "WHERE tenant_id = ? AND batch_id = ? AND chain_tx_hash = ?",
+            _same_anchor(row),
+        )
+        return cur.rowcount == 1
 
 
 _BACKLOG_SQL = COMMIT_BACKLOG_SQL.format(P1="?1", P2="?2", P3="?3")
@@ -180,17 +228,29 @@ class SqliteCommitments(Connections, Commitments):
     async def pending_commitments(self, limit: int) -> list[CommitmentRow]:
         return await self._read(pending_commitments, limit)
 
+    async def pending_heads(self, limit: int) -> list[CommitmentRow]:
+        return await self._read(pending_heads, limit)
+
     async def record_anchor(
         self,
         batch_id: uuid.UUID,
         chain_id: int,
         chain_tx_hash: bytes,
         chain_block_number: int | None,
-        anchored_at: datetime,
+        anchored_at: datetime | None,
     ) -> tuple[AnchorOutcome, CommitmentRow | None]:
         return await self._write(
             record_anchor, batch_id, chain_id, chain_tx_hash, chain_block_number, anchored_at
         )
+
+    async def unconfirmed_anchors(self, limit: int) -> list[CommitmentRow]:
+        return await self._read(unconfirmed_anchors, limit)
+
+    async def confirm_anchor(self, row: CommitmentRow, anchored_at: datetime) -> bool:
+        return await self._write(confirm_anchor, row, anchored_at)
+
+    async def clear_anchor(self, row: CommitmentRow) -> bool:
+        return await self._write(clear_anchor, row)
 
     async def commit_backlog(self, after: StreamKey | None, limit: int) -> list[CommitBacklog]:
         return await self._read(commit_backlog, after, limit)

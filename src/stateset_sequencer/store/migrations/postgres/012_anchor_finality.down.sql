@@ -1,0 +1,1 @@
+DROP INDEX ves_commitments_unconfirmed;
