@@ -113,9 +113,30 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "info"
     LOG_FORMAT: str = "json"  # json | console
 
-    # --- anchoring (the chain client arrives with the anchoring issue; doctor probes it) ---
+    # --- anchoring (docs/ANCHORING.md): the three of L2_RPC_URL, SET_REGISTRY_ADDRESS and
+    # SEQUENCER_PRIVATE_KEY, or none (anchoring off); L2_CHAIN_ID is read from the node
+    # when unset and checked against it when set. runtime/core.chain_config parses them.
     L2_RPC_URL: str | None = None
     L2_CHAIN_ID: str | None = None
+    SET_REGISTRY_ADDRESS: str | None = None
+    SEQUENCER_PRIVATE_KEY: str | None = None
+    SEQUENCER_PRIVATE_KEY_FILE: str | None = None
+    # The anchor worker (leader-elected, started only when anchoring is configured): every
+    # ANCHOR_INTERVAL_SECS it sends up to ANCHOR_BATCH_THRESHOLD commitments, each stream in
+    # order; every ANCHOR_FINALITY_POLL_SECS it confirms those ANCHOR_FINALITY_CONFIRMATIONS
+    # blocks deep and re-anchors those a reorg dropped. Defaults are the reference's.
+    ANCHOR_WORKER_ENABLED: bool = True
+    ANCHOR_INTERVAL_SECS: float = Field(default=60.0, gt=0)
+    ANCHOR_BATCH_THRESHOLD: int = Field(default=10, ge=1, le=1000)
+    ANCHOR_FINALITY_CONFIRMATIONS: int = Field(default=6, ge=1, le=10_000)
+    ANCHOR_FINALITY_POLL_SECS: float = Field(default=30.0, gt=0)
+    ANCHOR_RPC_TIMEOUT_SECS: float = Field(default=30.0, gt=0)
+    ANCHOR_RECEIPT_TIMEOUT_SECS: float = Field(default=120.0, gt=0)
+    # The chain client's circuit breaker (the reference's numbers): this many transport
+    # failures within the window open it, for this long before one trial call.
+    ANCHOR_BREAKER_FAILURES: int = Field(default=5, ge=1)
+    ANCHOR_BREAKER_WINDOW_SECS: float = Field(default=120.0, gt=0)
+    ANCHOR_BREAKER_OPEN_SECS: float = Field(default=60.0, gt=0)
 
     _secret_file_warnings: list[str] = PrivateAttr(default_factory=list)
 
@@ -199,6 +220,7 @@ SECRET_FILE_SETTINGS = (
     "READ_DATABASE_URL",
     "BOOTSTRAP_ADMIN_API_KEY",
     "JWT_SECRET",
+    "SEQUENCER_PRIVATE_KEY",
 )
 SIGNING_KEY_SETTING = "VES_SEQUENCER_SIGNING_KEY"
 SECRET_FILE_MAX_BYTES = 64 * 1024

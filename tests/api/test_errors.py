@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stateset_sequencer import sequencer
+from stateset_sequencer import anchoring, sequencer
 from stateset_sequencer.api.http import errors
 from stateset_sequencer.api.http.errors import (
     ERROR_CODES,
@@ -42,11 +42,17 @@ HEAD = "/api/v1/ves/head"
 
 
 def _reason_enums_in_services() -> set[type[enum.StrEnum]]:
-    """Every ``*Reason`` enum defined in a module of ``sequencer/``, found by walking the
-    package, so that a new service's reasons cannot be left out of ``SERVICE_REASONS``."""
+    """Every ``*Reason`` enum defined in a module of ``sequencer/`` or ``anchoring/``, found
+    by walking the packages, so that a new service's reasons cannot be left out of
+    ``SERVICE_REASONS``."""
     found: set[type[enum.StrEnum]] = set()
-    for info in pkgutil.iter_modules(sequencer.__path__):
-        module = importlib.import_module(f"{sequencer.__name__}.{info.name}")
+    modules = [
+        f"{package.__name__}.{info.name}"
+        for package in (sequencer, anchoring)
+        for info in pkgutil.iter_modules(package.__path__)
+    ]
+    for name in modules:
+        module = importlib.import_module(name)
         for _name, value in inspect.getmembers(module, inspect.isclass):
             if (
                 issubclass(value, enum.StrEnum)

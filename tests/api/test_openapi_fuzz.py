@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +42,14 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.types import Receive, Scope, Send
 
+from stateset_sequencer.anchoring.anchorer import Anchorer
 from stateset_sequencer.api.http.app import create_app
 from stateset_sequencer.api.http.deps import admin_ip_guard, authenticate
 from stateset_sequencer.config import Settings
 from stateset_sequencer.runtime import Services, start_services
 from stateset_sequencer.sequencer import registration
 from stateset_sequencer.testing import kit
+from stateset_sequencer.testing.evm import Evm
 from stateset_sequencer.ves import signing
 from tests.api.conftest import ADMIN_KEY, BASE, Api, settings_for
 
@@ -84,6 +87,8 @@ NOT_YET_STATED = {
     "commitment ends and every event of it must be stored; that is data, not schema",
     "PUT /api/v1/agents/{agent_id}/policy": "rules are bounded in UTF-8 bytes (maxLength "
     "counts characters) and must be storable text (no NUL, no lone surrogate)",
+    "POST /api/v1/ves/commitments/anchor": "sequence_start and sequence_end go together, "
+    "and there must be new events to commit; the second is data, not schema",
 }
 REGISTER = "POST /api/v1/agents/register"
 # A literal path whose other methods land on a sibling route with a UUID (or integer)
@@ -95,6 +100,8 @@ SHADOWED_BY_A_UUID_ROUTE = {
     "POST /api/v1/ves/events/ingest": "GET /api/v1/ves/events/{event_id}",
     "POST /api/v1/schemas/validate": "GET /api/v1/schemas/{schema_id}",
     "POST /api/v1/ves/proofs/verify": "GET /api/v1/ves/proofs/{sequence_number}",
+    "POST /api/v1/ves/commitments/anchor": "GET /api/v1/ves/commitments/{batch_id}",
+    "POST /api/v1/ves/commitments/verify": "GET /api/v1/ves/commitments/{batch_id}",
 }
 AUTH = {"Authorization": f"ApiKey {ADMIN_KEY}"}
 
@@ -150,6 +157,15 @@ async def seed(services: Services) -> None:
     if not await services.store.list_agent_keys(kit.TENANT, kit.AGENT_ID):
         await kit.register(services.store)
     await services.sequencer.ingest(kit.AGENT_ID, [kit.event(i) for i in range(3)])
+    # Anchoring on the in-process chain, so that its routes answer from their handlers
+    # rather than with the 503 of a service where it is off.
+    services.chain = in_process_chain().chain()
+    services.anchorer = Anchorer(services.store, services.chain, confirmations=1)
+
+
+@cache
+def in_process_chain() -> Evm:
+    return Evm.start()
 
 
 def fuzz_config() -> schemathesis.Config:

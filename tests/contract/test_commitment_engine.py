@@ -4,6 +4,7 @@ backends: the chain it builds, racing creators, and proofs from a cold tree cach
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -68,3 +69,27 @@ async def test_proofs_from_a_cold_cache_match_the_warm_ones(store: Store) -> Non
         merkle.verify_inclusion(
             a.proof.leaf_hash, row.merkle_root, a.proof.proof_path, a.proof.leaf_index
         )
+
+
+async def test_a_preview_is_what_committing_would_store_and_writes_nothing(store: Store) -> None:
+    stream = new_stream()
+    engine = CommitmentEngine(store, store)
+    assert await engine.preview_next(stream, 10) is None  # no events
+    await append(store, stream, [make_event(stream, i) for i in range(7)])
+    preview = await engine.preview_next(stream, 4)
+    assert preview is not None and preview.commitment is not None
+    assert await store.list_commitments(stream) == []
+    made = (await engine.create_next(stream, 4)).row
+    assert (preview.commitment.merkle_root, preview.commitment.new_state_root) == (
+        made.merkle_root,
+        made.new_state_root,
+    )
+    assert (preview.commitment.sequence_start, preview.commitment.sequence_end) == (1, 4)
+    rest = await engine.preview_next(stream, 100)
+    assert rest is not None and rest.commitment is not None
+    assert rest.commitment.prev_state_root == made.new_state_root
+    assert (rest.commitment.sequence_start, rest.commitment.sequence_end) == (5, 7)
+    assert await engine.recomputes(made)
+    assert not await engine.recomputes(replace(made, merkle_root=bytes(32)))
+    await engine.create_next(stream, 100)
+    assert await engine.preview_next(stream, 100) is None  # everything committed

@@ -9,7 +9,7 @@ traceback. The commands are thin shells over importable functions (``sequencer/`
 
 from __future__ import annotations
 
-from . import audit, commitments, database, events, keys, projections, recovery, server
+from . import anchoring, audit, commitments, database, events, keys, projections, recovery, server
 from .common import program
 
 app = server.with_version_option(
@@ -24,7 +24,7 @@ app.command("serve", help="Serve the HTTP API (same as `stateset-sequencer serve
 )
 # Topic modules declare their commands on a Typer of their own; the root takes them over
 # unnested, so every command keeps its top-level name.
-for topic in (keys, events, database, recovery, commitments):
+for topic in (keys, events, database, recovery, commitments, anchoring):
     app.registered_commands.extend(topic.commands.registered_commands)
 app.add_typer(database.migrate_app, name="migrate")
 app.add_typer(keys.api_keys_app, name="api-keys")

@@ -136,6 +136,13 @@ def run_on_store(
     )
 
 
+def run_on_runtime(
+    database_url: str | None, data_dir: Path | None, work: Callable[[Runtime], Awaitable[T]]
+) -> T:
+    """Run ``work`` on the store the options name, with the settings it came from."""
+    return asyncio.run(with_runtime(store_settings(database_url, data_dir), work))
+
+
 def cli_actor() -> str:
     """Who the audit log names for a change made from this command line."""
     return f"sequencer-cli:{getpass.getuser()}"

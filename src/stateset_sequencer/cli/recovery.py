@@ -24,6 +24,7 @@ from ..recovery import repair as repair_mod
 from ..recovery import verify as verify_mod
 from ..recovery.streams import UnknownStream, export_ranges, stream_states
 from ..runtime import Runtime, receipt_public_key
+from ..runtime.core import AnchoringConfigError, open_anchorer
 from ..sequencer.identity import IdentityError
 from ..store.errors import ConcurrentWriteError
 from ..store.records import CounterState, StreamKey
@@ -255,17 +256,28 @@ def verify(
         key = _sequencer_key(key_option, runtime)
         states = await _states(runtime, stream)
         total = sum(verify_mod.plan_run(s, start, end).size for s in states)
-        with progress("verifying", total) as advance:
-            return await verify_mod.verify_streams(
-                runtime.store,
-                states,
-                start,
-                end,
-                sequencer_public_key=key,
-                deep=deep,
-                allow_unsigned_receipts=allow_unsigned_receipts,
-                progress=advance,
-            )
+        anchorer = None
+        if deep:
+            try:
+                anchorer = open_anchorer(runtime.settings, runtime.store)
+            except AnchoringConfigError as exc:
+                fail(f"configuration: {exc}", 2)
+        try:
+            with progress("verifying", total) as advance:
+                return await verify_mod.verify_streams(
+                    runtime.store,
+                    states,
+                    start,
+                    end,
+                    sequencer_public_key=key,
+                    deep=deep,
+                    allow_unsigned_receipts=allow_unsigned_receipts,
+                    progress=advance,
+                    anchorer=anchorer,
+                )
+        finally:
+            if anchorer is not None:
+                anchorer.chain.close()
 
     return asyncio.run(with_runtime(configured, work))
 

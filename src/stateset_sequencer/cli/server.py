@@ -18,7 +18,6 @@ import typer
 import uvicorn
 
 from .. import __version__
-from ..api.http.app import create_app
 from ..api.http.connections import protocol_class
 from ..config import Settings
 from ..logs import configure
@@ -34,6 +33,10 @@ Port = Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port
 
 
 async def serve(settings: Settings) -> None:
+    # The app (and the anchoring routes' Ethereum libraries) only for the command that
+    # serves it: every other command starts a second sooner.
+    from ..api.http.app import create_app
+
     configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
     services = await start_services(settings)
     try:

@@ -33,7 +33,10 @@ only when nothing FAILs. The checks and what they mean:
                 with everything committed recomputes its last commitment instead and must
                 match it.
 ``anchoring``   SKIP unless ``L2_RPC_URL`` is set; then ``eth_chainId`` must answer (and
-                match ``L2_CHAIN_ID`` when that is set).
+                match ``L2_CHAIN_ID`` when that is set). With the whole anchoring
+                configuration (``SET_REGISTRY_ADDRESS``, ``SEQUENCER_PRIVATE_KEY`` too), the
+                registry must have code there, our sender must be an authorized sequencer
+                and hold some funds; a partial configuration is a FAIL.
 
 One broken thing gives one FAIL where that is true to the facts: checks that depend on
 another (every store check on ``database``, the API half of ``history`` on ``health``)
@@ -59,16 +62,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..anchoring.faults import ChainError
 from ..client import SequencerClient, SequencerError
 from ..config import Settings
 from ..runtime import open_runtime
-from ..sequencer.commitments import event_leaf
+from ..runtime.core import AnchoringConfigError, chain_config
+from ..sequencer.commitments import CommitmentEngine, CommitmentError
 from ..sequencer.keys import judge_key
 from ..store.errors import StoreError
 from ..store.factory import parse_database_url
 from ..store.ports import Store
 from ..store.records import CounterState, StoredEvent, StreamKey
-from ..ves import hashing, merkle
 from ..ves.codec import format_rfc3339
 from ..ves.errors import VesError
 from . import repair
@@ -438,54 +442,32 @@ async def check_history(ctx: Context, store: Store) -> CheckResult:
 # --- commitment dry run -----------------------------------------------------------------------
 
 
-def _contiguous(events: Sequence[StoredEvent], start: int) -> list[StoredEvent]:
-    run: list[StoredEvent] = []
-    for event in events:
-        if event.sequence_number != start + len(run):
-            break
-        run.append(event)
-    return run
-
-
 async def _dry_run(store: Store, state: CounterState) -> tuple[bool, str]:
+    """The engine's own preview of the stream's next commitment (nothing written), or,
+    with everything committed, its last commitment recomputed from the stored events."""
     stream = state.stream
-    rows = await _db(store.list_commitments(stream))
-    last = rows[-1] if rows else None
-    start = last.sequence_end + 1 if last is not None else 1
-    if start <= state.max_sequence:
-        end = min(state.max_sequence, start + COMMIT_CAP - 1)
-        events = _contiguous(await _db(store.read_range(stream, start, end)), start)
-        if not events:
+    engine = CommitmentEngine(store, store)
+    preview = await _db(engine.preview_next(stream, COMMIT_CAP))
+    if preview is not None:
+        made = preview.commitment
+        if made is None:
             return False, (
-                f"{_name(stream)}: sequence {start} is missing, so nothing can be committed "
-                "until it is restored"
+                f"{_name(stream)}: sequence {preview.start} is missing, so nothing can be "
+                "committed until it is restored"
             )
-        prev = last.new_state_root if last is not None else hashing.ZERO_HASH
-        made = merkle.commit(
-            stream.tenant_id, stream.store_id, start, [event_leaf(e) for e in events], prev
-        )
         return True, (
             f"{_name(stream)}: would commit {made.sequence_start}..{made.sequence_end} "
             f"({made.leaf_count} leaves, root {_short(made.merkle_root)}, "
             f"state root {_short(made.new_state_root)})"
         )
+    last = await _db(store.last_commitment(stream))
     if last is None:  # counter rows without events never reach here (max_sequence 0)
         return True, f"{_name(stream)}: nothing to commit"
-    events = await _db(store.read_range(stream, last.sequence_start, last.sequence_end))
-    if len(_contiguous(events, last.sequence_start)) != last.leaf_count:
-        return False, (
-            f"{_name(stream)}: events of commitment {last.sequence_start}..{last.sequence_end} "
-            "are missing"
-        )
-    again = merkle.commit(
-        stream.tenant_id,
-        stream.store_id,
-        last.sequence_start,
-        [event_leaf(e) for e in events],
-        last.prev_state_root,
-    )
-    same = (again.merkle_root, again.new_state_root) == (last.merkle_root, last.new_state_root)
     where = f"{_name(stream)}: all committed; commitment {last.sequence_start}..{last.sequence_end}"
+    try:
+        same = await _db(engine.recomputes(last))
+    except CommitmentError:
+        return False, f"{where}: its events are missing"
     return same, f"{where} {'recomputes to the same roots' if same else 'does NOT recompute'}"
 
 
@@ -538,7 +520,38 @@ async def check_anchoring(ctx: Context) -> CheckResult:
         return CheckResult(
             "anchoring", "FAIL", f"{_where(url)}: chain id {chain}, L2_CHAIN_ID says {expected}"
         )
-    return CheckResult("anchoring", "PASS", f"{_where(url)}: eth_chainId {chain}")
+    try:
+        config = chain_config(ctx.options.settings)
+    except AnchoringConfigError as exc:
+        # The service refuses to start on this configuration: say so here too.
+        return CheckResult("anchoring", "FAIL", f"{_where(url)}: eth_chainId {chain}, but {exc}")
+    assert config is not None  # L2_RPC_URL is set, so the set is whole or refused
+    from ..anchoring.chain import Chain  # the Ethereum stack, only when it is used
+
+    registry = Chain(config)
+    try:
+        async with asyncio.timeout(NETWORK_TIMEOUT_S):
+            probe = await registry.probe()
+    except (ChainError, TimeoutError) as exc:
+        return CheckResult("anchoring", "FAIL", f"{_where(url)}: {exc or 'timed out'}")
+    finally:
+        registry.close()
+    where = f"{_where(url)}: chain {probe.chain_id}, registry {registry.registry}"
+    if not probe.has_code:
+        return CheckResult("anchoring", "FAIL", f"{where} has no contract code")
+    if not probe.sender_authorized:
+        return CheckResult(
+            "anchoring",
+            "FAIL",
+            f"{where}: sender {registry.sender} is not an authorized sequencer "
+            "(commitBatch would revert NotAuthorizedSequencer)",
+        )
+    if probe.balance_wei == 0:
+        return CheckResult("anchoring", "FAIL", f"{where}: sender {registry.sender} has no funds")
+    strict = "strict mode on" if probe.strict_mode else "strict mode OFF"
+    return CheckResult(
+        "anchoring", "PASS", f"{where}, sender {registry.sender} authorized, {strict}"
+    )
 
 
 # --- the run ----------------------------------------------------------------------------------

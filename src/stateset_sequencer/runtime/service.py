@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,9 +36,16 @@ from ..store.ports import Store
 from ..store.records import AuditEntry
 from .changes import CacheInvalidation
 from .commits import CommitWorker
-from .core import database_config, receipt_key
+from .core import AnchoringConfigError, chain_config, database_config, receipt_key
 from .edge import parse_cors_origins
 from .projections import ProjectionWorker
+
+if TYPE_CHECKING:
+    # Imported where they are built: the Ethereum libraries take a second to import, and
+    # every command-line start reaches this module through ``runtime``.
+    from ..anchoring.anchorer import Anchorer
+    from ..anchoring.chain import Chain, ChainConfig
+    from .anchors import AnchorWorker
 
 log = structlog.get_logger("stateset_sequencer.startup")
 
@@ -69,12 +77,26 @@ class Services:
     invalidation: CacheInvalidation | None = None  # None when CHANGE_FEED is off
     projections: ProjectionWorker | None = None  # None when PROJECTION_WORKER_ENABLED is off
     commit_worker: CommitWorker | None = None  # None when COMMIT_WORKER_ENABLED is off
+    chain: Chain | None = None  # None: anchoring is not configured
+    anchor_worker: AnchorWorker | None = None  # None without a chain or when switched off
     commitments: CommitmentEngine = field(init=False)
+    anchorer: Anchorer | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.commitments = CommitmentEngine(self.store, self.store)
+        self.anchorer = None
+        if self.chain is not None:
+            from ..anchoring.anchorer import Anchorer
+
+            self.anchorer = Anchorer(
+                self.store, self.chain, confirmations=self.settings.ANCHOR_FINALITY_CONFIRMATIONS
+            )
 
     async def close(self) -> None:
+        if self.anchor_worker is not None:
+            await self.anchor_worker.close()
+        if self.chain is not None:
+            self.chain.close()
         if self.commit_worker is not None:
             await self.commit_worker.close()  # gives its leader lock up for another node
         if self.projections is not None:
@@ -142,6 +164,10 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
         schema_mode = parse_mode(settings.SCHEMA_VALIDATION_MODE)
     except ValueError as exc:
         raise StartupError(f"SCHEMA_VALIDATION_MODE: {exc}") from None
+    try:
+        chain = chain_config(settings)
+    except AnchoringConfigError as exc:
+        raise StartupError(str(exc)) from None
     admin_allowlist = parse_networks(settings.ADMIN_IP_ALLOWLIST, "ADMIN_IP_ALLOWLIST")
     trusted = parse_networks(settings.TRUST_PROXY_ALLOWLIST, "TRUST_PROXY_ALLOWLIST") or []
     if settings.trust_proxy_headers and not trusted:
@@ -171,7 +197,7 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
     )
     try:
         services = await _prepare(
-            settings, store, database, key, schema_mode, admin_allowlist, trusted, announce
+            settings, store, database, key, schema_mode, admin_allowlist, trusted, announce, chain
         )
     except BaseException:
         await store.close()
@@ -189,6 +215,7 @@ async def _prepare(
     admin_allowlist: list[IpNetwork] | None,
     trusted: list[IpNetwork],
     announce: bool,
+    chain: ChainConfig | None,
 ) -> Services:
     if settings.migrate_on_startup:
         applied = await store.migrate()
@@ -260,6 +287,7 @@ async def _prepare(
         admin_allowlist=admin_allowlist,
         trusted_proxies=trusted,
         created_bootstrap_key=created_key,
+        chain=None if chain is None else _chain(chain),
     )
     if settings.change_feed:
         # Last, so that nothing after it can fail and leave the listener running.
@@ -274,9 +302,20 @@ async def _prepare(
     if settings.COMMIT_WORKER_ENABLED:
         services.commit_worker = CommitWorker.from_settings(store, services.commitments, settings)
         services.commit_worker.start()
+    if services.anchorer is not None and settings.ANCHOR_WORKER_ENABLED:
+        from .anchors import AnchorWorker
+
+        services.anchor_worker = AnchorWorker.from_settings(store, services.anchorer, settings)
+        services.anchor_worker.start()
     if announce:
         _announce(services, database, key)
     return services
+
+
+def _chain(config: ChainConfig) -> Chain:
+    from ..anchoring.chain import Chain
+
+    return Chain(config)
 
 
 RATE_LIMIT_BACKENDS = ("memory", "postgres")

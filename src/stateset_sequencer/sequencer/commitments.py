@@ -134,6 +134,15 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """The next commitment a stream would get, from ``start``; ``commitment`` is None
+    when the event at ``start`` itself is missing (nothing can be committed)."""
+
+    start: int
+    commitment: merkle.Commitment | None
+
+
+@dataclass(frozen=True, slots=True)
 class Proof:
     """One inclusion proof with the commitment it proves against."""
 
@@ -179,10 +188,10 @@ class CommitmentEngine:
         self._trees = trees if trees is not None else TreeCache()
 
     async def _tree(
-        self, stream: StreamKey, start: int, end: int
+        self, stream: StreamKey, start: int, end: int, *, prefix: bool = False
     ) -> tuple[list[bytes], list[list[bytes]]]:
         """The leaves and levels over the stored events ``start..=end``; refused unless
-        every one of them is stored."""
+        every one of them is stored (``prefix``: the run up to the first missing one)."""
         inputs: list[LeafInput] = []
         at = start
         while at <= end:
@@ -192,6 +201,9 @@ class CommitmentEngine:
             if [item.sequence_number for item in chunk] != expected:
                 have = {item.sequence_number for item in chunk}
                 first = next(n for n in expected if n not in have)
+                if prefix:
+                    inputs.extend(item for item in chunk if item.sequence_number < first)
+                    break
                 raise CommitmentError(
                     CommitmentReason.EVENTS_MISSING,
                     f"sequence {first} of {start}..{end} is not stored; a commitment covers "
@@ -201,6 +213,41 @@ class CommitmentEngine:
             at = chunk_end + 1
         # Hashing a large range is CPU work: off the event loop.
         return await asyncio.to_thread(_hash_tree, stream, inputs)
+
+    async def preview_next(self, stream: StreamKey, max_events: int) -> Preview | None:
+        """What committing the stream's next range would give now, computed and not
+        stored: from the tip + 1 up to the head (at most ``max_events``), stopping before
+        the first missing event. None when there is nothing past the tip."""
+        tip = await self._commitments.last_commitment(stream)
+        start = 1 if tip is None else tip.sequence_end + 1
+        head = await self._events.head(stream)
+        if head < start:
+            return None
+        end = min(head, start + max(min(max_events, MAX_COMMIT_EVENTS), 1) - 1)
+        leaves, levels = await self._tree(stream, start, end, prefix=True)
+        if not leaves:
+            return Preview(start, None)
+        prev = hashing.ZERO_HASH if tip is None else bytes(tip.new_state_root)
+        made = merkle.commit(stream.tenant_id, stream.store_id, start, leaves, prev, levels=levels)
+        return Preview(start, made)
+
+    async def recomputes(self, row: CommitmentRow) -> bool:
+        """Whether the stored events of a commitment still give its stored roots
+        (``EVENTS_MISSING`` when some are gone)."""
+        stream = StreamKey(row.tenant_id, row.store_id)
+        leaves, levels = await self._tree(stream, row.sequence_start, row.sequence_end)
+        again = merkle.commit(
+            row.tenant_id,
+            row.store_id,
+            row.sequence_start,
+            leaves,
+            bytes(row.prev_state_root),
+            levels=levels,
+        )
+        return (again.merkle_root, again.new_state_root) == (
+            bytes(row.merkle_root),
+            bytes(row.new_state_root),
+        )
 
     async def create(
         self, stream: StreamKey, start: int, end: int, *, now: datetime | None = None

@@ -25,6 +25,7 @@ from ...store.errors import StoreError
 from ...ves.storable import make_storable
 from . import (
     agent_keys,
+    anchoring,
     api_keys,
     commitments,
     cursors,
@@ -97,6 +98,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(projections.router)
     app.include_router(commitments.router)
     app.include_router(commitments.anchor_service_router)
+    app.include_router(anchoring.router)
     _install_docs(app)
     _install_error_handlers(app)
     app.add_middleware(EdgeMiddleware, services=services)

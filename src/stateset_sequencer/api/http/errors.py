@@ -30,6 +30,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from ...anchoring.faults import NOT_CONFIGURED, AnchorReason, ChainError, ChainFailure
 from ...sequencer.api_keys import KeyReason
 from ...sequencer.auth import AuthError, AuthReason
 from ...sequencer.commitments import CommitmentReason
@@ -310,6 +311,13 @@ REASONS: dict[str, Wire] = {
     CommitmentReason.NOT_COMMITTED: _api(404, "RESOURCE_NOT_FOUND", "NOT_COMMITTED"),
     CommitmentReason.OUTSIDE_COMMITMENT: _api(400, "INVALID_FIELD_VALUE", "OUTSIDE_COMMITMENT"),
     CommitmentReason.WRONG_STREAM: _scope("commitment_of_another_stream"),
+    # anchoring/anchorer.py (ApiError, as the commitment routes): a commitment whose
+    # predecessor in its stream is not on chain yet would revert SequenceGap; the chain
+    # holding other roots for the batch, or another transaction recorded meanwhile, are
+    # conflicts the caller must look at, not retry.
+    AnchorReason.OUT_OF_ORDER: _api(409, "SEQUENCE_GAP", "ANCHOR_OUT_OF_ORDER"),
+    AnchorReason.CHAIN_DISAGREES: _api(409, "ALREADY_EXISTS", "ANCHOR_CHAIN_DISAGREES"),
+    AnchorReason.RECORD_CONFLICT: _api(409, "ALREADY_EXISTS", "ANCHOR_RECORD_CONFLICT"),
 }
 
 SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
@@ -322,6 +330,7 @@ SERVICE_REASONS: tuple[type[enum.StrEnum], ...] = (
     CursorReason,
     ProjectionReason,
     CommitmentReason,
+    AnchorReason,
 )
 """Every enum of reasons a service raises; the test of the table walks these."""
 
@@ -421,6 +430,46 @@ the caller whether the credential is good), with the same ``Retry-After``.
 """
 
 AUTH_BACKEND_UNAVAILABLE = "auth_backend_unavailable"
+
+CHAIN_RETRY_AFTER_SECONDS = 5
+# Chain faults, as store faults: the node away or slow is 503/504 with Retry-After (the
+# same call may work in a moment); a node or contract that said no is 502 (our upstream
+# refused; a retry gives the same answer). details.reason names the class, details.revert
+# the contract's custom error. The reference answers all of these 500.
+CHAIN_FAULTS: dict[ChainFailure, tuple[int, str]] = {
+    ChainFailure.BREAKER_OPEN: (503, "SERVICE_UNAVAILABLE"),
+    ChainFailure.UNAVAILABLE: (503, "SERVICE_UNAVAILABLE"),
+    ChainFailure.TIMEOUT: (504, "TIMEOUT"),
+    ChainFailure.REVERTED: (502, "INTERNAL_ERROR"),
+    ChainFailure.REJECTED: (502, "INTERNAL_ERROR"),
+    ChainFailure.WRONG_CHAIN: (502, "INTERNAL_ERROR"),
+    ChainFailure.LOG_NOT_FOUND: (502, "INTERNAL_ERROR"),
+}
+ANCHORING_NOT_CONFIGURED = "ANCHORING_NOT_CONFIGURED"
+
+
+def chain_fault(exc: ChainError, retry_after: float | None = None) -> ApiError:
+    """The ApiError answer for a chain fault on any anchoring route."""
+    status, code = CHAIN_FAULTS[exc.failure]
+    details: dict[str, Any] = {}
+    if exc.revert is not None:
+        details["revert"] = exc.revert.name
+        details["revert_args"] = [a.hex() if isinstance(a, bytes) else a for a in exc.revert.args]
+    wait = None
+    if status in (503, 504):
+        wait = max(int(retry_after or 0), CHAIN_RETRY_AFTER_SECONDS)
+    return ApiError(
+        code,
+        exc.message,
+        status=status,
+        reason=exc.failure.value.upper(),
+        details=details,
+        retry_after=wait,
+    )
+
+
+def anchoring_not_configured() -> ApiError:
+    return ApiError("SERVICE_UNAVAILABLE", NOT_CONFIGURED, reason=ANCHORING_NOT_CONFIGURED)
 
 
 def store_fault_of(exc: StoreError) -> StoreFault:

@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
+from ...anchoring.breaker import BreakerState
+from ...runtime.service import Services
 from ...sequencer.auth import AuthError, ensure_admin, ensure_operator
 from ...store.errors import StoreError
 from ...store.records import PoolStats
@@ -180,7 +182,11 @@ async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
         "status": "healthy",
         "stream_writers": services.sequencer.active_streams(),
     }
-    states = {db_status, pool_health}
+    components["anchoring"] = anchoring_component(services)
+    # An open breaker stalls anchoring only: degraded, never the 503 that would take a
+    # node that still sequences out of its load balancer.
+    states = {db_status, pool_health, components["anchoring"]["status"]}
+    states.discard("disabled")
     overall = (
         "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
     )
@@ -193,6 +199,37 @@ async def health_detailed(services: ServicesDep, ctx: Auth) -> JSONResponse:
         "system": {"python_version": platform.python_version()},
     }
     return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)
+
+
+def anchoring_component(services: Services) -> dict[str, Any]:
+    """The chain client's breaker and the anchor worker, from what they already know: a
+    health probe never waits on the node."""
+    chain = services.chain
+    if chain is None:
+        return {"status": "disabled", "message": "anchoring is not configured"}
+    breaker = chain.status()
+    worker = services.anchor_worker
+    return {
+        "status": "healthy" if breaker.state is BreakerState.CLOSED else "degraded",
+        "registry": chain.registry,
+        "sender": chain.sender,
+        "circuit_breaker": {
+            "state": breaker.state.value,
+            "recent_failures": breaker.recent_failures,
+            "retry_in_seconds": None
+            if breaker.retry_in_s is None
+            else round(breaker.retry_in_s, 1),
+            "last_error": breaker.last_error,
+        },
+        "worker": None
+        if worker is None
+        else {
+            "leading": worker.leader.leading,
+            "sent": worker.sent,
+            "confirmed": worker.confirmed,
+            "reanchored": worker.reanchored,
+        },
+    }
 
 
 @router.get(

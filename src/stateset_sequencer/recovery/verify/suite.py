@@ -3,6 +3,8 @@ one entry point that verifies some streams (``verify-events`` and ``restore``)."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...store.ports import Store
 from ...store.records import CounterState
 from .agent_signature import AgentSignatureCheck
@@ -15,6 +17,9 @@ from .report import Report
 from .runner import Advance, Verifier, plan_run
 from .sequence import SequenceCheck
 
+if TYPE_CHECKING:
+    from ...anchoring.anchorer import Anchorer
+
 
 def default_checks(
     store: Store,
@@ -22,10 +27,11 @@ def default_checks(
     sequencer_public_key: bytes | None,
     deep: bool,
     allow_unsigned_receipts: bool = False,
+    anchorer: Anchorer | None = None,
 ) -> list[Check]:
-    """Every check; ``deep`` adds the anchor check. Without ``sequencer_public_key``
-    receipt signatures are not checked (the report says so); an unsigned receipt is a
-    finding unless ``allow_unsigned_receipts``."""
+    """Every check; ``deep`` adds the anchor check (against ``anchorer``'s chain).
+    Without ``sequencer_public_key`` receipt signatures are not checked (the report says
+    so); an unsigned receipt is a finding unless ``allow_unsigned_receipts``."""
     checks: list[Check] = [
         SequenceCheck(),
         EnvelopeCheck(),
@@ -34,7 +40,7 @@ def default_checks(
         CommitmentCheck(store),
     ]
     if deep:
-        checks.append(AnchorCheck(store))
+        checks.append(AnchorCheck(store, anchorer))
     return checks
 
 
@@ -48,6 +54,7 @@ async def verify_streams(
     deep: bool,
     allow_unsigned_receipts: bool = False,
     progress: Advance | None = None,
+    anchorer: Anchorer | None = None,
 ) -> Report:
     """Verify each stream of ``states`` over ``start..end`` (default: all of it) with
     every check; ``progress(n)`` hears of each page."""
@@ -57,5 +64,6 @@ async def verify_streams(
         sequencer_public_key=sequencer_public_key,
         deep=deep,
         allow_unsigned_receipts=allow_unsigned_receipts,
+        anchorer=anchorer,
     )
     return await Verifier(store, checks).run(runs, progress)
