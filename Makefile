@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install debian-deps node-deps contract test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery bench-hostile bench-commit clean
+.PHONY: install debian-deps node-deps contract test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-recovery bench-hostile bench-commit bench-anchor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -80,6 +80,11 @@ bench-recovery: $(STAMP) debian-deps
 # event, against the in-memory hashing floor.
 bench-commit: $(STAMP) debian-deps
 	$(BIN)/python bench/bench_commit.py $(BENCH_ARGS)
+
+# Commitments anchored per second on a real node (anvil on loopback), against the floor of
+# plain signed transactions with their receipts on the same node.
+bench-anchor: $(STAMP) node-deps
+	$(BIN)/python bench/bench_anchor.py $(BENCH_ARGS)
 
 # The hostile cases of the hardening issue, each against a real server on loopback: a
 # poisoned batch among good ones, oversized unauthenticated bodies and bad-key floods and

@@ -34,6 +34,7 @@ SMALL_BENCH = {
     "make bench-http": " BENCH_ARGS='--events 100 --batch-events 200 --duration 1 --streams 2'",
     "make bench-recovery": " BENCH_ARGS='--events 300 --streams 2'",
     "make bench-commit": " BENCH_ARGS='--events 300 --batch 64'",
+    "make bench-anchor": " BENCH_ARGS='--streams 1 --events 64 --batch 16 --confirmations 2'",
     "make bench-hostile": " QUICK=1",
 }
 
@@ -54,9 +55,11 @@ def bash_commands(markdown: Path) -> list[str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+    copied = ("Makefile", "pyproject.toml", "constraints.txt", "package.json", "package-lock.json")
+    for name in copied:
         shutil.copy2(ROOT / name, tmp_path / name)  # copy2 keeps mtimes: no reinstall
-    for name in (".venv", "docs", "src", "bench", "tests", "scripts", "README.md"):
+    linked = (".venv", "node_modules", "docs", "src", "bench", "tests", "scripts", "contracts")
+    for name in (*linked, "README.md"):
         (tmp_path / name).symlink_to(ROOT / name)
     return tmp_path
 
