@@ -24,6 +24,7 @@ from stateset_sequencer.anchoring.anchorer import (
 )
 from stateset_sequencer.anchoring.breaker import BreakerState
 from stateset_sequencer.anchoring.chain import Chain, ChainConfig, ChainError, ChainFailure
+from stateset_sequencer.recovery.verify import verify_streams
 from stateset_sequencer.sequencer.commitments import CommitmentEngine
 from stateset_sequencer.store.ports import Store
 from stateset_sequencer.store.records import CommitmentRow, StreamKey
@@ -307,3 +308,29 @@ async def test_a_stuck_stream_does_not_hold_the_others_back(evm: Evm, store: Sto
     assert [r.batch_id for r in passed.anchored] == [fine_rows[0].batch_id]
     assert [r.batch_id for r, _ in passed.failed] == [stuck_rows[0].batch_id]
     assert "SequenceGap" in passed.failed[0][1] or "StateRootMismatch" in passed.failed[0][1]
+
+
+async def test_deep_verification_with_the_chain_away_is_a_finding(store: Store) -> None:
+    """A store whose commitments are all gone has nothing anchored to compare; with the
+    chain away the check must still say it could not look, not pass."""
+    stream = new_stream()
+    await append(store, stream, [make_event(stream, i) for i in range(3)])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = ChainConfig(f"http://127.0.0.1:{port}", "0x" + "11" * 20, SEQUENCER_KEY, retries=0)
+    chain = Chain(config, sleep=no_wait)
+    try:
+        report = await verify_streams(
+            store,
+            await store.counter_states(stream),
+            sequencer_public_key=None,
+            deep=True,
+            allow_unsigned_receipts=True,
+            anchorer=Anchorer(store, chain, confirmations=1),
+        )
+    finally:
+        chain.close()
+    codes = [f.code for f in report.findings if f.check == "anchors"]
+    assert codes == ["ANCHOR_CHAIN_UNAVAILABLE"]
+    assert "1 not reachable" in report.checks["anchors"]

@@ -283,6 +283,14 @@ class Chain:
         tx: Any = {"to": self.registry, "data": "0x" + data.hex()}
         return bytes(await self._call(lambda: self._w3.eth.call(tx)))
 
+    def _receipt(self, tx_hash: bytes) -> Any:
+        """The receipt on the canonical chain (blocking; run through ``_call``), or None
+        when the node holds no such mined transaction."""
+        try:
+            return self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+
     # --- reads ----------------------------------------------------------------------
 
     async def chain_id(self) -> int:
@@ -341,11 +349,8 @@ class Chain:
         does not hold it (never mined, or dropped by a reorg)."""
 
         def get() -> int | None:
-            try:
-                receipt = self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                return None
-            return int(receipt["blockNumber"])
+            receipt = self._receipt(tx_hash)
+            return None if receipt is None else int(receipt["blockNumber"])
 
         return await self._call(get)
 
@@ -369,9 +374,8 @@ class Chain:
 
     async def transaction_logs(self, tx_hash: bytes) -> TransactionLogs | None:
         def get() -> TransactionLogs | None:
-            try:
-                receipt = self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
+            receipt = self._receipt(tx_hash)
+            if receipt is None:
                 return None
             found = []
             for entry in receipt["logs"]:
@@ -466,14 +470,8 @@ class Chain:
     async def _await_receipt(self, tx_hash: bytes) -> Sent:
         deadline = time.monotonic() + self.config.receipt_timeout_s
 
-        def get() -> Any:
-            try:
-                return self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                return None
-
         while True:
-            receipt = await self._call(get)
+            receipt = await self._call(lambda: self._receipt(tx_hash))
             if receipt is not None:
                 break
             if time.monotonic() >= deadline:

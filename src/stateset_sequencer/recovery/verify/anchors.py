@@ -38,18 +38,23 @@ class AnchorCheck(Check):
         self._unchecked = 0
 
     async def begin(self, run: StreamRun) -> list[Finding]:
-        findings = await self._chain_head(run)
+        try:
+            findings = await self._chain_head(run)
+        except ChainError as exc:
+            # Reported here even when the store holds no anchored commitment: a restore
+            # that lost them all must not pass as "nothing to compare".
+            self._unchecked += 1
+            return [
+                self._finding(
+                    run, run.start, "ANCHOR_CHAIN_UNAVAILABLE", f"the chain did not answer: {exc}"
+                )
+            ]
         return findings + await self._commitments(run)
 
     async def _chain_head(self, run: StreamRun) -> list[Finding]:
         if self._anchorer is None or not run.whole:
             return []
-        try:
-            head = await self._anchorer.chain.head_sequence(
-                run.stream.tenant_id, run.stream.store_id
-            )
-        except ChainError:
-            return []  # reported once, by the commitment walk below
+        head = await self._anchorer.chain.head_sequence(run.stream.tenant_id, run.stream.store_id)
         if head <= run.state.max_sequence:
             return []
         return [
