@@ -8,8 +8,16 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 
-from ..client import ReceiptMismatch, SequencerClient, SequencerError
+from ..client import (
+    InvalidBaseURL,
+    ReceiptMismatch,
+    SequencerClient,
+    SequencerError,
+    SequencerUnavailable,
+    UnexpectedResponse,
+)
 from .common import fail
 
 Url = Annotated[
@@ -39,8 +47,14 @@ async def call(url: str, key: str | None, work: Any) -> Any:
             return await work(client)
     except SequencerError as exc:
         reason = f" ({exc.reason})" if exc.reason else ""
-        fail(f"{exc.status} {exc.code}{reason}: {exc.message}")
+        fail(escape(f"{exc.status} {exc.code}{reason}: {exc.message}"))
     except ReceiptMismatch as exc:
-        fail(f"receipt check failed: {exc}")
+        fail(escape(f"receipt check failed: {exc}"))
+    except InvalidBaseURL as exc:
+        fail(escape(f"--url: {exc}"), 2)
+    except UnexpectedResponse as exc:
+        fail(escape(f"{url} does not answer as a sequencer: {exc}"))
+    except SequencerUnavailable as exc:  # after the client's retries, each try named
+        fail(escape(f"cannot reach {url}: {exc}"))
     except httpx.HTTPError as exc:
-        fail(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+        fail(escape(f"cannot reach {url}: {type(exc).__name__}: {exc}"))
