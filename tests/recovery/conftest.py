@@ -3,7 +3,6 @@ reachable both through the store (for setup) and by URL (for the CLI child proce
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -12,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from stateset_sequencer.store.factory import open_store, parse_database_url
@@ -20,6 +18,7 @@ from stateset_sequencer.store.ports import Store
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, pg
 from stateset_sequencer.ves import signing
+from tests.rawsql import behind_the_store
 
 SEQUENCER_PK = signing.Signer(kit.SEQUENCER_SEED).public_key.hex()
 STREAM_2 = StreamKey(kit.TENANT, uuid.UUID("00000000-0000-0000-0000-0000000000b2"))
@@ -32,26 +31,8 @@ class Db:
     dialect: str
 
     async def sql(self, statement: str, *args: Any) -> list[Any]:
-        """Raw SQL behind the store's back (corruption drills). ``$n`` placeholders; UUIDs
-        become text on SQLite."""
-        if self.dialect == "sqlite":
-            text = statement
-            for n in range(len(args), 0, -1):
-                text = text.replace(f"${n}", f"?{n}")
-            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
-            try:
-                rows = conn.execute(
-                    text, [str(a) if isinstance(a, uuid.UUID) else a for a in args]
-                ).fetchall()
-                conn.commit()
-                return rows
-            finally:
-                conn.close()
-        conn_pg = await asyncpg.connect(self.url)
-        try:
-            return list(await conn_pg.fetch(statement, *args))
-        finally:
-            await conn_pg.close()
+        """Raw SQL behind the store's back (corruption drills). ``$n`` placeholders."""
+        return await behind_the_store(self.url, self.dialect, statement, *args)
 
 
 async def open_db(dialect: str, tmp_path: Path, name: str = "r") -> AsyncIterator[Db]:

@@ -370,7 +370,7 @@ def test_send_fails_on_an_unsigned_or_wrongly_signed_receipt(
     issuer: signing.ReceiptSigner = {
         "signed": signing.ReceiptSigner(uuid.UUID(int=7), kit.SEQUENCER_SEED),
         "unsigned": kit.LegacyUnsignedReceipts(),
-        "wrongly-signed": WronglySigned(),
+        "wrongly-signed": kit.WronglySignedReceipts(),
     }[receipts]
     events = tmp_path / "signed.ndjson"
     events.write_text("".join(json.dumps(kit.event(i).to_wire()) + "\n" for i in range(2)))
@@ -383,18 +383,6 @@ def test_send_fails_on_an_unsigned_or_wrongly_signed_receipt(
         assert result.stdout == ""  # no receipt printed as if it were good
         if receipts == "unsigned":
             assert "--allow-unsigned-receipts" in result.stderr
-
-
-class WronglySigned(signing.ReceiptSigner):
-    """Publishes one key and signs with another."""
-
-    def __init__(self) -> None:
-        super().__init__(uuid.UUID(int=7), kit.SEQUENCER_SEED)
-        self._published = signing.Signer(bytes([1]) * 32).public_key
-
-    @property
-    def public_key(self) -> bytes:
-        return self._published
 
 
 def test_api_keys_out_refuses_to_overwrite_without_force(tmp_path: Path) -> None:

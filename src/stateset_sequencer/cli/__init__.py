@@ -9,7 +9,19 @@ traceback. The commands are thin shells over importable functions (``sequencer/`
 
 from __future__ import annotations
 
-from . import anchoring, audit, commitments, database, events, keys, projections, recovery, server
+from . import (
+    agent,
+    anchoring,
+    audit,
+    commitments,
+    database,
+    events,
+    keys,
+    keystore,
+    projections,
+    recovery,
+    server,
+)
 from .common import program
 
 app = server.with_version_option(
@@ -24,13 +36,15 @@ app.command("serve", help="Serve the HTTP API (same as `stateset-sequencer serve
 )
 # Topic modules declare their commands on a Typer of their own; the root takes them over
 # unnested, so every command keeps its top-level name.
-for topic in (keys, events, database, recovery, commitments, anchoring):
+for topic in (keys, events, database, recovery, commitments, anchoring, agent):
     app.registered_commands.extend(topic.commands.registered_commands)
 app.add_typer(database.migrate_app, name="migrate")
 app.add_typer(keys.api_keys_app, name="api-keys")
 app.add_typer(database.backup_app, name="backup")
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(projections.projections_app, name="projections")
+app.add_typer(agent.agent_app, name="agent")
+app.add_typer(keystore.keys_app, name="keys")
 
 
 def main() -> None:

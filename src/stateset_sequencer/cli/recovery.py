@@ -30,6 +30,7 @@ from ..store.errors import ConcurrentWriteError
 from ..store.records import CounterState, StreamKey
 from ..ves.errors import VesError
 from ..ves.signing import parse_public_key
+from . import agent as agent_cli
 from .common import (
     DatabaseUrl,
     DataDir,
@@ -160,10 +161,34 @@ def export_events(
     all_streams: AllStreamsOpt = False,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="Export an agent's outbox instead: unsynced, pushed, acked, rejected or all",
+        ),
+    ] = None,
+    home: agent_cli.HomeOpt = None,
+    outbox: agent_cli.OutboxOpt = None,
 ) -> None:
-    """Export events exactly as signed, with receipts, plus FILE.manifest.json."""
+    """Export events exactly as signed, with receipts, plus FILE.manifest.json. With
+    --status, the events of an agent's outbox (--home, --outbox) in the form bulk-ingest
+    reads."""
     if fmt not in ("ndjson", "json"):
         fail(f"--format must be ndjson or json, not {fmt!r}", 2)
+    if status is not None:
+        if tenant_id or store_id or start or end or all_streams or database_url or data_dir:
+            fail(
+                "--status exports an agent's outbox; the database options (--tenant-id, "
+                "--store-id, --from, --to, --all-streams, --database-url, --data-dir) do not apply",
+                2,
+            )
+        if output.is_dir():
+            fail(f"--output {output} is a directory", 2)
+        agent_cli.export_from_outbox(status, output, fmt, home, outbox)
+        return
+    if home is not None or outbox is not None:
+        fail("--home and --outbox go with --status (an agent's outbox)", 2)
     _check_range(start, end)
     stream = _one_stream(tenant_id, store_id, all_streams)
     if output.is_dir():

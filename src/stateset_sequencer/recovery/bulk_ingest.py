@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from ..agent import files as agent_files
 from ..client import ReceiptMismatch, SequencerClient, SequencerError
 from ..ves import envelope as ves_envelope
 from ..ves.errors import EnvelopeInvalid
@@ -79,9 +80,22 @@ def records(path: Path) -> Iterator[ExportedEvent]:
     """The file's records in order: an ``export-events`` file (checked against its
     manifest), or plain signed envelopes — an agent outbox dump — as NDJSON or a JSON
     array (no sequence numbers or receipts to compare, so nothing is ever skipped)."""
+    if agent_files.is_agent_export(path):
+        _check_agent_export(path)
+        return _plain_records(path)
     if manifest_path(path).exists():
         return read_export(path)
     return _plain_records(path)
+
+
+def _check_agent_export(path: Path) -> dict[str, Any]:
+    """An agent outbox export: plain envelopes, pinned by a checksum manifest."""
+    try:
+        manifest = agent_files.read_manifest(path, agent_files.EXPORT_FORMAT)
+        agent_files.check_against_manifest(path, manifest)
+    except agent_files.AgentFileError as exc:
+        raise ExportError(str(exc)) from None
+    return manifest
 
 
 def _plain_records(path: Path) -> Iterator[ExportedEvent]:
@@ -121,6 +135,14 @@ def count_records(path: Path) -> int:
     """Pass one, before anything is sent. An export need only match its manifest's
     checksum (then every record is exactly as exported; pass two still checks each one);
     a plain file has no checksum, so every record is parsed and checked now."""
+    if agent_files.is_agent_export(path):
+        manifest = _check_agent_export(path)
+        counted = sum(1 for _ in _plain_records(path))
+        if counted != manifest.get("event_count"):
+            raise ExportError(
+                f"{path}: {counted} records, its manifest says {manifest.get('event_count')}"
+            )
+        return counted
     if manifest_path(path).exists():
         check = check_file(path)
         if not check.matches:

@@ -159,6 +159,18 @@ class LegacyUnsignedReceipts(signing.ReceiptSigner):
         )
 
 
+class WronglySignedReceipts(signing.ReceiptSigner):
+    """Publishes one key and signs with another, as a compromised stand-in might."""
+
+    def __init__(self) -> None:
+        super().__init__(LEGACY_SEQUENCER_ID, SEQUENCER_SEED)
+        self._published = signing.Signer(bytes([1]) * 32).public_key
+
+    @property
+    def public_key(self) -> bytes:
+        return self._published
+
+
 def ingest_answer(body: dict[str, Any], receipts: signing.ReceiptSigner) -> dict[str, Any]:
     """What a sequencer answers to an ingest request ``body`` on an empty stream, with
     receipts from ``receipts``: for fake servers that answer with unsigned or wrongly

@@ -32,43 +32,81 @@ def free_port() -> int:
         return port
 
 
+class ServerProcess:
+    """A ``stateset-sequencer serve`` child that can be stopped, killed and started again
+    on the same port (agents keep their configured URL across a restart)."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], port: int | None = None) -> None:
+        self.cwd = cwd
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.out = cwd / f"server-{self.port}.out"
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VES_"))}
+        self.env = {
+            **base_env,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "LOG_LEVEL": "warning",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.process is None, "already running"
+        with self.out.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stateset_sequencer", "serve"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                pytest.fail(f"server exited with {code}:\n{self.out.read_text()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"server did not answer /health:\n{self.out.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM: a graceful shutdown."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: the crash, with whatever was in flight."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+
 @contextmanager
 def server(cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, Path]]:
     """Start ``stateset-sequencer serve`` and wait for /health; stop it with SIGTERM."""
-    port = free_port()
-    out = cwd / f"server-{port}.out"
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VES_"))}
-    full_env = {**base_env, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "warning", **env}
-    with out.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stateset_sequencer", "serve"],
-            cwd=cwd,
-            env=full_env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"server exited with {process.returncode}:\n{out.read_text()}")
-                try:
-                    if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"server did not answer /health:\n{out.read_text()}")
-                time.sleep(0.1)
-            yield url, out
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    child = ServerProcess(cwd, env)
+    child.start()
+    try:
+        yield child.url, child.out
+    finally:
+        child.stop()
 
 
 @contextmanager
