@@ -1,6 +1,6 @@
 """Runbook validation: every ```bash and ```sql block of docs/DISASTER_RECOVERY.md,
-docs/RUNBOOK.md and docs/SCALING.md runs, in order, against a real PostgreSQL database and
-a real server.
+docs/RUNBOOK.md, docs/SCALING.md and docs/AGENT.md runs, in order, against a real
+PostgreSQL database and a real server.
 
 Each document becomes ONE bash script run with ``set -euo pipefail``, so its blocks share
 shell variables and files the way an operator's terminal session would; a ```sql block
@@ -34,11 +34,11 @@ from stateset_sequencer.testing.serverproc import server
 from tests.recovery.conftest import STREAM_2, populate
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("DISASTER_RECOVERY.md", "RUNBOOK.md", "SCALING.md")
+DOCS = ("DISASTER_RECOVERY.md", "RUNBOOK.md", "SCALING.md", "AGENT.md")
 RUN = {"bash", "sql"}
 SHOW = {"text"}
 DOCS_ADDRESS = "localhost:8080"
-SCRIPT_TIMEOUT_S = 75
+SCRIPT_TIMEOUT_S = 150
 SQL_END = "RUNBOOK_SQL_END"
 
 

@@ -36,6 +36,7 @@ SMALL_BENCH = {
     "make bench-commit": " BENCH_ARGS='--events 300 --batch 64'",
     "make bench-anchor": " BENCH_ARGS='--streams 1 --events 64 --batch 16 --confirmations 2'",
     "make bench-hostile": " QUICK=1",
+    "make bench-agent": " BENCH_ARGS='--quick'",
 }
 
 
