@@ -47,6 +47,18 @@ def _init(sequencer: Sequencer, home: Path, url: str | None = None) -> uuid.UUID
     return init_agent(sequencer, home, url)[0]
 
 
+# Nothing listens here: the agents set up with it work offline.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def _offline_agent(home: Path, url: str = NOWHERE, api_key: str | None = None) -> uuid.UUID:
+    """An agent with a key and a configuration, registered nowhere."""
+    agent_id = uuid.uuid4()
+    KeyStore(home).create(agent_id)
+    AgentHome(home).save(AgentConfig(agent_id, TENANT, STORE, (url,), api_key=api_key))
+    return agent_id
+
+
 @contextmanager
 def _service(home: Path) -> Iterator[AgentService]:
     place = AgentHome(home)
@@ -281,11 +293,8 @@ async def test_untrusted_receipts_are_not_acknowledged(tmp_path: Path, issuer: s
         kit.LegacyUnsignedReceipts() if issuer == "unsigned" else kit.WronglySignedReceipts()
     )
     home = tmp_path / "a"
-    keys = KeyStore(home)
-    agent_id = uuid.uuid4()
-    keys.create(agent_id)
     with fake_sequencer(receipts, publish_key=issuer != "unsigned") as url:
-        AgentHome(home).save(AgentConfig(agent_id, TENANT, STORE, (url,), api_key="ss_x"))
+        _offline_agent(home, url, api_key="ss_x")
         _emit(home, 2)
         pushed = cli("agent", "push", home=home)
         assert pushed.returncode == 1 and "receipt_not_trusted" in pushed.stderr, pushed.stderr
@@ -301,10 +310,7 @@ async def test_untrusted_receipts_are_not_acknowledged(tmp_path: Path, issuer: s
 
 def test_corrupted_outbox_names_the_file(tmp_path: Path) -> None:
     home = tmp_path / "a"
-    keys = KeyStore(home)
-    agent_id = uuid.uuid4()
-    keys.create(agent_id)
-    AgentHome(home).save(AgentConfig(agent_id, TENANT, STORE, ("http://127.0.0.1:9",)))
+    _offline_agent(home)
     _emit(home, 1)
     (home / "outbox.db").write_bytes(b"\x00garbage" * 4096)
     for _ in range(2):
@@ -316,10 +322,7 @@ def test_corrupted_outbox_names_the_file(tmp_path: Path) -> None:
 
 def test_bad_input_is_refused_with_nothing_appended(tmp_path: Path) -> None:
     home = tmp_path / "a"
-    keys = KeyStore(home)
-    agent_id = uuid.uuid4()
-    keys.create(agent_id)
-    AgentHome(home).save(AgentConfig(agent_id, TENANT, STORE, ("http://127.0.0.1:9",)))
+    _offline_agent(home)
     base = ["agent", "emit", "--entity-type", "order", "--entity-id", "o", "--event-type", "e"]
     cases = [
         ([*base, "--payload", "{not json"], 2, "not JSON"),
@@ -433,10 +436,7 @@ async def test_watch_backs_off_while_down_then_syncs(
 
 def test_backup_while_writing_and_restore(tmp_path: Path) -> None:
     home = tmp_path / "a"
-    keys = KeyStore(home)
-    agent_id = uuid.uuid4()
-    keys.create(agent_id)
-    AgentHome(home).save(AgentConfig(agent_id, TENANT, STORE, ("http://127.0.0.1:9",)))
+    _offline_agent(home)
     _emit(home, 50)
     stop = threading.Event()
 
@@ -478,12 +478,7 @@ def test_backup_while_writing_and_restore(tmp_path: Path) -> None:
 
 def test_keys_are_private_and_the_config_too(tmp_path: Path) -> None:
     home = tmp_path / "a"
-    keys = KeyStore(home)
-    agent_id = uuid.uuid4()
-    keys.create(agent_id)
-    AgentHome(home).save(
-        AgentConfig(agent_id, TENANT, STORE, ("http://127.0.0.1:9",), api_key="ss_secret")
-    )
+    _offline_agent(home, api_key="ss_secret")
     assert (home / "agent.json").stat().st_mode & 0o777 == 0o600
     assert (home / "keys").stat().st_mode & 0o777 == 0o700
     for path in (home / "keys").rglob("*.key"):
@@ -494,10 +489,8 @@ def test_rotation_not_registered_never_signs(tmp_path: Path) -> None:
     """A key the server refused (or never heard of) is revoked locally at once, so the
     agent keeps signing with the key the server knows."""
     home = tmp_path / "a"
+    agent_id = _offline_agent(home)
     keys = KeyStore(home)
-    agent_id = uuid.uuid4()
-    keys.create(agent_id)
-    AgentHome(home).save(AgentConfig(agent_id, TENANT, STORE, ("http://127.0.0.1:9",)))
     done = cli("agent", "rotate-key", "--grace", "1h", home=home)
     assert done.returncode == 1 and "unreachable" in done.stderr
     assert keys.current(agent_id).key_id == 1
