@@ -55,6 +55,8 @@ RECEIPT_FETCH_CONCURRENCY = 8
 _CONFLICT = re.compile(r"^version_conflict: expected (\d+), actual (\d+)$")
 # What a stream of network faults looks like to the agent: the server or the path is down.
 UNREACHABLE: tuple[type[Exception], ...] = client_errors.TRANSPORT_ERRORS
+# What `agent status` reports as "the server did not tell" instead of failing.
+_SERVER_FAULTS: tuple[type[Exception], ...] = (SequencerError, *UNREACHABLE)
 
 
 class AgentError(Exception):
@@ -709,7 +711,7 @@ class AgentService:
                     "lag": cursor.get("lag"),
                 }
                 self._note(server_head=cursor.get("headSequence"))
-            except (SequencerError, *UNREACHABLE) as exc:  # type: ignore[misc]
+            except _SERVER_FAULTS as exc:
                 server = {"reachable": False, "error": describe_fault(exc)}
         try:
             key: AgentKey | None = self.keystore.current(self.config.agent_id)
