@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,14 +24,12 @@ from ..client import (
     ReceiptMismatch,
     SequencerClient,
     SequencerError,
-    check_receipt,
 )
 from ..client import errors as client_errors
 from ..ves import envelope as ves_envelope
 from ..ves.envelope import PAYLOAD_KIND_ENCRYPTED
 from ..ves.errors import EnvelopeInvalid, VesError
-from ..ves.jsontext import dump_json
-from ..ves.signing import Receipt, parse_public_key, verify
+from ..ves.signing import parse_public_key
 from .config import AgentConfig
 from .keystore import AgentKey, KeyStore, KeyStoreError
 from .outbox import (
@@ -47,104 +43,24 @@ from .outbox import (
     now_text,
     time_text,
 )
+from .pulled import KeyBook, check_pulled
+from .reports import (
+    UNREACHABLE,
+    AgentError,
+    PullReport,
+    PushReport,
+    WindowReport,
+    describe_fault,
+    parse_conflict,
+    reason_code,
+)
 
 DEFAULT_BATCH = 100
 MAX_BATCH = 1000
 PULL_PAGE = 500
 RECEIPT_FETCH_CONCURRENCY = 8
-_CONFLICT = re.compile(r"^version_conflict: expected (\d+), actual (\d+)$")
-# What a stream of network faults looks like to the agent: the server or the path is down.
-UNREACHABLE: tuple[type[Exception], ...] = client_errors.TRANSPORT_ERRORS
 # What `agent status` reports as "the server did not tell" instead of failing.
 _SERVER_FAULTS: tuple[type[Exception], ...] = (SequencerError, *UNREACHABLE)
-
-
-class AgentError(Exception):
-    """The step stopped; nothing was lost. ``reason`` is a stable code for scripts."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(slots=True)
-class PushReport:
-    sent: int = 0
-    acked: int = 0
-    replayed: int = 0
-    rejected: int = 0
-    conflicts: int = 0
-    batches: int = 0
-    cursor: int | None = None
-    cursor_error: str | None = None
-    reasons: Counter[str] = field(default_factory=Counter)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sent": self.sent,
-            "acked": self.acked,
-            "replayed": self.replayed,
-            "rejected": self.rejected,
-            "conflicts": self.conflicts,
-            "batches": self.batches,
-            "cursor": self.cursor,
-            "cursor_error": self.cursor_error,
-            "reasons": dict(self.reasons),
-        }
-
-
-@dataclass(slots=True)
-class PullReport:
-    pulled: int = 0
-    own: int = 0
-    acked_by_pull: int = 0
-    last_sequence: int = 0
-    head: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pulled": self.pulled,
-            "own": self.own,
-            "acked_by_pull": self.acked_by_pull,
-            "last_sequence": self.last_sequence,
-            "head": self.head,
-        }
-
-
-@dataclass(slots=True)
-class WindowReport:
-    """``sync-agent``: each event of the window and what the server made of it."""
-
-    total: int = 0
-    replayed_same: int = 0  # the server still holds it, with the receipt we hold
-    resequenced: int = 0  # the server had lost it; sequenced again, under a new number
-    newly_acked: int = 0  # never acknowledged before
-    rejected: int = 0
-    receipt_mismatches: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "replayed_same": self.replayed_same,
-            "resequenced": self.resequenced,
-            "newly_acked": self.newly_acked,
-            "rejected": self.rejected,
-            "receipt_mismatches": self.receipt_mismatches,
-        }
-
-
-def parse_conflict(reason: str) -> int | None:
-    """The entity's actual version from the reference's ``version_conflict`` reason."""
-    match = _CONFLICT.match(reason)
-    return int(match.group(2)) if match else None
-
-
-def describe_fault(exc: BaseException) -> str:
-    if isinstance(exc, SequencerError):
-        why = f" ({exc.reason})" if exc.reason else ""
-        return f"{exc.status} {exc.code}{why}: {exc.message}"
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 ClientFactory = Callable[[AgentConfig, str | None], SequencerClient]
@@ -291,7 +207,7 @@ class AgentService:
         self._note(last_pushed_local_seq=batch[-1].local_seq)
         for rejection in outcome.rejections:
             self._record_rejection(rejection.event_id, rejection.reason, rejection.message)
-            report.reasons[_reason_code(rejection.reason)] += 1
+            report.reasons[reason_code(rejection.reason)] += 1
             if parse_conflict(rejection.reason) is not None:
                 report.conflicts += 1
             else:
@@ -354,7 +270,7 @@ class AgentService:
         report.last_sequence = start - 1
         async with self._client() as client:
             try:
-                keys = _KeyBook(client, tenant)
+                keys = KeyBook(client, tenant)
                 batch: list[dict[str, Any]] = []
                 async for item in client.iter_events(tenant, store, start=start, page=page):
                     batch.append(item)
@@ -374,7 +290,7 @@ class AgentService:
     async def _store_page(
         self,
         client: SequencerClient,
-        keys: _KeyBook,
+        keys: KeyBook,
         items: Sequence[dict[str, Any]],
         report: PullReport,
     ) -> None:
@@ -385,7 +301,7 @@ class AgentService:
 
         async def one(item: dict[str, Any]) -> tuple[PulledEvent, OutboxEvent | None]:
             async with semaphore:
-                return await self._check_pulled(client, keys, item)
+                return await check_pulled(client, keys, self.config, self.outbox, item)
 
         checked = list(await asyncio.gather(*(one(item) for item in items)))
         pulled = [p for p, _ in checked]
@@ -399,71 +315,6 @@ class AgentService:
                 report.acked_by_pull += self.outbox.acknowledge([p.receipt])
         report.pulled += len(pulled)
         report.last_sequence = max(report.last_sequence, pulled[-1].sequence_number)
-
-    async def _check_pulled(
-        self, client: SequencerClient, keys: _KeyBook, item: dict[str, Any]
-    ) -> tuple[PulledEvent, OutboxEvent | None]:
-        sequence = item.get("sequence_number")
-        sequenced_at = item.get("sequenced_at")
-        if type(sequence) is not int or not isinstance(sequenced_at, str):
-            raise AgentError("pulled_event_invalid", "a pulled event has no sequence number")
-        try:
-            env = ves_envelope.parse_envelope(item)
-            signing_hash = ves_envelope.validate(env)
-        except (VesError, ValueError) as exc:
-            raise AgentError(
-                "pulled_event_invalid",
-                f"event at sequence {sequence} is not a valid envelope: {exc}",
-            ) from None
-        if env.tenant_id != self.config.tenant_id or env.store_id != self.config.store_id:
-            raise AgentError(
-                "pulled_event_invalid", f"event at sequence {sequence} belongs to another stream"
-            )
-        public_key = await keys.get(env.source_agent_id, env.agent_key_id)
-        try:
-            verify(public_key, signing_hash, env.agent_signature)
-        except VesError:
-            raise AgentError(
-                "pulled_signature_invalid",
-                f"event {env.event_id} at sequence {sequence}: its agent signature does not "
-                "verify; nothing from it on was stored",
-            ) from None
-        own = self.outbox.get(env.event_id)
-        receipt = own.receipt if own is not None and own.state is State.ACKED else None
-        if receipt is None:
-            detail = await client.event(env.event_id)
-            wire = detail.get("receipt") if isinstance(detail, dict) else None
-            if not isinstance(wire, dict):
-                raise AgentError(
-                    "pulled_receipt_missing",
-                    f"event {env.event_id} at sequence {sequence}: the sequencer returned no "
-                    "receipt for it",
-                )
-            try:
-                receipt = Receipt.from_wire(wire)
-            except VesError as exc:
-                raise AgentError("pulled_receipt_invalid", f"event {env.event_id}: {exc}") from None
-        if client.sequencer_public_key is None and not client.allow_unsigned_receipts:
-            await client.use_sequencer_key()
-        try:
-            check_receipt(
-                receipt,
-                env,
-                client.sequencer_public_key,
-                allow_unsigned=client.allow_unsigned_receipts,
-            )
-        except ReceiptMismatch as exc:
-            raise AgentError("pulled_receipt_invalid", str(exc)) from None
-        if receipt.sequence_number != sequence:
-            raise AgentError(
-                "pulled_receipt_invalid",
-                f"event {env.event_id}: served at sequence {sequence}, receipted at "
-                f"{receipt.sequence_number}",
-            )
-        return (
-            PulledEvent(sequence, dump_json(env.to_wire()), receipt, sequenced_at, env),
-            own,
-        )
 
     # --- sync -----------------------------------------------------------------------------
 
@@ -761,55 +612,3 @@ class AgentService:
             # An outbox that cannot take the note has its own fault, which the caller reports.
             with contextlib.suppress(OutboxError):
                 self._note(last_error=f"{now_text()} {describe_fault(exc)}")
-
-
-def _reason_code(reason: str) -> str:
-    return reason.split(":", 1)[0]
-
-
-class _KeyBook:
-    """Agents' public keys by (agent, key id), asked once per agent."""
-
-    def __init__(self, client: SequencerClient, tenant_id: uuid.UUID) -> None:
-        self._client = client
-        self._tenant = tenant_id
-        self._keys: dict[tuple[uuid.UUID, int], bytes] = {}
-        self._asked: set[uuid.UUID | None] = set()
-        # Events are checked concurrently: one lookup at a time, so that a second event of
-        # the same agent waits for the first one's answer instead of finding it "asked".
-        self._lock = asyncio.Lock()
-
-    async def get(self, agent_id: uuid.UUID, key_id: int) -> bytes:
-        async with self._lock:
-            return await self._get(agent_id, key_id)
-
-    async def _get(self, agent_id: uuid.UUID, key_id: int) -> bytes:
-        found = self._keys.get((agent_id, key_id))
-        if found is not None:
-            return found
-        for scope in (None, agent_id):
-            if scope in self._asked:
-                continue
-            self._asked.add(scope)
-            try:
-                listed = await self._client.list_agent_keys(self._tenant, scope)
-            except SequencerError as exc:
-                if exc.status == 403:
-                    continue  # a store-scoped key: try the agent's own keys
-                raise
-            for item in listed:
-                try:
-                    self._keys[(uuid.UUID(str(item["agentId"])), int(item["keyId"]))] = (
-                        parse_public_key(str(item["publicKey"]))
-                    )
-                except (KeyError, TypeError, ValueError, VesError):
-                    continue
-            found = self._keys.get((agent_id, key_id))
-            if found is not None:
-                return found
-        raise AgentError(
-            "pulled_key_unknown",
-            f"cannot verify events of agent {agent_id} key {key_id}: the sequencer does not "
-            "list that key to this API key (pulling other agents' events needs tenant-wide "
-            "read)",
-        )

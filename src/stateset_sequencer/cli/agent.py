@@ -23,7 +23,8 @@ from ..agent.config import AgentConfig, AgentHome, ConfigError, normalise_urls
 from ..agent.files import AgentFileError, backup_outbox, export_outbox, restore_outbox
 from ..agent.keystore import KeyStore, KeyStoreError
 from ..agent.outbox import STATUS_FILTERS, Outbox, OutboxError, OutboxEvent
-from ..agent.service import UNREACHABLE, AgentError, AgentService, describe_fault
+from ..agent.reports import UNREACHABLE, AgentError, describe_fault
+from ..agent.service import AgentService
 from ..client import ReceiptMismatch, SequencerError
 from ..ves.codec import parse_rfc3339
 from ..ves.errors import VesError
