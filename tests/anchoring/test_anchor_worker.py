@@ -45,7 +45,7 @@ async def test_one_leader_anchors_every_stream_in_order_and_confirms(store: Stor
             rows = [r for s in streams for r in await store.list_commitments(s)]
             if all(r.anchored_at is not None for r in rows):
                 return True
-            evm.tester.mine_blocks(1)
+            evm.mine(1)
             await asyncio.sleep(0.01)
             return False
 

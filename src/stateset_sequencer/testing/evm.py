@@ -5,12 +5,13 @@ and reverts on demand."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
-from web3.types import Wei
+from web3.types import RPCEndpoint, RPCResponse, Wei
 
 from ..anchoring import contract
 from ..anchoring.chain import Chain, ChainConfig
@@ -25,6 +26,19 @@ async def no_wait(_seconds: float) -> None:
     return None
 
 
+class _SerialTester(EthereumTesterProvider):
+    """py-evm is not thread-safe, and the chain client calls it from its worker threads
+    while a test mines from its own: every request, and :meth:`Evm.mine`, takes one lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.RLock()
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        with self.lock:
+            return super().make_request(method, params)
+
+
 @dataclass
 class Evm:
     w3: Web3
@@ -33,11 +47,18 @@ class Evm:
 
     @classmethod
     def start(cls) -> Evm:
-        w3 = Web3(EthereumTesterProvider())
+        w3 = Web3(_SerialTester())
         owner = w3.eth.accounts[0]
         evm = cls(w3, contract.deploy(w3, owner), owner)
         contract.authorize(w3, evm.registry, owner, evm.fund(SEQUENCER_KEY))
         return evm
+
+    def mine(self, blocks: int = 1) -> None:
+        """Mine blocks while no chain-client call is inside py-evm."""
+        provider = self.w3.provider
+        assert isinstance(provider, _SerialTester)
+        with provider.lock:
+            self.tester.mine_blocks(blocks)
 
     @property
     def tester(self) -> Any:
