@@ -713,14 +713,6 @@ class Outbox:
                 (max(p.sequence_number for p in pulled), now_text(), str(tenant_id), str(store_id)),
             )
 
-    def pulled_count(self, tenant_id: uuid.UUID, store_id: uuid.UUID) -> int:
-        return int(
-            self._read(
-                "SELECT count(*) FROM outbox_pulled_events WHERE tenant_id=? AND store_id=?",
-                (str(tenant_id), str(store_id)),
-            )[0][0]
-        )
-
     # --- backup ---------------------------------------------------------------------------
 
     def backup_to(self, target: Path) -> None:
