@@ -370,6 +370,16 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class HeadNotice:
+    """A stream's head moved to at least ``head``, as the :class:`HeadFeed` tells it.
+    ``stream`` None: any stream may have moved unheard (the feed (re)connected), so every
+    listener reads its streams' heads back."""
+
+    stream: StreamKey | None
+    head: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectionDocument:
     """One entity's folded document (``ves_projection_documents``): ``version`` events of
     the entity folded so far, ``updated_at`` the ``sequenced_at`` of the last of them."""

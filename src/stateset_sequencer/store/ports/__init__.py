@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .access import AccessStore, AuditChain
 from .agents import AgentCursors, AgentPolicies
-from .changes import ChangeFeed, ChangeListener
+from .changes import ChangeFeed, ChangeListener, HeadFeed
 from .commitments import Commitments
 from .database import Database
 from .events import EventLog, StreamTransaction
@@ -45,6 +45,7 @@ __all__ = [
     "Commitments",
     "Database",
     "EventLog",
+    "HeadFeed",
     "KeyRegistry",
     "LeaderLock",
     "Leadership",
@@ -74,6 +75,7 @@ class Store(
     RateBudgets,
     Snapshots,
     ChangeFeed,
+    HeadFeed,
     Database,
 ):
     """Every port at once: what ``store.factory.open_store`` returns. Pass a consumer the

@@ -1,4 +1,5 @@
-"""The :class:`ChangeFeed` port on PostgreSQL: ``LISTEN``/``NOTIFY`` on one channel.
+"""The :class:`ChangeFeed` and :class:`HeadFeed` ports on PostgreSQL: ``LISTEN``/``NOTIFY``,
+one channel each.
 
 Writers call :func:`notify` inside the transaction that makes the change, so PostgreSQL
 delivers it when (and only if) that transaction commits, to every session listening on
@@ -19,15 +20,16 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
 
-from ..ports import ChangeFeed, ChangeListener
-from ..records import Change, ChangeKind
-from .errors import describe
+from ..ports import ChangeFeed, ChangeListener, HeadFeed
+from ..records import Change, ChangeKind, HeadNotice, StreamKey
+from .errors import describe, mapped
+from .pool import Pools
 
 if TYPE_CHECKING:
     from .pool import Conn
@@ -35,8 +37,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger("stateset_sequencer.changes")
 
 CHANNEL = "sequencer_changes"
+HEADS_CHANNEL = "sequencer_heads"
 # How an operator finds the listeners in pg_stat_activity (docs/RUNBOOK.md).
 APPLICATION_NAME = "sequencer-change-feed"
+HEADS_APPLICATION_NAME = "sequencer-head-feed"
+# One statement for many streams: a notification per stream, one transaction, one commit.
+_NOTIFY_HEADS_SQL = "SELECT pg_notify($1, x) FROM unnest($2::text[]) AS x"
 _NOTIFY_SQL = "SELECT pg_notify($1, $2)"
 # PostgreSQL refuses payloads of 8000 bytes or more; a bigger one loses its detail fields,
 # which only widens what listeners drop.
@@ -116,10 +122,41 @@ _CONNECTION_FAULTS = (
 )
 
 
+def encode_head(stream: StreamKey, head: int) -> str:
+    return f"{stream.tenant_id}/{stream.store_id}/{head}"
+
+
+def decode_head(payload: str) -> HeadNotice:
+    """A payload this version cannot read tells every listener to look: reading a head
+    back costs a query, missing one costs a stalled subscriber."""
+    try:
+        tenant, store, head = payload.split("/")
+        value = int(head)
+        if value < 0:
+            raise ValueError("negative head")
+        return HeadNotice(StreamKey(uuid.UUID(tenant), uuid.UUID(store)), value)
+    except (ValueError, TypeError):
+        return HeadNotice(None)
+
+
 class _Listener(ChangeListener):
-    def __init__(self, dsn: str, callback: Callable[[Change], None]) -> None:
+    """A session connection that LISTENs on one channel, reconnecting with backoff, and
+    tells ``on_connect`` after every (re)connection, once LISTEN is in place."""
+
+    def __init__(
+        self,
+        dsn: str,
+        on_payload: Callable[[str], None],
+        on_connect: Callable[[], None],
+        *,
+        channel: str = CHANNEL,
+        application_name: str = APPLICATION_NAME,
+    ) -> None:
         self._dsn = dsn
-        self._callback = callback
+        self._on_payload = on_payload
+        self._on_connect = on_connect
+        self._channel = channel
+        self._application_name = application_name
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self._up = asyncio.Event()
         self._closed = False
@@ -130,22 +167,23 @@ class _Listener(ChangeListener):
         return self._conn is not None and not self._conn.is_closed()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="change-feed")
+        self._task = asyncio.create_task(self._run(), name=self._application_name)
         # Start-up waits for the first connection, bounded: a service that cannot listen
         # still serves, on its TTLs, and keeps trying.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._up.wait(), CONNECT_TIMEOUT_S)
 
-    def _deliver(self, change: Change) -> None:
+    def _deliver(self, call: Callable[[], None]) -> None:
         if self._closed:
             return
         try:
-            self._callback(change)
+            call()
         except Exception:  # one listener's fault must not stop the feed
-            log.exception("change listener failed", kind=change.kind.value)
+            log.exception("change listener failed", channel=self._channel)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self._deliver(decode(str(payload)))
+        text = str(payload)
+        self._deliver(lambda: self._on_payload(text))
 
     async def _run(self) -> None:
         delay = BACKOFF_FIRST_S
@@ -159,15 +197,13 @@ class _Listener(ChangeListener):
             self._conn = conn
             self._up.set()
             # Listening already: a change committed from here on is delivered after this.
-            self._deliver(Change(ChangeKind.ALL))
+            self._deliver(self._on_connect)
             await self._watch(conn)
             self._conn = None
             self._up.clear()
             await _discard(conn)
             if not self._closed:
-                log.warning(
-                    "change feed connection lost; caches fall back to their TTLs until it is back"
-                )
+                log.warning("notification connection lost; reconnecting", channel=self._channel)
                 await asyncio.sleep(delay)
 
     async def _connect(self) -> asyncpg.Connection[asyncpg.Record] | None:
@@ -176,11 +212,11 @@ class _Listener(ChangeListener):
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=CONNECT_TIMEOUT_S,
-                server_settings={"application_name": APPLICATION_NAME},
+                server_settings={"application_name": self._application_name},
             )
-            await conn.add_listener(CHANNEL, self._on_notify)
+            await conn.add_listener(self._channel, self._on_notify)
         except _CONNECTION_FAULTS as exc:
-            log.warning("change feed cannot listen", error=describe(exc))
+            log.warning("cannot listen", channel=self._channel, error=describe(exc))
             if conn is not None:
                 await _discard(conn)
             return None
@@ -222,6 +258,33 @@ class PostgresChangeFeed(ChangeFeed):
     _dsn: str  # the primary's, set by the store
 
     async def listen(self, callback: Callable[[Change], None]) -> ChangeListener:
-        listener = _Listener(self._dsn, callback)
+        listener = _Listener(
+            self._dsn,
+            lambda payload: callback(decode(payload)),
+            lambda: callback(Change(ChangeKind.ALL)),
+        )
+        await listener.start()
+        return listener
+
+
+class PostgresHeadFeed(Pools, HeadFeed):
+    _dsn: str  # the primary's, set by the store
+
+    async def announce_heads(self, heads: Mapping[StreamKey, int]) -> None:
+        if not heads:
+            return
+        payloads = [encode_head(stream, head) for stream, head in heads.items()]
+        with mapped():
+            # Autocommit on its own pooled connection: outside every append transaction.
+            await self._pool.execute(_NOTIFY_HEADS_SQL, HEADS_CHANNEL, payloads)
+
+    async def listen_heads(self, callback: Callable[[HeadNotice], None]) -> ChangeListener:
+        listener = _Listener(
+            self._dsn,
+            lambda payload: callback(decode_head(payload)),
+            lambda: callback(HeadNotice(None)),
+            channel=HEADS_CHANNEL,
+            application_name=HEADS_APPLICATION_NAME,
+        )
         await listener.start()
         return listener

@@ -15,7 +15,7 @@ from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, Sn
 from . import migrate
 from .access import PostgresAccessStore
 from .audit import PostgresAuditChain
-from .changes import PostgresChangeFeed
+from .changes import PostgresChangeFeed, PostgresHeadFeed
 from .commitments import PostgresCommitments
 from .cursors import PostgresAgentCursors
 from .errors import mapped
@@ -51,6 +51,7 @@ class PostgresStore(
     PostgresRateBudgets,
     PostgresSnapshots,
     PostgresChangeFeed,
+    PostgresHeadFeed,
     Store,
 ):
     """Writes and the reads that decide on a request go to the primary pool; event-log

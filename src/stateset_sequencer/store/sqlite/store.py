@@ -16,7 +16,7 @@ from ..records import Capabilities, Distribution, MigrationStatus, PoolStats, Sn
 from . import migrate
 from .access import SqliteAccessStore
 from .audit import SqliteAuditChain
-from .changes import SqliteChangeFeed, SqlitePublisher
+from .changes import SqliteChangeFeed, SqliteHeadFeed, SqlitePublisher
 from .commitments import SqliteCommitments
 from .cursors import SqliteAgentCursors
 from .event_log import SqliteEventLog
@@ -62,6 +62,7 @@ class SqliteStore(
     SqliteRateBudgets,
     SqliteSnapshots,
     SqliteChangeFeed,
+    SqliteHeadFeed,
     Store,
 ):
     # Not part of any port; only tests/api/test_routes.py still reads it.
