@@ -62,6 +62,23 @@ class Settings(BaseSettings):
     # --- the HTTP service -----------------------------------------------------------------
     HOST: str = "0.0.0.0"  # noqa: S104 - a service listens on every interface by default
     PORT: int = Field(default=8080, ge=0, le=65535)
+    # The gRPC API (docs/GRPC.md) beside HTTP: on GRPC_PORT, unset meaning PORT + 1 as in
+    # the reference; GRPC_DISABLED=true leaves it out.
+    GRPC_PORT: int | None = Field(default=None, ge=0, le=65535)
+    GRPC_DISABLED: bool = False
+    GRPC_REQUEST_TIMEOUT_SECS: float = Field(default=30.0, gt=0)
+    # The largest message either way; a bigger one is refused with RESOURCE_EXHAUSTED
+    # before it is parsed. 16 MiB holds a batch of 1000 events of 16 KiB.
+    GRPC_MAX_MESSAGE_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Live streams (docs/STREAMS.md), gRPC and Server-Sent Events alike. A subscriber whose
+    # transport takes nothing for STREAM_STALL_TIMEOUT_MS is cut off, told where to resume.
+    STREAM_STALL_TIMEOUT_MS: int = Field(default=30_000, ge=1)
+    STREAM_PAGE_EVENTS: int = Field(default=100, ge=1, le=1000)
+    # How often a watched stream's head is read back while nothing is heard, in case a
+    # notification was lost; faster while the database's notification link is down.
+    STREAM_RECHECK_MS: int = Field(default=5_000, ge=10)
+    STREAM_RECHECK_DISCONNECTED_MS: int = Field(default=500, ge=10)
+    STREAM_MAX_SUBSCRIBERS: int = Field(default=1000, ge=1)
     SEQUENCER_ENV: str | None = None
     ENVIRONMENT: str | None = None
     AUTH_MODE: str = "required"
@@ -164,6 +181,13 @@ class Settings(BaseSettings):
     def secret_file_warnings(self) -> list[str]:
         """Secret files read despite loose permissions (outside production only)."""
         return list(self._secret_file_warnings)
+
+    @property
+    def grpc_port(self) -> int:
+        if self.GRPC_PORT is not None:
+            return self.GRPC_PORT
+        # PORT 0 asks for any free port; so does the gRPC port then.
+        return 0 if self.PORT == 0 else min(self.PORT + 1, 65535)
 
     @property
     def change_feed(self) -> bool:

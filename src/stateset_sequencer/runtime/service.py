@@ -30,6 +30,7 @@ from ..sequencer.auth import (
 )
 from ..sequencer.commitments import CommitmentEngine
 from ..sequencer.ingest import Limits, Sequencer
+from ..sequencer.live import LiveEvents
 from ..sequencer.schemas import SchemaRegistry, ValidationMode, make_stage, parse_mode
 from ..store.factory import DatabaseConfig, open_store
 from ..store.ports import Store
@@ -81,9 +82,20 @@ class Services:
     anchor_worker: AnchorWorker | None = None  # None without a chain or when switched off
     commitments: CommitmentEngine = field(init=False)
     anchorer: Anchorer | None = field(init=False)
+    live: LiveEvents = field(init=False)  # started by start_services, closed by close
 
     def __post_init__(self) -> None:
         self.commitments = CommitmentEngine(self.store, self.store)
+        s = self.settings
+        self.live = LiveEvents(
+            self.store,
+            self.store,
+            page_events=s.STREAM_PAGE_EVENTS,
+            page_bytes=s.MAX_PAGE_BYTES,
+            recheck_s=s.STREAM_RECHECK_MS / 1000,
+            recheck_disconnected_s=s.STREAM_RECHECK_DISCONNECTED_MS / 1000,
+            max_subscribers=s.STREAM_MAX_SUBSCRIBERS,
+        )
         self.anchorer = None
         if self.chain is not None:
             from ..anchoring.anchorer import Anchorer
@@ -103,7 +115,8 @@ class Services:
             await self.projections.close()
         if self.invalidation is not None:
             await self.invalidation.close()
-        self.sequencer.close()
+        await self.live.close()
+        await self.sequencer.aclose()
         await self.auth_failures.close()  # the counted refusals, while the store is open
         await self.store.close()
 
@@ -295,6 +308,7 @@ async def _prepare(
             sequencer.keys, services.authenticator, registry, policies=sequencer.policies
         )
         await services.invalidation.start(store)
+    await services.live.start()
     if settings.PROJECTION_WORKER_ENABLED:
         # A task that only starts trying its leader lock: it cannot fail start-up.
         services.projections = ProjectionWorker.from_settings(store, settings)

@@ -49,8 +49,11 @@ class StreamWriter:
         clock: Callable[[], datetime],
         max_group_events: int = 5000,
         max_retries: int = 3,
+        on_commit: Callable[[StreamKey, int], None] | None = None,
     ) -> None:
         self._store = store
+        # Told each committed head, after the commit (the live streams' announcer).
+        self._on_commit = on_commit
         self._signer = receipt_signer
         self._clock = clock
         self._max_group_events = max_group_events
@@ -113,6 +116,10 @@ class StreamWriter:
             for request in group:
                 await self._commit_group(stream, [request])
             return
+        if self._on_commit is not None and any(
+            isinstance(outcome, Accepted) for outcomes in results for outcome in outcomes
+        ):
+            self._on_commit(stream, head)
         for request, outcomes in zip(group, results, strict=True):
             if not request.future.done():
                 request.future.set_result((outcomes, head))

@@ -48,6 +48,7 @@ from ..ves.signing import Receipt, ReceiptSigner, verify
 from ..ves.storable import INT32_MAX, UnstorableText, is_storable, json_fault, storable_text
 from .group_commit import StreamWriter
 from .keys import KeyCache, key_problem
+from .live import HeadAnnouncer
 from .outcomes import Accepted, IngestResult, Rejection, Replayed, Verified, replay_verdict
 from .policies import PolicyCache
 
@@ -374,10 +375,17 @@ class Sequencer:
         self.policies = PolicyCache(store, key_cache_ttl_seconds)
         self._workers = verify_threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ves-verify")
-        self._writer = StreamWriter(store, receipt_signer, clock)
+        # Every committed head is announced to live subscribers on every process.
+        self.announcer = HeadAnnouncer(store)
+        self._writer = StreamWriter(store, receipt_signer, clock, on_commit=self.announcer.note)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """Send what the announcer still holds, then close."""
+        await self.announcer.close()
+        self.close()
 
     def active_streams(self) -> int:
         return self._writer.busy_streams
