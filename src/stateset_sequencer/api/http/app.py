@@ -37,6 +37,7 @@ from . import (
     projections,
     registration,
     schemas,
+    stream,
 )
 from .errors import AgentError, ApiError, AuthFailure, store_fault
 from .middleware import (
@@ -88,6 +89,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(health.router)
     app.include_router(registration.router)
     app.include_router(ingest.router)
+    # Before the event reads, whose /ves/events/{event_id} would take "stream" for an id.
+    app.include_router(stream.router)
     app.include_router(events.router)
     app.include_router(cursors.router)
     app.include_router(agent_keys.router)

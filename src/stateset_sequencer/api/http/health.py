@@ -256,6 +256,7 @@ async def metrics(services: ServicesDep, ctx: Auth) -> Response:
     _require_operator(ctx)
     stats = services.store.pool_stats()
     services.metrics.set_pool(stats.active, stats.idle, stats.total, stats.maximum)
+    services.metrics.set_streams(services.live.subscribers, services.live.connected)
     return Response(
         services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )

@@ -99,6 +99,27 @@ class Metrics:
             "sequencer_pool_utilization", "Connections in use, percent of the limit", registry=r
         )
 
+        self.stream_subscribers = Gauge(
+            "sequencer_stream_subscribers",
+            "Live subscriptions served by this process (SSE and gRPC)",
+            registry=r,
+        )
+        self.stream_feed_connected = Gauge(
+            "sequencer_stream_feed_connected",
+            "1 while the database's head notifications reach this process",
+            registry=r,
+        )
+        self.stream_cutoffs = Counter(
+            "sequencer_stream_cutoffs",
+            "Subscribers cut off for taking nothing within STREAM_STALL_TIMEOUT_MS",
+            ["transport"],
+            registry=r,
+        )
+
+    def set_streams(self, subscribers: int, feed_connected: bool) -> None:
+        self.stream_subscribers.set(subscribers)
+        self.stream_feed_connected.set(1 if feed_connected else 0)
+
     def set_pool(self, active: int, idle: int, total: int, maximum: int) -> None:
         self.pool_active.set(active)
         self.pool_idle.set(idle)

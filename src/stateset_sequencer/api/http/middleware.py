@@ -165,12 +165,18 @@ def body_limit(path: str, settings: Settings) -> BodyLimit:
     return BodyLimit(settings.MAX_JSON_BODY_BYTES, "MAX_JSON_BODY_BYTES")
 
 
+# Routes that answer for as long as the client listens: no request timeout (a live stream
+# bounds its own writes, api/http/stream.py).
+LONG_LIVED_PATHS = frozenset({"/api/v1/ves/events/stream"})
+
+
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:
     path: str  # the route template, for metrics and the log
     credential: bool
     admin_ip_guard: bool
     body: BodyLimit
+    long_lived: bool = False
 
 
 class BodyTooLarge(Exception):
@@ -207,6 +213,7 @@ def route_policy(route: RouteContext, settings: Settings) -> RoutePolicy:
         credential=path not in PUBLIC_PATHS,
         admin_ip_guard=admin_ip_guard in _calls(route.dependant),
         body=body_limit(path, settings),
+        long_lived=path in LONG_LIVED_PATHS,
     )
 
 
@@ -282,9 +289,10 @@ class EdgeMiddleware:
             await send(message)
 
         limit = policy.body if policy is not None else self.unrouted
+        timeout = None if policy is not None and policy.long_lived else self.timeout
         try:
             await asyncio.wait_for(
-                self._serve(scope, receive, send_wrapper, policy, limit), self.timeout
+                self._serve(scope, receive, send_wrapper, policy, limit), timeout
             )
         except BodyTooLarge as exc:
             if not response_started[0]:
