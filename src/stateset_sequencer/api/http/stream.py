@@ -181,14 +181,9 @@ def _filter_values(name: str, values: list[str]) -> list[str]:
 
 @router.get(
     STREAM_PATH.removeprefix("/api/v1"),
-    responses={
-        200: {
-            "content": {"text/event-stream": {}},
-            "description": "Server-Sent Events: `event`, `heartbeat` and `error` messages",
-        },
-        **responses(503),
-    },
     response_class=EventStreamResponse,
+    status_code=200,
+    responses=responses(503),
     summary="Follow a stream's events live (Server-Sent Events)",
 )
 async def stream_ves_events(
