@@ -1,5 +1,6 @@
 """The layering rules of docs/ARCHITECTURE.md, checked by reading every module's imports:
-``ves/`` is pure, the client SDK and the agent never reach into the server, and only
+``ves/`` is pure, the client SDK and the agent never reach into the server (the gRPC
+wire contract, ``proto/``, they share with it: it imports nothing of ours), and only
 ``store/`` names a storage adapter."""
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "stateset_sequencer"
 # Each room, and the rooms of ours it may import (itself always).
 ALLOWED: dict[str, set[str]] = {
     "ves": set(),
-    "client": {"ves"},
-    "agent": {"ves", "client"},
+    "proto": set(),
+    "client": {"ves", "proto"},
+    "agent": {"ves", "client", "proto"},
 }
 ADAPTERS = ("store.sqlite", "store.postgres")
 

@@ -6,6 +6,8 @@ and methods, blocking. Both cover every route of ``api/http`` but the legacy one
 
 * ingest and reads: ``ingest``/``record``, ``head``, ``events``/``iter_events``,
   ``event``, ``entity``, ``sequencer_info``/``use_sequencer_key``;
+* the live stream: ``tail`` (Server-Sent Events or gRPC ``StreamEvents``, reconnecting
+  after the last position seen; :mod:`.stream`);
 * cursors and projections: ``get_cursor``, ``put_cursor``, ``get_projection``;
 * agent keys, policies, API keys, registration: ``register_agent_key``,
   ``list_agent_keys``, ``revoke_agent_key``, ``get_policy``, ``put_policy``,
@@ -61,6 +63,7 @@ from .errors import (
 )
 from .receipts import IngestOutcome, Rejected, check_receipt
 from .retry import RETRY_STATUSES, RetryPolicy
+from .stream import StreamError, TailEvent, TailHeartbeat, TailItem
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -76,7 +79,11 @@ __all__ = [
     "SequencerClientError",
     "SequencerError",
     "SequencerUnavailable",
+    "StreamError",
     "SyncSequencerClient",
+    "TailEvent",
+    "TailHeartbeat",
+    "TailItem",
     "UnexpectedResponse",
     "UnsignedReceipt",
     "check_receipt",

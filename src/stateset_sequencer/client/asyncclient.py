@@ -6,9 +6,10 @@ from .access import AccessRoutes
 from .commitments import CommitmentRoutes
 from .reads import EventRoutes
 from .service import ServiceRoutes
+from .stream import StreamRoutes
 
 
-class SequencerClient(EventRoutes, AccessRoutes, CommitmentRoutes, ServiceRoutes):
+class SequencerClient(EventRoutes, StreamRoutes, AccessRoutes, CommitmentRoutes, ServiceRoutes):
     """An async client. Use as ``async with SequencerClient(url, api_key) as client``.
 
     ``base_url`` is one URL or several (tried round robin on failure, the one that last

@@ -7,6 +7,8 @@ signature kept for the type checker: nothing is written twice.
         head = client.head(tenant_id, store_id)
         for envelope in client.iter_events(tenant_id, store_id):
             ...
+        for item in client.tail(tenant_id, store_id, from_sequence=1):  # until broken out of
+            ...
 
 One client may be shared by threads; its calls run concurrently on its loop.
 """
@@ -205,6 +207,7 @@ class SyncSequencerClient:
     get_cursor = _blocking(SequencerClient.get_cursor)
     put_cursor = _blocking(SequencerClient.put_cursor)
     get_projection = _blocking(SequencerClient.get_projection)
+    tail = _blocking_iter(SequencerClient.tail)
 
     register_agent_key = _blocking(SequencerClient.register_agent_key)
     list_agent_keys = _blocking(SequencerClient.list_agent_keys)
