@@ -24,6 +24,7 @@ from ..client import (
     ReceiptMismatch,
     SequencerClient,
     SequencerError,
+    TailEvent,
 )
 from ..client import errors as client_errors
 from ..ves import envelope as ves_envelope
@@ -333,10 +334,12 @@ class AgentService:
         rounds: int | None = None,
         on_round: Callable[[str], None] = lambda _text: None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        live: bool = False,
     ) -> int:
         """Sync again and again; while the server is unreachable, wait longer each time
         (doubling up to ``max_backoff_s``). Returns the rounds run. A fault that waiting
-        cannot cure (a refused batch, an untrusted receipt) stops it."""
+        cannot cure (a refused batch, an untrusted receipt) stops it. With ``live``, the
+        wait between rounds ends early when the stream has news (:meth:`_pause_live`)."""
         done = 0
         delay = interval_s
         while rounds is None or done < rounds:
@@ -363,8 +366,35 @@ class AgentService:
                 f"head {pulled.head}"
             )
             if rounds is None or done < rounds:
-                await sleep(interval_s)
+                await (self._pause_live(interval_s, sleep) if live else sleep(interval_s))
         return done
+
+    async def _pause_live(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """The pause between rounds, cut short by the first event of the sequencer's live
+        stream that this outbox has not pulled. The pause stays the longest wait (events
+        emitted here are pushed by a round only); a stream that is unavailable (a server
+        without the route, or down) leaves the whole of it, as polling does."""
+        tenant, store = self.config.tenant_id, self.config.store_id
+        start = self.outbox.sync_state(tenant, store).last_pulled_sequence + 1
+
+        async def news() -> None:
+            with contextlib.suppress(Exception):
+                async with self._client() as client:
+                    items = client.tail(tenant, store, from_sequence=start, heartbeat_ms=0)
+                    async with contextlib.aclosing(items):
+                        async for item in items:
+                            if isinstance(item, TailEvent):
+                                return
+            await asyncio.Event().wait()  # no news to be had: the sleep ends the pause
+
+        waits = [asyncio.ensure_future(sleep(seconds)), asyncio.ensure_future(news())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            # The stream's connection is closed before the next round begins.
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def sync_window(self, start: datetime, end: datetime) -> WindowReport:
         """``sync-agent``: send again every event recorded in ``[start, end)`` whatever its

@@ -342,13 +342,21 @@ def sync(
     rounds: Annotated[
         int | None, typer.Option("--rounds", min=1, help="With --watch: stop after N rounds")
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live/--no-live",
+            help="With --watch: start a round early when the server's event stream has news",
+        ),
+    ] = True,
     batch_size: BatchOpt = 100,
     home: HomeOpt = None,
     outbox: OutboxOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Push, then pull. With --watch, again every --interval seconds until stopped
-    (Ctrl-C), waiting longer while the sequencer is unreachable."""
+    (Ctrl-C), waiting longer while the sequencer is unreachable; with --live (the
+    default) a new event on the server's stream starts the next round at once."""
     with _opened(home, outbox) as service:
         if watch:
             try:
@@ -359,6 +367,7 @@ def sync(
                         max_backoff_s=max_backoff,
                         rounds=rounds,
                         on_round=lambda line: err.print(line),
+                        live=live,
                     )
                 )
             except KeyboardInterrupt:
