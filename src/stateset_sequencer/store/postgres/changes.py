@@ -48,7 +48,7 @@ HEADS_APPLICATION_NAME = "sequencer-head-feed"
 # The payloads are ours (UUIDs and a number), checked against _HEAD_PAYLOAD before they
 # are spliced into this simple-protocol text.
 _NOTIFY_HEADS_SQL = (
-    "BEGIN; SET LOCAL synchronous_commit TO off; "
+    "BEGIN; SET LOCAL synchronous_commit TO off; "  # noqa: S608 - checked payloads, see above
     f"SELECT pg_notify('{HEADS_CHANNEL}', x) FROM unnest(ARRAY[{{payloads}}]::text[]) AS x; "
     "COMMIT"
 )
@@ -284,7 +284,8 @@ class PostgresHeadFeed(Pools, HeadFeed):
         if not heads:
             return
         payloads = [encode_head(stream, head) for stream, head in heads.items()]
-        assert all(_HEAD_PAYLOAD.fullmatch(p) for p in payloads)
+        if not all(_HEAD_PAYLOAD.fullmatch(p) for p in payloads):
+            raise ValueError("a head notice must be two UUIDs and a sequence number")
         text = _NOTIFY_HEADS_SQL.format(payloads=",".join(f"'{p}'" for p in payloads))
         with mapped():
             # On its own pooled connection: outside every append transaction.
