@@ -238,3 +238,11 @@ def test_wrong_types_and_lengths_raise_bad_length() -> None:
         hashing.stream_id("00000000-0000-0000-0000-000000000001", t)  # type: ignore[arg-type]
     with pytest.raises(BadLength):
         hashing.payload_plain_hash({}, salt=bytes(15))
+
+
+def test_the_proof_of_possession_challenge_is_the_domain_then_the_key() -> None:
+    public_key = bytes(range(32))
+    expected = hashlib.sha256(b"VES_POP_V1" + public_key).digest()
+    assert hashing.pop_challenge(public_key) == expected
+    with pytest.raises(BadLength):
+        hashing.pop_challenge(public_key[:31])

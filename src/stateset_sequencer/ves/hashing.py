@@ -29,6 +29,9 @@ DOMAIN_NODE = b"VES_NODE_V1"
 DOMAIN_STREAM = b"VES_STREAM_V1"
 DOMAIN_RECEIPT = b"VES_RECEIPT_V1"
 DOMAIN_STATE_ROOT = b"VES_STATE_ROOT_V1"
+# What an agent signs to prove it holds a key it registers (the reference's
+# compute_pop_challenge): SHA-256 of this domain then the 32-byte public key.
+DOMAIN_POP = b"VES_POP_V1"
 
 VES_VERSION_V1 = 1
 VES_VERSION_V2 = 2
@@ -307,3 +310,8 @@ def receipt_hash(
             )
         )
     ).digest()
+
+
+def pop_challenge(public_key: bytes) -> bytes:
+    """The digest a proof of possession of ``public_key`` signs."""
+    return _sha256(DOMAIN_POP + _check_len("public_key", public_key, 32)).digest()
