@@ -1,5 +1,6 @@
 """The server: ``stateset-sequencer serve`` (also ``sequencer-cli serve``) runs the HTTP API
-on uvicorn, wired by the composition root.
+on uvicorn and, unless ``GRPC_DISABLED``, the gRPC API beside it on ``GRPC_PORT``
+(docs/GRPC.md), both over the services the composition root wires.
 
 Configuration comes from the environment with the reference's names (``config.py``); the
 options here only override ``HOST``, ``PORT``, ``DATABASE_URL`` and ``DATA_DIR``.
@@ -35,11 +36,22 @@ Port = Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Port
 async def serve(settings: Settings) -> None:
     # The app (and the anchoring routes' Ethereum libraries) only for the command that
     # serves it: every other command starts a second sooner.
+    import structlog
+
+    from ..api.grpc import GrpcServer
     from ..api.http.app import create_app
 
     configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
     services = await start_services(settings)
+    grpc_server: GrpcServer | None = None
     try:
+        if not settings.GRPC_DISABLED:
+            # Before HTTP: a gRPC port that cannot be bound stops the start, named.
+            grpc_server = GrpcServer(services)
+            port = await grpc_server.start()
+            structlog.get_logger("stateset_sequencer.grpc").info(
+                "grpc listening", host=settings.HOST, port=port
+            )
         config = uvicorn.Config(
             create_app(services),
             host=settings.HOST,
@@ -60,6 +72,9 @@ async def serve(settings: Settings) -> None:
         with _signals_after_shutdown():
             await uvicorn.Server(config).serve()
     finally:
+        if grpc_server is not None:
+            # Streams end first, told where to resume; calls in flight get a grace.
+            await grpc_server.stop()
         await services.close()
 
 

@@ -36,16 +36,28 @@ class ServerProcess:
     """A ``stateset-sequencer serve`` child that can be stopped, killed and started again
     on the same port (agents keep their configured URL across a restart)."""
 
-    def __init__(self, cwd: Path, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        grpc_port: int | None = None,
+    ) -> None:
         self.cwd = cwd
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A free port of its own for the gRPC API: PORT + 1, the default, may be taken by
+        # another test's server.
+        given = env.get("GRPC_PORT")
+        self.grpc_port = int(given) if given else (grpc_port or free_port())
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.out = cwd / f"server-{self.port}.out"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VES_"))}
         self.env = {
             **base_env,
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
+            "GRPC_PORT": str(self.grpc_port),
             "LOG_LEVEL": "warning",
             **env,
         }

@@ -246,7 +246,7 @@ async def _range_page(
     return _page_response(fields, events, item)
 
 
-def _contiguous(events: Sequence[StoredEvent], start: int, end: int, head: int, cut: bool) -> bool:
+def contiguous(events: Sequence[StoredEvent], start: int, end: int, head: int, cut: bool) -> bool:
     """Whether the page holds every sequence number from ``start`` up to where it stops:
     the end of the range or the head, or where the byte cap cut it. A hole means the log
     lost events (a restore gone wrong); answering a short page as if complete would let
@@ -351,7 +351,7 @@ async def list_ves_events(
     # past the head this page reports, never a hole below it.
     head = await services.store.head(stream)
     events, truncated = await _read_range(services, stream, start, end)
-    if not _contiguous(events, start, end, head, truncated):
+    if not contiguous(events, start, end, head, truncated):
         raise ApiError(
             "SEQUENCE_GAP",
             f"the stream has a gap in sequence numbers {start}..{min(end, head)}; "

@@ -54,7 +54,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 UNMATCHED = "<unmatched>"
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/api/v1/agents/register"})
 """The API routes answered without a credential (route templates)."""
@@ -390,7 +390,7 @@ def _request_id(scope: Scope) -> str:
     for key, value in scope.get("headers", []):
         if key == b"x-request-id":
             text: str = value.decode("latin-1")
-            if _REQUEST_ID_OK.match(text):
+            if REQUEST_ID_OK.match(text):
                 return text
             break  # an unusable id is replaced rather than echoed into logs and headers
     return str(uuid.uuid4())
