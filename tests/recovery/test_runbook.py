@@ -1,6 +1,6 @@
 """Runbook validation: every ```bash and ```sql block of docs/DISASTER_RECOVERY.md,
-docs/RUNBOOK.md, docs/SCALING.md and docs/AGENT.md runs, in order, against a real
-PostgreSQL database and a real server.
+docs/RUNBOOK.md, docs/SCALING.md, docs/AGENT.md, docs/STREAMS.md and docs/GRPC.md runs, in
+order, against a real PostgreSQL database and a real server.
 
 Each document becomes ONE bash script run with ``set -euo pipefail``, so its blocks share
 shell variables and files the way an operator's terminal session would; a ```sql block
@@ -12,7 +12,7 @@ The script runs in a scratch directory that links the project's ``.venv``, with
 ``DATABASE_URL`` (a scratch database seeded with events), ``RESTORE_DATABASE_URL`` (an
 empty one) and ``VES_SEQUENCER_SIGNING_KEY`` (the key the seed events' receipts were signed
 with, as the service would have it) exported. The service runs on a free loopback port;
-the documents' ``localhost:8080`` is rewritten to it.
+the documents' ``localhost:8080`` is rewritten to it, and its gRPC port is ``$GRPC_PORT``.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import pytest
 
 from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.testing import kit, pg
-from stateset_sequencer.testing.serverproc import server
+from stateset_sequencer.testing.serverproc import free_port, server
 from tests.recovery.conftest import STREAM_2, populate
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("DISASTER_RECOVERY.md", "RUNBOOK.md", "SCALING.md", "AGENT.md")
+DOCS = ("DISASTER_RECOVERY.md", "RUNBOOK.md", "SCALING.md", "AGENT.md", "STREAMS.md", "GRPC.md")
 RUN = {"bash", "sql"}
 SHOW = {"text"}
 DOCS_ADDRESS = "localhost:8080"
-SCRIPT_TIMEOUT_S = 150
+SCRIPT_TIMEOUT_S = 300
 SQL_END = "RUNBOOK_SQL_END"
 
 
@@ -118,7 +118,7 @@ async def databases() -> AsyncIterator[dict[str, tuple[str, str]]]:
 
 
 def test_runbook_blocks_run(databases: dict[str, tuple[str, str]], tmp_path: Path) -> None:
-    # Both documents run at once, each against its own databases and server: the time
+    # The documents run at once, each against its own databases and server: the time
     # goes into starting sequencer-cli processes, and the two sessions share nothing.
     with ExitStack() as stack:
         running = {}
@@ -129,7 +129,11 @@ def test_runbook_blocks_run(databases: dict[str, tuple[str, str]], tmp_path: Pat
             workdir.mkdir(parents=True)
             (workdir / ".venv").symlink_to(ROOT / ".venv")
             (workdir / "docs").symlink_to(ROOT / "docs")
-            env = {"DATABASE_URL": dsn, "VES_SEQUENCER_SIGNING_KEY": kit.SEQUENCER_SEED.hex()}
+            env = {
+                "DATABASE_URL": dsn,
+                "VES_SEQUENCER_SIGNING_KEY": kit.SEQUENCER_SEED.hex(),
+                "GRPC_PORT": str(free_port()),
+            }
             url, log = stack.enter_context(server(base, env))
             text = script(name, (ROOT / "docs" / name).read_text(encoding="utf-8"), url[7:])
             (workdir / "runbook.sh").write_text(text, encoding="utf-8")
