@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install debian-deps node-deps contract proto test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-agent bench-recovery bench-hostile bench-commit bench-anchor clean
+.PHONY: install debian-deps node-deps contract proto test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-agent bench-streams bench-recovery bench-hostile bench-commit bench-anchor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -82,6 +82,11 @@ bench-http: $(STAMP) debian-deps
 # HTTP ingest rate at batch sizes 1, 100 and 1000, in the same run.
 bench-agent: $(STAMP) debian-deps
 	$(BIN)/python bench/bench_agent.py $(BENCH_ARGS)
+
+# gRPC Push beside HTTP ingest, and live delivery latency across two server processes
+# (docs/STREAMS.md, docs/GRPC.md).
+bench-streams: $(STAMP) debian-deps
+	$(BIN)/python bench/bench_streams.py $(BENCH_ARGS)
 
 bench-recovery: $(STAMP) debian-deps
 	$(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)

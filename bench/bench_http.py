@@ -84,7 +84,9 @@ def free_port() -> int:
         return port
 
 
-def start_server(dsn: str, admin_key: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    dsn: str, admin_key: str, data_dir: Path, port: int, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
@@ -98,6 +100,7 @@ def start_server(dsn: str, admin_key: str, data_dir: Path, port: int) -> subproc
     # limit, a read replica) would change what is measured.
     for name in ("READ_DATABASE_URL", "RATE_LIMIT_PER_MINUTE", "ADMIN_IP_ALLOWLIST", "HOST"):
         env.pop(name, None)
+    env.update(extra or {})
     command = [sys.executable, "-m", "stateset_sequencer", "serve", "--host", HOST]
     log = (data_dir / "server.log").open("wb")
     try:
