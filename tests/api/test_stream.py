@@ -119,8 +119,14 @@ class Reader:
 
 @contextlib.asynccontextmanager
 async def open_stream(
-    served: Served, headers: dict[str, str] | None = None, **params: Any
+    served: Served,
+    headers: dict[str, str] | None = None,
+    *,
+    from_: int | None = None,
+    **params: Any,
 ) -> AsyncIterator[Reader]:
+    if from_ is not None:
+        params["from"] = from_
     async with (
         httpx.AsyncClient(base_url=served.url, timeout=READ_LIMIT_S) as client,
         client.stream(
@@ -142,7 +148,7 @@ async def test_history_then_live_events_with_no_gap_or_duplicate(
 ) -> None:
     served = await served_for(backend)
     await served.ingest(0, 5)
-    async with open_stream(served, **{"from": 1}) as reader:
+    async with open_stream(served, from_=1) as reader:
         history = await reader.events(5)
         assert reader.retry == 2000
         await served.ingest(5, 3)
@@ -160,7 +166,7 @@ async def test_last_event_id_resumes_after_it_and_wins_over_from(
 ) -> None:
     served = await served_for()
     await served.ingest(0, 6)
-    async with open_stream(served, headers={"Last-Event-ID": "3"}, **{"from": 1}) as reader:
+    async with open_stream(served, headers={"Last-Event-ID": "3"}, from_=1) as reader:
         assert sequences(await reader.events(3)) == [4, 5, 6]
 
 
@@ -183,9 +189,7 @@ async def test_heartbeats_carry_the_position_past_filtered_events(
     served = await served_for()
     await served.ingest(0, 3, event_type="order.created")
     await served.ingest(3, 2, event_type="order.shipped")
-    async with open_stream(
-        served, heartbeat_ms=100, event_type="order.shipped", **{"from": 1}
-    ) as reader:
+    async with open_stream(served, heartbeat_ms=100, event_type="order.shipped", from_=1) as reader:
         shipped = await reader.events(2)
         beats = [await reader.next() for _ in range(2)]
     assert sequences(shipped) == [4, 5]

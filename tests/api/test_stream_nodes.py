@@ -1,10 +1,12 @@
 """Live streams across server processes: two ``stateset-sequencer serve`` children on one
 PostgreSQL database, events ingested over HTTP, subscribers on both processes.
 
-Every acknowledged event reaches a subscriber on the other process and one on the
-process that sequenced it, in order, none missing and none doubled; when the ingesting
-process is killed mid-load, the subscriber on the survivor keeps receiving, and the one
-that lost its server reconnects to the survivor with ``Last-Event-ID`` and loses nothing.
+Every acknowledged event reaches a gRPC ``StreamEvents`` subscriber and an SSE subscriber
+on the other process, and an SSE subscriber on the process that sequenced it, in order,
+none missing and none doubled. The gRPC subscriber drops its call mid-load and resumes
+from the sequence after its last; when the ingesting process is killed mid-load, the
+subscribers on the survivor keep receiving, and the one that lost its server reconnects
+to the survivor with ``Last-Event-ID`` and loses nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
+from stateset_sequencer.proto import sequencer_v2_pb2 as pb
+from stateset_sequencer.proto import sequencer_v2_pb2_grpc as rpc
 from stateset_sequencer.testing import kit, pg
 from stateset_sequencer.testing.kit import until
 from stateset_sequencer.testing.serverproc import ServerProcess, free_port
@@ -96,9 +101,44 @@ class Follower:
             await asyncio.sleep(0.1)
 
 
+class GrpcFollower(Follower):
+    """A ``StreamEvents`` subscriber that hangs up after ``drop_after`` events and calls
+    again from the sequence after its last, as a client resumes."""
+
+    def __init__(self, target: str, drop_after: int) -> None:
+        super().__init__([])
+        self.target = target
+        self.drop_after = drop_after
+
+    async def run(self) -> None:
+        auth = (("authorization", f"ApiKey {ADMIN_KEY}"),)
+        while True:
+            start = self.seen[-1] + 1 if self.seen else 1
+            request = pb.StreamEventsRequest(
+                tenant_id=str(kit.TENANT),
+                store_id=str(kit.STORE_ID),
+                from_sequence=start,
+                include_history=True,
+                heartbeat_interval_ms=200,
+            )
+            try:
+                async with grpc.aio.insecure_channel(self.target) as channel:
+                    call = rpc.SequencerStub(channel).StreamEvents(request, metadata=auth)
+                    self.connections += 1
+                    async for event in call:
+                        if event.HasField("envelope"):
+                            self.seen.append(event.sequence_number)
+                            if len(self.seen) == self.drop_after:
+                                call.cancel()
+                                break
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+
+
 @contextlib.asynccontextmanager
-async def following(urls: list[str]) -> AsyncIterator[Follower]:
-    follower = Follower(urls)
+async def following(urls: list[str], follower: Follower | None = None) -> AsyncIterator[Follower]:
+    follower = follower or Follower(urls)
     task = asyncio.create_task(follower.run())
     try:
         yield follower
@@ -137,8 +177,16 @@ async def test_events_reach_subscribers_on_both_processes_across_a_kill(
             headers=AUTH,
         )
         assert response.status_code == 200, response.text
-    async with following([b.url]) as on_b, following([a.url, b.url]) as on_a:
-        await until(lambda: on_a.connections and on_b.connections, "both subscribed", WAIT_S)
+    async with (
+        following([b.url]) as on_b,
+        following([a.url, b.url]) as on_a,
+        following([], GrpcFollower(b.grpc_target, drop_after=BATCHES * BATCH // 3)) as grpc_b,
+    ):
+        await until(
+            lambda: min(on_a.connections, on_b.connections, grpc_b.connections) > 0,
+            "every subscriber connected",
+            WAIT_S,
+        )
         head = 0
         target = a.url
         for n in range(BATCHES):
@@ -152,8 +200,11 @@ async def test_events_reach_subscribers_on_both_processes_across_a_kill(
         assert head == BATCHES * BATCH
         await until(lambda: len(on_b.seen) >= head, "the survivor's subscriber caught up", WAIT_S)
         await until(lambda: len(on_a.seen) >= head, "the moved subscriber caught up", WAIT_S)
+        await until(lambda: len(grpc_b.seen) >= head, "the gRPC subscriber caught up", WAIT_S)
     expected = list(range(1, head + 1))
     assert on_b.seen == expected
     assert on_a.seen == expected
+    assert grpc_b.seen == expected
+    assert grpc_b.connections >= 2  # it hung up and resumed
     assert on_b.connections == 1  # never cut: notices from A, then B's own
     assert on_a.connections >= 2  # it lost A and came back on B

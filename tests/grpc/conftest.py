@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_tools import protoc
+from grpc_tools import protoc  # type: ignore[import-untyped]
 
 from stateset_sequencer.api.grpc import GrpcServer
 from stateset_sequencer.config import Settings

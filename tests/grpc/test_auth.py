@@ -39,19 +39,19 @@ async def test_every_credential_form(make_rig: MakeRig) -> None:
     ):
         state = await sync_state(rig, creds)
         assert state.head_sequence == 0, creds
-    refusals = {
+    refusals: dict[str, tuple[tuple[tuple[str, str], ...] | None, str]] = {
         "none": (None, "Authentication required"),
         "unknown key": ((("x-api-key", "ss_unknown0000000000000000000000"),), "Invalid API key"),
         "bad token": ((("authorization", "Bearer not.a.jwt"),), "Invalid token"),
     }
-    for name, (creds, text) in refusals.items():
-        error = await rpc_error(sync_state(rig, creds))
+    for name, (refused, text) in refusals.items():
+        error = await rpc_error(sync_state(rig, refused))
         assert error.code() == Code.UNAUTHENTICATED, name
-        assert error.details().startswith(text), (name, error.details())
+        assert (error.details() or "").startswith(text), (name, (error.details() or ""))
     # A read token is refused writes with the reference's words.
     push = rig.push_request([kit.event(1)])
     denied = await rpc_error(rig.v2.Push(push, metadata=(("authorization", f"Bearer {token}"),)))
-    assert (denied.code(), denied.details()) == (
+    assert (denied.code(), (denied.details() or "")) == (
         Code.PERMISSION_DENIED,
         "write permission required",
     )
@@ -113,7 +113,7 @@ async def test_limits_are_shared_with_http(make_rig: MakeRig) -> None:
         assert bad.code() == Code.UNAUTHENTICATED
     throttled = await rpc_error(sync_state(rig, metadata()))
     assert throttled.code() == Code.RESOURCE_EXHAUSTED
-    assert throttled.details() == "Too many failed authentication attempts"
+    assert (throttled.details() or "") == "Too many failed authentication attempts"
 
 
 async def test_auth_disabled_runs_as_the_global_admin(make_rig: MakeRig) -> None:
@@ -147,7 +147,7 @@ async def test_faults_become_statuses_in_our_words(make_rig: MakeRig) -> None:
             error = await rpc_error(sync_state(rig, metadata()))
         finally:
             del store.head
-        assert error.code() == code, (fault.__name__, error.details())
-        assert text in error.details() and "10.1.2.3" not in error.details()
-        assert "bug" not in error.details()
+        assert error.code() == code, (fault.__name__, (error.details() or ""))
+        assert text in (error.details() or "") and "10.1.2.3" not in (error.details() or "")
+        assert "bug" not in (error.details() or "")
     assert (await sync_state(rig, metadata())).head_sequence == 0

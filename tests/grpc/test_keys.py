@@ -176,11 +176,17 @@ async def test_refusals_write_nothing(sqlite_rig: Rig) -> None:
     for name, (request, key, code, text) in cases.items():
         creds = metadata(key) if key else metadata()
         error = await rpc_error(rig.keys.RegisterAgentKey(request, metadata=creds))
-        assert (error.code(), text in error.details()) == (code, True), (name, error.details())
+        assert (error.code(), text in (error.details() or "")) == (code, True), (
+            name,
+            (error.details() or ""),
+        )
     assert await rig.store.list_agent_keys(kit.TENANT) == []
     listing = pb.GetAgentKeysRequest(tenant_id=TENANT, agent_id=str(agent))
     denied = await rpc_error(rig.keys.GetAgentKeys(listing, metadata=metadata(writer)))
     assert denied.code() == Code.PERMISSION_DENIED
     revoke = pb.RevokeKeyRequest(tenant_id=TENANT, agent_id=str(agent), key_id=1)
     denied = await rpc_error(rig.keys.RevokeAgentKey(revoke, metadata=metadata(other_admin)))
-    assert (denied.code(), denied.details()) == (Code.PERMISSION_DENIED, "tenant access denied")
+    assert (denied.code(), (denied.details() or "")) == (
+        Code.PERMISSION_DENIED,
+        "tenant access denied",
+    )

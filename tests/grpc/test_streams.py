@@ -123,7 +123,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_resumes(make_rig: Make
         error = exc
     assert error is not None and error.code() == Code.RESOURCE_EXHAUSTED
     resume = int(trailing(error)[RESUME])
-    assert error.details() == f"subscriber_too_slow: resume from_sequence={resume}"
+    assert (error.details() or "") == f"subscriber_too_slow: resume from_sequence={resume}"
     assert got == list(range(1, len(got) + 1)) and len(got) < total
     # The stalled write may still have arrived: the resume point repeats, never skips.
     assert resume in (len(got), len(got) + 1)
@@ -166,7 +166,7 @@ async def test_the_subscriber_cap_and_shutdown(make_rig: MakeRig) -> None:
     await rig.server.stop(grace=1.0)
     ended = await rpc_error(read(first))
     assert ended.code() == Code.UNAVAILABLE
-    assert trailing(ended)[RESUME] == "3" and "from_sequence=3" in ended.details()
+    assert trailing(ended)[RESUME] == "3" and "from_sequence=3" in (ended.details() or "")
     await subscribers(rig, 0)
 
 
@@ -241,7 +241,7 @@ async def test_sync_stream(rig: Rig) -> None:
     await call.write(pb.SyncMessage(ack=pb.EventAck(**QUERY, agent_head_sequence=9)))
     refused = await rpc_error(next_of(call, "sync_state", seen))
     assert refused.code() == Code.INVALID_ARGUMENT
-    assert refused.details() == "acknowledged sequences cannot exceed the stream head"
+    assert (refused.details() or "") == "acknowledged sequences cannot exceed the stream head"
     assert await rig.snapshot() == before
     await subscribers(rig, 0)
 
@@ -254,12 +254,15 @@ async def test_sync_stream_refusals(sqlite_rig: Rig) -> None:
     await call.write(pb.SyncMessage(ack=pb.EventAck(**QUERY, agent_head_sequence=0)))
     error = await rpc_error(read(call))
     assert error.code() == Code.PERMISSION_DENIED
-    assert "agent-scoped" in error.details()
+    assert "agent-scoped" in (error.details() or "")
     other = await rig.api.key(uuid.UUID(int=0xA2))
     call = rig.v2.SyncStream(metadata=metadata(other))
     await call.write(pb.SyncMessage(pull=pb.PullEventsRequest(**QUERY)))
     error = await rpc_error(read(call))
-    assert (error.code(), error.details()) == (Code.PERMISSION_DENIED, "tenant access denied")
+    assert (error.code(), (error.details() or "")) == (
+        Code.PERMISSION_DENIED,
+        "tenant access denied",
+    )
     raw = rig.channel.stream_stream(
         "/stateset.sequencer.v2.Sequencer/SyncStream",
         request_serializer=lambda b: b,
@@ -268,7 +271,7 @@ async def test_sync_stream_refusals(sqlite_rig: Rig) -> None:
     call = raw(metadata=metadata())
     await call.write(b"\xff\xff\xff")
     error = await rpc_error(call.read())
-    assert error.code() == Code.INVALID_ARGUMENT and error.details().startswith("malformed")
+    assert error.code() == Code.INVALID_ARGUMENT and (error.details() or "").startswith("malformed")
     no_credential = rig.v2.SyncStream()
     error = await rpc_error(read(no_credential))
     assert error.code() == Code.UNAUTHENTICATED

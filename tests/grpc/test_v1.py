@@ -95,6 +95,6 @@ async def test_push_points_at_v2(sqlite_rig: Rig) -> None:
     call = rig.v1.Push(request, metadata=metadata())
     error = await rpc_error(call)
     assert error.code() == Code.UNIMPLEMENTED
-    assert "stateset.sequencer.v2.Sequencer/Push" in error.details()
+    assert "stateset.sequencer.v2.Sequencer/Push" in (error.details() or "")
     assert DEPRECATED in tuple(await call.initial_metadata() or ())
     assert await rig.snapshot() == before

@@ -144,7 +144,7 @@ async def test_push_then_every_read(rig: Rig) -> None:
             pb.GetCommitmentRequest(batch_id=str(uuid.uuid4())), metadata=metadata()
         )
     )
-    assert (missing.code(), missing.details()) == (Code.NOT_FOUND, "commitment not found")
+    assert (missing.code(), (missing.details() or "")) == (Code.NOT_FOUND, "commitment not found")
 
     for selector in ({"event_id": str(plain[1].event_id)}, {"sequence_number": 2}):
         proof = await rig.v2.GetInclusionProof(
@@ -187,7 +187,7 @@ async def test_push_then_every_read(rig: Rig) -> None:
             metadata=metadata(),
         )
     )
-    assert (absent.code(), absent.details()) == (Code.NOT_FOUND, "event not found")
+    assert (absent.code(), (absent.details() or "")) == (Code.NOT_FOUND, "event not found")
 
     def history(**fields: Any) -> Any:
         request = pb.GetEntityHistoryRequest(
@@ -414,11 +414,11 @@ async def test_bad_input_is_refused_and_nothing_is_written(make_rig: MakeRig) ->
     )
     malformed = await rpc_error(raw(b"\xff\xff\xff", metadata=metadata()))
     assert malformed.code() == Code.INVALID_ARGUMENT
-    assert malformed.details().startswith("malformed request"), malformed.details()
+    assert (malformed.details() or "").startswith("malformed request"), malformed.details() or ""
     for name, (message, key, code, text) in cases.items():
         error = await rpc_error(rig.v2.Push(message, metadata=metadata(key)))
-        assert error.code() == code, (name, error.code(), error.details())
-        assert text in (error.details() or ""), (name, error.details())
+        assert error.code() == code, (name, error.code(), (error.details() or ""))
+        assert text in (error.details() or ""), (name, (error.details() or ""))
         assert "Exception" not in (error.details() or ""), name
         assert await rig.snapshot() == before, name
 
@@ -444,13 +444,13 @@ async def test_reads_refuse_other_scopes_and_bad_ids(sqlite_rig: Rig) -> None:
                 metadata=metadata(key),
             )
         )
-        assert (error.code(), error.details()) == (Code.PERMISSION_DENIED, text)
+        assert (error.code(), (error.details() or "")) == (Code.PERMISSION_DENIED, text)
     for request in (
         pb.GetSyncStateRequest(tenant_id="x", store_id=str(kit.STORE_ID)),
         pb.GetSyncStateRequest(tenant_id=str(kit.TENANT), store_id=""),
     ):
         error = await rpc_error(rig.v2.GetSyncState(request, metadata=metadata()))
-        assert error.code() == Code.INVALID_ARGUMENT and "invalid" in error.details()
+        assert error.code() == Code.INVALID_ARGUMENT and "invalid" in (error.details() or "")
     no_selector = await rpc_error(
         rig.v2.GetInclusionProof(
             pb.GetInclusionProofRequest(tenant_id=str(kit.TENANT), store_id=str(kit.STORE_ID)),
@@ -502,7 +502,7 @@ async def test_an_encrypted_event_needs_its_plain_hash(sqlite_rig: Rig) -> None:
     message = rig.push_request([sealed], hashes=False)
     message.events[0].payload_plain_hash = b""
     error = await rpc_error(rig.v2.Push(message, metadata=metadata()))
-    assert error.code() == Code.INVALID_ARGUMENT and "payload_plain_hash" in error.details()
+    assert error.code() == Code.INVALID_ARGUMENT and "payload_plain_hash" in (error.details() or "")
     stranger = Signer(bytes([5]) * 32)
     foreign = await rig.push([signed(2, signer=stranger)])
     assert foreign.rejections[0].reason == rig.wire.v2.REJECTION_REASON_INVALID_SIGNATURE
