@@ -215,3 +215,33 @@ def test_format_rfc3339_matches_chrono_autosi(micro: int, expected: str) -> None
 def test_format_rfc3339_refuses_naive() -> None:
     with pytest.raises(BadTimestamp):
         codec.format_rfc3339(datetime(2025, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("nanos", "fraction"),
+    [
+        (0, ""),
+        (250_000_000, ".250"),
+        (1_000, ".000001"),
+        (123_456_789, ".123456789"),
+        (5, ".000000005"),
+    ],
+)
+def test_format_rfc3339_nanos_matches_chrono_autosi(nanos: int, fraction: str) -> None:
+    whole = datetime(2025, 1, 1, tzinfo=UTC)
+    assert codec.format_rfc3339_nanos(whole, nanos) == f"2025-01-01T00:00:00{fraction}+00:00"
+    for bad in (-1, 1_000_000_000):
+        with pytest.raises(BadTimestamp):
+            codec.format_rfc3339_nanos(whole, bad)
+
+
+@given(st.integers(0, 253402300799), st.integers(0, 999_999_999))
+def test_format_rfc3339_nanos_reads_back_as_the_same_instant(seconds: int, nanos: int) -> None:
+    text = codec.format_rfc3339_nanos(datetime.fromtimestamp(seconds, UTC), nanos)
+    assert text.endswith("+00:00")
+    stamp, _, fraction = text.removesuffix("+00:00").partition(".")
+    assert datetime.fromisoformat(stamp + "+00:00").timestamp() == seconds
+    # The fewest of 3, 6 or 9 digits that hold the value exactly; none for a whole second.
+    expected = 0 if nanos == 0 else 3 if nanos % 10**6 == 0 else 6 if nanos % 1000 == 0 else 9
+    assert len(fraction) == expected
+    assert int(fraction.ljust(9, "0") or "0") == nanos

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..proto import sequencer_v2_pb2 as pb
 from ..proto.sequencer_v2_pb2_grpc import SequencerStub
 from ..ves import jcs
-from ..ves.codec import b64url_encode, format_rfc3339, to_0x_hex
+from ..ves.codec import b64url_encode, format_rfc3339_nanos, to_0x_hex
 from ..ves.errors import VesError
 from .core import ClientCore
 from .errors import Attempt, SequencerError, UnexpectedResponse
@@ -161,20 +161,9 @@ def _resume_from(exc: grpc.aio.AioRpcError) -> int | None:
 
 
 def _time(stamp: Timestamp) -> str:
-    """chrono's ``to_rfc3339()`` of a Timestamp, nanoseconds exact (3, 6 or 9 fraction
-    digits), as the server rebuilds ``created_at``: the text the agent signed, when it was
-    in this form."""
-    base = format_rfc3339(datetime.fromtimestamp(stamp.seconds, UTC)).removesuffix("+00:00")
-    nanos = stamp.nanos
-    if nanos == 0:
-        fraction = ""
-    elif nanos % 1_000_000 == 0:
-        fraction = f".{nanos // 1_000_000:03d}"
-    elif nanos % 1000 == 0:
-        fraction = f".{nanos // 1000:06d}"
-    else:
-        fraction = f".{nanos:09d}"
-    return f"{base}{fraction}+00:00"
+    """The text the server rebuilds ``created_at`` as (the text the agent signed, when it
+    was in this form), and the form of ``sequenced_at``."""
+    return format_rfc3339_nanos(datetime.fromtimestamp(stamp.seconds, UTC), stamp.nanos)
 
 
 def _grpc_item(message: pb.SequencedEvent) -> TailItem:

@@ -222,3 +222,23 @@ def format_rfc3339(moment: datetime) -> str:
     else:
         frac = f".{micro:06d}"
     return f"{base}{frac}+00:00"
+
+
+def format_rfc3339_nanos(whole: datetime, nanos: int) -> str:
+    """chrono ``to_rfc3339()`` of an instant with nanosecond precision (a protobuf
+    ``Timestamp``: ``whole`` seconds, then ``nanos``): 0, 3, 6 or 9 fraction digits and
+    ``+00:00``. It is the ``created_at`` text the gRPC path signs and verifies."""
+    if not 0 <= nanos < 1_000_000_000:
+        raise BadTimestamp("nanoseconds must lie in 0..999999999")
+    if whole.microsecond:
+        raise BadTimestamp("the whole seconds carry a fraction")
+    base = format_rfc3339(whole).removesuffix("+00:00")
+    if nanos == 0:
+        fraction = ""
+    elif nanos % 1_000_000 == 0:
+        fraction = f".{nanos // 1_000_000:03d}"
+    elif nanos % 1000 == 0:
+        fraction = f".{nanos // 1000:06d}"
+    else:
+        fraction = f".{nanos:09d}"
+    return f"{base}{fraction}+00:00"

@@ -12,14 +12,8 @@ from __future__ import annotations
 import grpc
 
 from ...runtime import Services
-from ...sequencer.auth import (
-    DISABLED_CONTEXT,
-    AuthContext,
-    AuthError,
-    AuthReason,
-    RateLimiterUnavailable,
-)
-from ...store.errors import StoreError
+from ...sequencer.auth import DISABLED_CONTEXT, AuthContext, AuthError
+from ..http.deps import AuthUnavailable, admit
 from .errors import RETRY_AFTER_METADATA, GrpcError, refusal
 
 CREDENTIAL_METADATA = ("authorization", "x-api-key")
@@ -58,38 +52,23 @@ async def authenticate(
     HTTP edge counts it: one audit row per source, reason and minute)."""
     if services.auth_disabled:
         return DISABLED_CONTEXT
-    wait = services.auth_failures.retry_after(source)
-    if wait is not None:
-        throttled = AuthError(
-            AuthReason.RATE_LIMITED, "Too many failed authentication attempts", wait
-        )
-        _count(services, source, throttled, method, request_id, metadata, throttled=True)
-        raise refusal(throttled)
     headers = {name: metadata[name] for name in CREDENTIAL_METADATA if name in metadata}
+
+    def refused(exc: AuthError, throttled: bool) -> None:
+        _count(services, source, exc, method, request_id, metadata, throttled=throttled)
+
     try:
-        ctx = await services.authenticator.authenticate(headers)
+        return await admit(services, headers, source, refused)
     except AuthError as exc:
-        _count(services, source, exc, method, request_id, metadata)
         raise refusal(exc) from None
-    except StoreError:
+    except AuthUnavailable as exc:
         raise GrpcError(
             grpc.StatusCode.UNAVAILABLE,
-            "Authentication backend unavailable",
+            "Rate limiter unavailable; retry shortly"
+            if exc.limiter
+            else "Authentication backend unavailable",
             ((RETRY_AFTER_METADATA, "1"),),
         ) from None
-    try:
-        await services.rate_limits.check(ctx)
-    except AuthError as exc:
-        # A valid credential over its budget: counted, not audited, as over HTTP.
-        services.metrics.auth_failures.labels(exc.reason).inc()
-        raise refusal(exc) from None
-    except RateLimiterUnavailable:
-        raise GrpcError(
-            grpc.StatusCode.UNAVAILABLE,
-            "Rate limiter unavailable; retry shortly",
-            ((RETRY_AFTER_METADATA, "1"),),
-        ) from None
-    return ctx
 
 
 def _count(

@@ -36,7 +36,13 @@ from ...sequencer.outcomes import IngestResult, Rejection
 from ...store.records import AgentKey, CommitmentRow, StoredEvent, StreamKey
 from ...ves import envelope as ves_envelope
 from ...ves import hashing, jcs
-from ...ves.codec import b64url_decode, b64url_encode, format_rfc3339, parse_rfc3339, parse_uuid
+from ...ves.codec import (
+    b64url_decode,
+    b64url_encode,
+    format_rfc3339_nanos,
+    parse_rfc3339,
+    parse_uuid,
+)
 from ...ves.envelope import PAYLOAD_KIND_ENCRYPTED, PAYLOAD_KIND_PLAINTEXT, VesEventEnvelope
 from ...ves.errors import VesError
 from ...ves.jsontext import encrypted_text, payload_text
@@ -81,22 +87,11 @@ def timestamp_datetime(ts: Timestamp, name: str) -> datetime:
 
 
 def timestamp_text(ts: Timestamp, name: str = "created_at") -> str:
-    """chrono's ``to_rfc3339()`` of a Timestamp, nanoseconds exact: the whole seconds by
-    :func:`format_rfc3339`, then as many fraction digits as the value needs of 3, 6, 9."""
+    """chrono's ``to_rfc3339()`` of a Timestamp, nanoseconds exact."""
     if not 0 <= ts.nanos < NANOS:
         raise invalid(f"invalid {name} nanos")
     whole = timestamp_datetime(Timestamp(seconds=ts.seconds), name)
-    base = format_rfc3339(whole).removesuffix("+00:00")
-    nanos = ts.nanos
-    if nanos == 0:
-        fraction = ""
-    elif nanos % 1_000_000 == 0:
-        fraction = f".{nanos // 1_000_000:03d}"
-    elif nanos % 1000 == 0:
-        fraction = f".{nanos // 1000:06d}"
-    else:
-        fraction = f".{nanos:09d}"
-    return f"{base}{fraction}+00:00"
+    return format_rfc3339_nanos(whole, ts.nanos)
 
 
 def datetime_timestamp(moment: datetime) -> Timestamp:

@@ -28,13 +28,12 @@ from ...proto import sequencer_v2_pb2_grpc as pb_grpc
 from ...sequencer.auth import AuthContext, AuthError, ensure_admin, ensure_tenant_wide
 from ...sequencer.keys import KeyVerdict, judge_key
 from ...store.errors import IntegrityError
-from ...store.records import AgentKey, AuditEntry
+from ...store.records import AgentKey
 from ...ves.errors import VesError
 from ...ves.hashing import pop_challenge
 from ...ves.signing import parse_public_key, verify
 from ...ves.storable import make_storable
-from ..http.agent_keys import ED25519_ALGORITHMS
-from ..http.deps import actor
+from ..http.agent_keys import ED25519_ALGORITHMS, key_audit
 from .calls import Call, Gate, unary
 from .convert import agent_key_to_proto, datetime_timestamp, timestamp_datetime, uuid_field
 from .errors import GrpcError, Metadata, invalid, refusal
@@ -65,23 +64,6 @@ def _admin(ctx: AuthContext) -> None:
         ensure_admin(ctx)
     except AuthError as exc:
         raise refusal(exc) from None
-
-
-def _audit(
-    call: Call, action: str, key: tuple[uuid.UUID, uuid.UUID, int], details: dict[str, object]
-) -> AuditEntry:
-    tenant_id, agent_id, key_id = key
-    who, kind = actor(call.ctx)
-    return AuditEntry(
-        action=action,
-        actor=who,
-        actor_type=kind,
-        tenant_id=tenant_id,
-        resource_type="agent_key",
-        resource_id=f"{agent_id}/{key_id}",
-        request_id=call.request_id,
-        details=details,
-    )
 
 
 class KeyManagement(pb_grpc.KeyManagementServicer):
@@ -133,8 +115,9 @@ class KeyManagement(pb_grpc.KeyManagementServicer):
             valid_to=valid_to,
             key_algorithm=algorithm,
         )
-        audit = _audit(
-            call,
+        audit = key_audit(
+            call.request_id,
+            call.ctx,
             "agent_key.register",
             (tenant_id, agent_id, request.key_id),
             {"public_key": public_key.hex(), "key_algorithm": algorithm},
@@ -196,8 +179,9 @@ class KeyManagement(pb_grpc.KeyManagementServicer):
             agent_id,
             request.key_id,
             self.services.sequencer.clock(),
-            _audit(
-                call,
+            key_audit(
+                call.request_id,
+                call.ctx,
                 "agent_key.revoke",
                 (tenant_id, agent_id, request.key_id),
                 {"reason": reason} if reason else {},

@@ -107,14 +107,15 @@ def _tenant_wide(
         raise agent_error(exc.reason, exc.message) from None
 
 
-def _key_audit(
-    request: Request,
+def key_audit(
+    request_id: str | None,
     ctx: AuthContext,
     action: str,
     key: tuple[uuid.UUID, uuid.UUID, int],
     details: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
-    """The audit row of a change to one agent key, ``key`` as (tenant, agent, key id)."""
+    """The audit row of a change to one agent key, ``key`` as (tenant, agent, key id),
+    whichever API made it."""
     tenant_id, agent_id, key_id = key
     who, kind = actor(ctx)
     return AuditEntry(
@@ -124,7 +125,7 @@ def _key_audit(
         tenant_id=tenant_id,
         resource_type="agent_key",
         resource_id=f"{agent_id}/{key_id}",
-        request_id=getattr(request.state, "request_id", None),
+        request_id=request_id,
         details={} if details is None else details,
     )
 
@@ -171,8 +172,8 @@ async def register_agent_key(
         valid_to=valid_to,
         key_algorithm=algorithm,
     )
-    audit = _key_audit(
-        request,
+    audit = key_audit(
+        getattr(request.state, "request_id", None),
         ctx,
         "agent_key.register",
         (body.tenantId, body.agentId, body.keyId),
@@ -255,7 +256,12 @@ async def revoke_agent_key(
         agent_id,
         key_id,
         services.sequencer.clock(),
-        _key_audit(request, ctx, "agent_key.revoke", (tenant_id, agent_id, key_id)),
+        key_audit(
+            getattr(request.state, "request_id", None),
+            ctx,
+            "agent_key.revoke",
+            (tenant_id, agent_id, key_id),
+        ),
     )
     if revoked is None:
         raise AgentError(404, "KEY_NOT_FOUND", "Agent key not found")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -154,6 +155,50 @@ async def admin_ip_guard(request: Request, services: ServicesDep) -> None:
 AUTH_STATE = "auth_context"
 
 
+class AuthUnavailable(Exception):
+    """Neither a yes nor a no: the store behind the credentials (``limiter`` False) or the
+    shared rate limiter (True) cannot answer now."""
+
+    def __init__(self, *, limiter: bool) -> None:
+        super().__init__("rate limiter" if limiter else "authentication backend")
+        self.limiter = limiter
+
+
+async def admit(
+    services: Services,
+    headers: Mapping[str, str],
+    source: str,
+    refused: Callable[[AuthError, bool], None],
+) -> AuthContext:
+    """The one admission of a caller, whatever the API (HTTP here, gRPC in
+    ``api/grpc/auth.py``): the per-source throttle of refused credentials, the credential,
+    then its rate limits. ``refused(error, throttled)`` is told each refusal to count and
+    audit; a credential over its budget is counted only (a throttled client would
+    otherwise fill the audit log). Raises :class:`AuthError` or :class:`AuthUnavailable`."""
+    wait = services.auth_failures.retry_after(source)
+    if wait is not None:
+        throttled = AuthError(
+            AuthReason.RATE_LIMITED, "Too many failed authentication attempts", wait
+        )
+        refused(throttled, True)
+        raise throttled
+    try:
+        ctx = await services.authenticator.authenticate(headers)
+    except AuthError as exc:
+        refused(exc, False)
+        raise
+    except StoreError:
+        raise AuthUnavailable(limiter=False) from None
+    try:
+        await services.rate_limits.check(ctx)
+    except AuthError as exc:
+        services.metrics.auth_failures.labels(exc.reason).inc()
+        raise
+    except RateLimiterUnavailable:
+        raise AuthUnavailable(limiter=True) from None
+    return ctx
+
+
 async def authenticate_request(request: Request, services: Services) -> AuthContext:
     """Resolve the request's credential from its headers alone: the edge calls this
     before any byte of the body is read, and hands the context on in the request state.
@@ -165,29 +210,16 @@ async def authenticate_request(request: Request, services: Services) -> AuthCont
         ctx = DISABLED_CONTEXT
     else:
         source = client_ip(request, services)
-        wait = services.auth_failures.retry_after(source)
-        if wait is not None:
-            throttled = AuthError(
-                AuthReason.RATE_LIMITED, "Too many failed authentication attempts", wait
-            )
-            _count_failure(request, services, source, throttled, throttled=True)
-            raise auth_failure(throttled)
+
+        def refused(exc: AuthError, throttled: bool) -> None:
+            _count_failure(request, services, source, exc, throttled=throttled)
+
         try:
-            ctx = await services.authenticator.authenticate(request.headers)
+            ctx = await admit(services, request.headers, source, refused)
         except AuthError as exc:
-            _count_failure(request, services, source, exc)
             raise auth_failure(exc) from None
-        except StoreError:
-            raise auth_backend_failure() from None
-        try:
-            await services.rate_limits.check(ctx)
-        except AuthError as exc:
-            # A valid credential over its budget: counted, not audited (a throttled
-            # client would otherwise fill the audit log).
-            services.metrics.auth_failures.labels(exc.reason).inc()
-            raise auth_failure(exc) from None
-        except RateLimiterUnavailable:
-            raise rate_limit_unavailable() from None
+        except AuthUnavailable as exc:
+            raise (rate_limit_unavailable() if exc.limiter else auth_backend_failure()) from None
         request.state.tenant_id = str(ctx.tenant_id)
         request.state.subject = ctx.subject
     setattr(request.state, AUTH_STATE, ctx)
