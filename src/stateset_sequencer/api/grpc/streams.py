@@ -66,8 +66,7 @@ from ...sequencer.cursors import CursorError
 from ...sequencer.live import EventFilter, Heartbeat, Subscription, TooManySubscribers
 from ...store.errors import StoreError
 from ...store.records import StreamKey
-from ...ves.envelope import MAX_ENTITY_ID_BYTES, MAX_ENTITY_TYPE_BYTES
-from ...ves.storable import TextFault, text_fault
+from ..http.events import entity_fault
 from .calls import Call, Context, Malformed
 from .convert import (
     heartbeat_event,
@@ -187,19 +186,10 @@ def agent_filter(values: list[str]) -> list[uuid.UUID]:
 
 
 def entity_text(entity_type: str, entity_id: str) -> bool:
-    """The byte limits of an entity's names (INVALID_ARGUMENT past them); False when the
-    text is no store's (NUL), which no stored event can carry."""
-    storable = True
-    for name, value, limit in (
-        ("entity_type", entity_type, MAX_ENTITY_TYPE_BYTES),
-        ("entity_id", entity_id, MAX_ENTITY_ID_BYTES),
-    ):
-        fault = text_fault(value, field=name, min_bytes=1, max_bytes=limit)
-        if fault is None:
-            continue
-        if fault.fault in (TextFault.TOO_LONG, TextFault.TOO_SHORT):
-            raise invalid(fault.message)
-        storable = False
+    """:func:`entity_fault` on an entity's names: a length fault is INVALID_ARGUMENT."""
+    storable, length_fault = entity_fault(entity_type, entity_id)
+    if length_fault is not None:
+        raise invalid(length_fault)
     return storable
 
 

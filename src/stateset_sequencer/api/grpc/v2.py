@@ -21,7 +21,6 @@ Where we answer otherwise than the reference (REFERENCE_MAP §2.2), on purpose:
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -36,12 +35,10 @@ from ...sequencer.auth import NIL, AuthError, ensure_write
 from ...sequencer.commitments import MAX_SEQUENCE, CommitmentError, CommitmentIntegrityError
 from ...sequencer.ingest import BatchRejected
 from ...sequencer.live import EventFilter
-from ...store.errors import StoreError
 from ...store.records import StoredEvent, StreamKey
 from ...ves.storable import utf8_size
-from ..http.errors import wire_for
 from ..http.events import contiguous
-from ..http.metrics import rejection_label
+from ..http.ingest import counted_ingest
 from .calls import Call, Context, Gate, Malformed, streaming, unary
 from .convert import (
     commitment_to_proto,
@@ -75,8 +72,6 @@ MAX_ENTITY_HISTORY = 100
 
 async def push(services: Services, call: Call, request: pb.PushRequest) -> pb.PushResponse:
     """Sequence one batch: the request's checks, then the ingest pipeline HTTP runs."""
-    metrics = services.metrics
-    started = time.perf_counter()
     count = len(request.events)
     limit = services.sequencer.limits.max_events_per_batch
     if count == 0:
@@ -103,29 +98,10 @@ async def push(services: Services, call: Call, request: pb.PushRequest) -> pb.Pu
         if env.source_agent_id != agent_id:
             raise invalid(f"events[{index}]: source_agent must be the request's agent_id")
         events.append(env)
-    metrics.events_per_batch.observe(count)
-    metrics.events_received.inc(count)
-
-    def authorize(checked: StreamKey) -> None:
-        ensure_write(ctx, checked.tenant_id, checked.store_id)
-
     try:
-        result = await services.sequencer.ingest(
-            agent_id, events, bound_agent_id=ctx.agent_id, authorize=authorize
-        )
-    except BatchRejected as exc:
-        metrics.batches_rejected.labels(wire_for(exc.reason).detail or exc.reason).inc()
+        result = await counted_ingest(services, ctx, agent_id, events)
+    except (BatchRejected, AuthError) as exc:
         raise refusal(exc) from None
-    except AuthError as exc:
-        raise refusal(exc) from None
-    except StoreError:
-        metrics.db_errors.inc()
-        raise
-    metrics.events_sequenced.inc(result.events_accepted)
-    metrics.events_replayed.inc(len(result.receipts) - result.events_accepted)
-    for rejection in result.rejections:
-        metrics.events_rejected.labels(rejection_label(rejection.reason)).inc()
-    metrics.ingest_latency.observe(time.perf_counter() - started)
     call.fields["events"] = count
     call.fields["accepted"] = result.events_accepted
     return push_response(result, request.request_id)

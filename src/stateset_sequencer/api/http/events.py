@@ -269,12 +269,12 @@ def read_stream(
     return StreamKey(tenant_id, store_id)
 
 
-def storable_entity(entity_type: str, entity_id: str) -> bool:
-    """The storable-text rule (``ves.storable``) on an entity path, the same on every
-    backend. Over its UTF-8 byte limit (``Path(max_length)`` counts characters) is 400,
-    as the reference answers. Text no store can hold (NUL, a lone surrogate) was refused
-    at ingest on every backend, so no stored event carries it: False, and the caller
-    answers "nothing there" without asking the store (PostgreSQL would fail such a
+def entity_fault(entity_type: str, entity_id: str) -> tuple[bool, str | None]:
+    """The storable-text rule (``ves.storable``) on an entity's names, for every API:
+    whether a store can hold them, and the message of a length fault (past the UTF-8 byte
+    limits, or empty), which the caller refuses. Text no store can hold (NUL, a lone
+    surrogate) was refused at ingest on every backend, so no stored event carries it: the
+    caller answers "nothing there" without asking the store (PostgreSQL would fail such a
     query)."""
     storable = True
     for name, value, limit in (
@@ -285,8 +285,17 @@ def storable_entity(entity_type: str, entity_id: str) -> bool:
         if fault is None:
             continue
         if fault.fault in (TextFault.TOO_LONG, TextFault.TOO_SHORT):
-            raise ApiError("INVALID_FIELD_VALUE", fault.message)
+            return False, fault.message
         storable = False
+    return storable, None
+
+
+def storable_entity(entity_type: str, entity_id: str) -> bool:
+    """:func:`entity_fault` on an entity path: a length fault is 400, as the reference
+    answers (``Path(max_length)`` counts characters, not bytes)."""
+    storable, length_fault = entity_fault(entity_type, entity_id)
+    if length_fault is not None:
+        raise ApiError("INVALID_FIELD_VALUE", length_fault)
     return storable
 
 

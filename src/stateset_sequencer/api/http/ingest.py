@@ -20,7 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...sequencer.auth import AuthError, ensure_write
+from ...runtime import Services
+from ...sequencer.auth import AuthContext, AuthError, ensure_write
 from ...sequencer.ingest import BatchRejected, Limits
 from ...sequencer.outcomes import IngestResult, Rejection
 from ...store.errors import StoreError
@@ -215,30 +216,17 @@ def parse_body(raw: bytes, strict_format: bool) -> tuple[uuid.UUID, list[VesEven
     summary="Sequence a batch of signed VES events",
 )
 async def ingest_ves_events(request: Request, services: ServicesDep, ctx: Auth) -> JSONResponse:
-    metrics = services.metrics
-    started = time.perf_counter()
     raw = await request.body()
     agent_id, events = parse_body(raw, services.sequencer.strict_format)
-    metrics.events_per_batch.observe(len(events))
-    metrics.events_received.inc(len(events))
     if events:
         bind_stream(request, events[0].tenant_id, events[0].store_id)
-
-    def authorize(stream: StreamKey) -> None:
-        ensure_write(ctx, stream.tenant_id, stream.store_id)
-
     try:
-        result = await services.sequencer.ingest(
-            agent_id, events, bound_agent_id=ctx.agent_id, authorize=authorize
-        )
+        result = await counted_ingest(services, ctx, agent_id, events)
     except BatchRejected as exc:
-        error = api_error(exc.reason, exc.message)
-        metrics.batches_rejected.labels(wire_for(exc.reason).detail or exc.reason).inc()
-        raise error from None
+        raise api_error(exc.reason, exc.message) from None
     except AuthError as exc:  # from ``authorize``, where the reference checks write
         raise api_error(exc.reason, exc.message) from None
     except StoreError as exc:
-        metrics.db_errors.inc()
         # The driver's text goes to the log, with the request id; the body names the
         # class of fault only (errors.STORE_FAULTS).
         log.error(
@@ -248,9 +236,40 @@ async def ingest_ves_events(request: Request, services: ServicesDep, ctx: Auth) 
             detail=str(exc)[:500],
         )
         raise store_fault(exc) from None
+    return JSONResponse(ingest_body(result))
+
+
+async def counted_ingest(
+    services: Services,
+    ctx: AuthContext,
+    agent_id: uuid.UUID,
+    events: list[VesEventEnvelope],
+) -> IngestResult:
+    """One batch through the sequencer, counted in the metrics, whichever API brought it
+    (HTTP here, gRPC ``Push``): write permission on the stream as the reference checks it,
+    the credential's agent binding, and every counter and the latency on the way. Raises
+    what ``Sequencer.ingest`` raises, for the caller's API to answer."""
+    metrics = services.metrics
+    started = time.perf_counter()
+    metrics.events_per_batch.observe(len(events))
+    metrics.events_received.inc(len(events))
+
+    def authorize(stream: StreamKey) -> None:
+        ensure_write(ctx, stream.tenant_id, stream.store_id)
+
+    try:
+        result = await services.sequencer.ingest(
+            agent_id, events, bound_agent_id=ctx.agent_id, authorize=authorize
+        )
+    except BatchRejected as exc:
+        metrics.batches_rejected.labels(wire_for(exc.reason).detail or exc.reason).inc()
+        raise
+    except StoreError:
+        metrics.db_errors.inc()
+        raise
     metrics.events_sequenced.inc(result.events_accepted)
     metrics.events_replayed.inc(len(result.receipts) - result.events_accepted)
     for rejection in result.rejections:
         metrics.events_rejected.labels(rejection_label(rejection.reason)).inc()
     metrics.ingest_latency.observe(time.perf_counter() - started)
-    return JSONResponse(ingest_body(result))
+    return result
