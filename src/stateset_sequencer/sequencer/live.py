@@ -49,7 +49,6 @@ class HeadAnnouncer:
         self._feed = feed
         self._pending: dict[StreamKey, int] = {}
         self._task: asyncio.Task[None] | None = None
-        self.announced = 0  # notices sent, for tests and metrics
 
     def note(self, stream: StreamKey, head: int) -> None:
         if head > self._pending.get(stream, -1):
@@ -62,7 +61,6 @@ class HeadAnnouncer:
             batch, self._pending = self._pending, {}
             try:
                 await self._feed.announce_heads(batch)
-                self.announced += len(batch)
             except Exception as exc:  # the events are committed; only the wake-up is late
                 log.warning("head announcement failed", streams=len(batch), error=str(exc)[:200])
 
@@ -236,7 +234,6 @@ class LiveEvents:
         self._max_subscribers = max_subscribers
         self._watches: dict[StreamKey, _Watch] = {}
         self._listener: ChangeListener | None = None
-        self.notices = 0  # notices heard, for tests and metrics
 
     @property
     def connected(self) -> bool:
@@ -260,7 +257,6 @@ class LiveEvents:
         return self._recheck_s if self.connected else self._recheck_disconnected_s
 
     def _heard(self, notice: HeadNotice) -> None:
-        self.notices += 1
         if notice.stream is None:
             for every in self._watches.values():
                 every.wake()
@@ -269,9 +265,6 @@ class LiveEvents:
         if watch is not None and notice.head > watch.head:
             watch.head = notice.head
             watch.wake()
-
-    async def head(self, stream: StreamKey) -> int:
-        return await self._events.head(stream)
 
     async def subscribe(
         self,
