@@ -130,6 +130,10 @@ async def test_one_worker_runs_and_a_successor_takes_over(opened: Opened, second
         if opened.backend == "postgres":
             assert await terminate_leaders(opened.url) == 1
             await until(lambda: not follower.running, "the killed leader stops its work")
+            # The killed worker keeps contending and may win the free lock back before the
+            # other's next try; stopping it leaves the other as the only contender, which
+            # must then lead (had it won the lock back, closing it released it).
+            await follower.elected.close()
             await until(lambda: leader.running, "the other takes over after a kill")
             assert [a.running, b.running].count(True) == 1
     finally:

@@ -65,7 +65,16 @@ class _SessionLeadership(Leadership):
             await asyncio.sleep(interval)
             try:
                 await self._conn.fetchval("SELECT 1", timeout=max(interval, 1.0))
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                # A session killed while the ping is on the wire can leave asyncpg's
+                # protocol mid-operation ("cannot switch to state ..."): the session is
+                # as gone as with any other fault, and the watch must say so, not die.
+                asyncpg.InternalClientError,
+            ) as exc:
                 if not self._released:
                     log.warning("leader session lost", lock=self._name, error=describe(exc))
                 self._gone.set()
