@@ -329,3 +329,53 @@ def test_verify_receipt_uses_the_signature_check_given(golden: dict[str, Any]) -
 
     with pytest.raises(ReceiptSignatureInvalid, match="receipt signature does not verify"):
         signing.verify_receipt(receipt, check_signature=refusing, **kwargs)
+
+
+def test_receipts_issued_in_bulk_match_the_golden_receipt(golden: dict[str, Any]) -> None:
+    receipt, (issuer, ev) = _golden_receipt(golden, bytes([5]) * 32)
+    [bulk] = issuer.issue_many(
+        tenant_id=uuid.UUID(ev["tenant_id"]),
+        store_id=uuid.UUID(ev["store_id"]),
+        events=[
+            (
+                uuid.UUID(ev["event_id"]),
+                ev["_sequence_number"],
+                bytes.fromhex(ev["_event_signing_hash"]),
+            )
+        ],
+        sequenced_at=datetime(2025, 1, 1, 0, 0, 1, 500000, UTC),
+    )
+    assert bulk == receipt
+    assert bulk.receipt_hash.hex() == ev["_receipt_hash"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.uuids(), st.integers(0, 2**64 - 1), st.binary(min_size=32, max_size=32)),
+        max_size=12,
+    ),
+    st.uuids(),
+    st.uuids(),
+    st.datetimes(timezones=st.just(UTC)),
+)
+def test_bulk_receipts_are_the_single_ones_byte_for_byte(
+    events: list[tuple[uuid.UUID, int, bytes]],
+    tenant: uuid.UUID,
+    store: uuid.UUID,
+    at: datetime,
+) -> None:
+    issuer = signing.ReceiptSigner(uuid.UUID(int=9), bytes([7]) * 32)
+    bulk = issuer.issue_many(tenant_id=tenant, store_id=store, events=events, sequenced_at=at)
+    single = [
+        issuer.issue(
+            tenant_id=tenant,
+            store_id=store,
+            event_id=event_id,
+            sequence_number=seq,
+            event_signing_hash=esh,
+            sequenced_at=at,
+        )
+        for event_id, seq, esh in events
+    ]
+    assert bulk == single
+    assert hashing.receipt_hashes(tenant, store, events) == [r.receipt_hash for r in single]

@@ -154,9 +154,26 @@ class LegacyUnsignedReceipts(signing.ReceiptSigner):
             event_signing_hash=event_signing_hash,
             sequenced_at=sequenced_at,
         )
-        return dataclasses.replace(
-            signed, signature_alg=signing.SIGNATURE_ALG_NONE, sequencer_signature=b""
+        return _unsigned(signed)
+
+    def issue_many(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        store_id: uuid.UUID,
+        events: Sequence[tuple[uuid.UUID, int, bytes]],
+        sequenced_at: datetime,
+    ) -> list[signing.Receipt]:
+        signed = super().issue_many(
+            tenant_id=tenant_id, store_id=store_id, events=events, sequenced_at=sequenced_at
         )
+        return [_unsigned(receipt) for receipt in signed]
+
+
+def _unsigned(receipt: signing.Receipt) -> signing.Receipt:
+    return dataclasses.replace(
+        receipt, signature_alg=signing.SIGNATURE_ALG_NONE, sequencer_signature=b""
+    )
 
 
 class WronglySignedReceipts(signing.ReceiptSigner):

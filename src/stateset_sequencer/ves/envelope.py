@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -285,9 +287,10 @@ def check_payload_kind(env: VesEventEnvelope) -> None:
             )
 
 
-def check_created_at(env: VesEventEnvelope) -> None:
+def check_created_at(env: VesEventEnvelope) -> datetime:
+    """The instant ``created_at`` names (UTC); the text itself is what is signed."""
     try:
-        parse_rfc3339(env.created_at)
+        return parse_rfc3339(env.created_at)
     except BadTimestamp as exc:
         raise EnvelopeInvalid("schema_validation: created_at", str(exc)) from None
 
@@ -356,6 +359,20 @@ def validate(env: VesEventEnvelope, *, strict_format: bool = False) -> bytes:
     them, with :func:`verify_signature`. Raises :class:`EnvelopeInvalid` with the
     reference's reason code at the first failure.
     """
+    return validate_parts(env, strict_format=strict_format).signing_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    """What the checks computed that a store needs again: the event signing hash and the
+    instant ``created_at`` names."""
+
+    signing_hash: bytes
+    created_at: datetime
+
+
+def validate_parts(env: VesEventEnvelope, *, strict_format: bool = False) -> Validated:
+    """:func:`validate`, keeping the parsed ``created_at`` too (ingest stores it)."""
     check_version(env)
     check_execution_controls(env)
     check_lengths(env)
@@ -365,9 +382,9 @@ def validate(env: VesEventEnvelope, *, strict_format: bool = False) -> bytes:
         # Structure is checked before created_at, as the reference orders it; the parsed
         # parts then serve the cipher hash, so the structure is decoded once.
         parts = encrypted_parts(env, strict_format=strict_format)
-    check_created_at(env)
+    created_at = check_created_at(env)
     check_payload_hash(env, strict_format=strict_format, parts=parts)
-    return env.signing_hash()
+    return Validated(env.signing_hash(), created_at)
 
 
 def verify_signature(env: VesEventEnvelope, public_key: bytes, signing_hash: bytes) -> None:
@@ -544,6 +561,7 @@ def _first_error(exc: ValidationError) -> str:
 __all__ = [
     "EncryptedPayload",
     "EnvelopeInvalid",
+    "Validated",
     "VesEventEnvelope",
     "check_created_at",
     "check_execution_controls",
@@ -558,5 +576,6 @@ __all__ = [
     "sign_event",
     "sign_unsigned",
     "validate",
+    "validate_parts",
     "verify_signature",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,6 +310,30 @@ def receipt_hash(
             )
         )
     ).digest()
+
+
+def receipt_hashes(
+    tenant_id: uuid.UUID,
+    store_id: uuid.UUID,
+    events: Sequence[tuple[uuid.UUID, int, bytes]],
+) -> list[bytes]:
+    """:func:`receipt_hash` of each ``(event_id, sequence_number, event_signing_hash)`` of
+    one stream, in order. The stream's part of the preimage is built once: a group commit
+    issues hundreds of receipts for one stream at a time."""
+    prefix = DOMAIN_RECEIPT + _uuid("tenant_id", tenant_id) + _uuid("store_id", store_id)
+    return [
+        _sha256(
+            b"".join(
+                (
+                    prefix,
+                    _uuid("event_id", event_id),
+                    u64(sequence_number),
+                    _check_len("event_signing_hash", signing_hash, 32),
+                )
+            )
+        ).digest()
+        for event_id, sequence_number, signing_hash in events
+    ]
 
 
 def pop_challenge(public_key: bytes) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -71,7 +72,22 @@ def bundle_text(env: VesEventEnvelope) -> str | None:
     return None if env.agent_signature_bundle is None else dump_json(env.agent_signature_bundle)
 
 
-def payload_size(env: VesEventEnvelope) -> int:
-    """Compact JSON bytes of ``payload`` or ``payload_encrypted``, as the reference counts."""
-    text = encrypted_text(env) if env.payload_encrypted is not None else payload_text(env)
-    return len((text if text is not None else "null").encode("utf-8"))
+@dataclass(frozen=True, slots=True)
+class StoredTexts:
+    """An event's JSON texts as a store keeps them, made once per event at ingest and
+    carried to the row (three serialisations per event were one too many each)."""
+
+    payload: str | None
+    encrypted: str | None
+    bundle: str | None
+
+    @property
+    def payload_size(self) -> int:
+        """Compact JSON bytes of ``payload`` or ``payload_encrypted``, as the reference
+        counts."""
+        text = self.encrypted if self.encrypted is not None else self.payload
+        return len((text if text is not None else "null").encode("utf-8"))
+
+
+def stored_texts(env: VesEventEnvelope) -> StoredTexts:
+    return StoredTexts(payload_text(env), encrypted_text(env), bundle_text(env))

@@ -9,7 +9,7 @@ small-order keys, which this module refuses at registration already.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -240,6 +240,33 @@ class ReceiptSigner:
             signature_alg=SIGNATURE_ALG_ED25519,
             sequencer_signature=self._signer.sign(digest),
         )
+
+    def issue_many(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        store_id: uuid.UUID,
+        events: Sequence[tuple[uuid.UUID, int, bytes]],
+        sequenced_at: datetime,
+    ) -> list[Receipt]:
+        """:meth:`issue` for each ``(event_id, sequence_number, event_signing_hash)`` of one
+        stream, all sequenced at one instant (a group commit's), in order. PyNaCl releases
+        the GIL while it signs, so a thread pool runs slices of a group side by side."""
+        at = format_rfc3339(sequenced_at)
+        digests = hashing.receipt_hashes(tenant_id, store_id, events)
+        sign = self._signer.sign
+        return [
+            Receipt(
+                sequencer_id=self.sequencer_id,
+                event_id=event_id,
+                sequence_number=sequence_number,
+                sequenced_at=at,
+                receipt_hash=digest,
+                signature_alg=SIGNATURE_ALG_ED25519,
+                sequencer_signature=sign(digest),
+            )
+            for (event_id, sequence_number, _), digest in zip(events, digests, strict=True)
+        ]
 
 
 def verify_receipt(
