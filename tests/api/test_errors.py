@@ -194,7 +194,7 @@ async def test_a_conflict_that_outlasts_the_retries_is_a_retryable_503(
     sqlite_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await sqlite_api.register_agent()
-    monkeypatch.setattr(sqlite_api.store, "stream_transaction", lambda *a, **k: _RaisingContext())
+    monkeypatch.setattr(sqlite_api.store, "append_transaction", lambda *a, **k: _RaisingContext())
     response = await sqlite_api.ingest([kit.event(1)])
     _assert_store_fault(response, ConcurrentWriteError)
     assert response.json()["error"]["details"]["reason"] == "WRITE_CONFLICT"

@@ -11,7 +11,9 @@ from typing import Any
 from stateset_sequencer.store.ports import EventLog
 from stateset_sequencer.store.records import NewEvent, StoredEvent, StreamKey
 from stateset_sequencer.testing.kit import LegacyUnsignedReceipts
+from stateset_sequencer.ves.codec import parse_rfc3339
 from stateset_sequencer.ves.envelope import VesEventEnvelope, sign_event
+from stateset_sequencer.ves.jsontext import stored_texts
 from stateset_sequencer.ves.signing import ReceiptSigner, Signer
 
 SIGNER = Signer(bytes(range(32)))
@@ -78,7 +80,15 @@ def make_new_event(
         event_signing_hash=signing_hash,
         sequenced_at=at,
     )
-    return NewEvent(event, signing_hash, sequence_number, at, receipt)
+    return NewEvent(
+        event,
+        signing_hash,
+        sequence_number,
+        at,
+        receipt,
+        parse_rfc3339(event.created_at),
+        stored_texts(event),
+    )
 
 
 def stored(new: NewEvent) -> StoredEvent:
@@ -99,10 +109,9 @@ async def append(
     async with store.stream_transaction(stream) as tx:
         first = tx.head + 1
         news = [make_new_event(e, first + k, sequenced_at, signer) for k, e in enumerate(events)]
-        entities = list(dict.fromkeys((e.entity_type, e.entity_id) for e in events))
-        versions = dict(await tx.entity_versions(entities))
+        increments: dict[tuple[str, str], int] = {}
         for e in events:
             key = (e.entity_type, e.entity_id)
-            versions[key] = versions.get(key, 0) + 1
-        await tx.write(news, versions, tx.head + len(events))
+            increments[key] = increments.get(key, 0) + 1
+        await tx.write(news, increments, tx.head + len(events))
     return news

@@ -127,14 +127,15 @@ async def test_commit_writes_events_receipts_commands_versions_and_head(
         }
 
 
-async def test_entity_versions_are_set_to_the_given_values(event_log: EventLog) -> None:
+async def test_entity_versions_rise_by_the_given_increments(event_log: EventLog) -> None:
     stream = new_stream()
     await append(event_log, stream, [make_event(stream, i, entity_id="A") for i in range(3)])
     async with event_log.stream_transaction(stream) as tx:
         assert await tx.entity_versions([("order", "A")]) == {("order", "A"): 3}
         new = make_new_event(make_event(stream, 9, entity_id="A"), tx.head + 1)
-        await tx.write([new], {("order", "A"): 7}, tx.head + 1)
+        await tx.write([new], {("order", "A"): 4, ("order", "B"): 2}, tx.head + 1)
     assert await event_log.entity_version(stream, "order", "A") == 7
+    assert await event_log.entity_version(stream, "order", "B") == 2
     assert await event_log.head(stream) == 4
 
 
@@ -443,3 +444,69 @@ async def test_envelope_fields_round_trip(event_log: EventLog, ves_version: int,
     assert got.envelope.base_version == base and got.envelope.ves_version == ves_version
     assert got.envelope.signing_hash() == new.event_signing_hash
     assert (await event_log.read_entity(stream, "заказ", "Ωmega ✓ 1", 0, 5))[1] == 1
+
+
+# --- one transaction over several streams ----------------------------------------------------
+
+
+async def test_one_transaction_writes_several_streams_or_none(event_log: EventLog) -> None:
+    old, new = new_stream(), new_stream()
+    await append(event_log, old, [make_event(old, 1)])
+    a, b = make_event(old, 2, entity_id="X"), make_event(new, 3, entity_id="X")
+
+    async def write_both_then_fail() -> None:
+        async with event_log.append_transaction([new, old]) as tx:
+            assert {s: t.head for s, t in tx.streams.items()} == {old: 1, new: 0}
+            await tx.streams[old].write([make_new_event(a, 2)], {("order", "X"): 1}, 2)
+            await tx.streams[new].write([make_new_event(b, 1)], {("order", "X"): 1}, 1)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await write_both_then_fail()
+    assert (await event_log.head(old), await event_log.head(new)) == (1, 0)
+    assert await event_log.get_event(a.event_id) is None
+    async with event_log.append_transaction([old, new]) as tx:
+        await tx.streams[old].write([make_new_event(a, 2)], {("order", "X"): 1}, 2)
+        await tx.streams[new].write([make_new_event(b, 1)], {("order", "X"): 1}, 1)
+        assert set(await tx.existing([a.event_id, b.event_id])) == {a.event_id, b.event_id}
+    assert (await event_log.head(old), await event_log.head(new)) == (2, 1)
+    assert await event_log.entity_version(old, "order", "X") == 1
+    assert await event_log.entity_version(new, "order", "X") == 1
+
+
+async def test_transactions_over_the_same_streams_in_any_order_never_deadlock(
+    event_log: EventLog,
+) -> None:
+    """Counter rows are locked in one order whatever order the caller names them in, so
+    writers of overlapping stream sets take turns instead of waiting on each other."""
+    streams = [new_stream() for _ in range(3)]
+
+    async def write(order: list[StreamKey], n: int) -> None:
+        async with event_log.append_transaction(order) as tx:
+            for stream in order:
+                part = tx.streams[stream]
+                event = make_event(stream, n, entity_id=f"E{n}")
+                await part.write([make_new_event(event, part.head + 1)], {}, part.head + 1)
+                await asyncio.sleep(0)  # let the other writers reach their locks
+
+    orders = [streams, streams[::-1], [streams[1], streams[2], streams[0]]] * 3
+    await asyncio.wait_for(
+        asyncio.gather(*(write(order, n) for n, order in enumerate(orders))), timeout=30
+    )
+    for stream in streams:
+        assert await event_log.head(stream) == len(orders)
+        assert [e.sequence_number for e in await event_log.read_range(stream, 1, 99)] == list(
+            range(1, len(orders) + 1)
+        )
+
+
+async def test_an_append_transaction_names_at_least_one_stream_each_once(
+    event_log: EventLog,
+) -> None:
+    stream = new_stream()
+    with pytest.raises(ValueError, match="at least one"):
+        async with event_log.append_transaction([]):
+            pass
+    with pytest.raises(ValueError, match="once"):
+        async with event_log.append_transaction([stream, stream]):
+            pass

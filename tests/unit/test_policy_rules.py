@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from stateset_sequencer.sequencer.policies import (
 from stateset_sequencer.sequencer.schemas import SchemaRegistry
 from stateset_sequencer.store.records import AgentPolicy, Change, ChangeKind
 from stateset_sequencer.testing import kit
-from stateset_sequencer.ves.jsontext import encrypted_text, payload_text
+from stateset_sequencer.ves.jsontext import StoredTexts, encrypted_text, payload_text
 
 TENANT, OTHER = uuid.UUID(int=1), uuid.UUID(int=2)
 AGENT = uuid.UUID(int=3)
@@ -39,6 +40,9 @@ HOUR = 3600.0
 
 names = st.text(max_size=20)
 plain_rules = st.text(min_size=1, max_size=20).filter(lambda r: "*" not in r)
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # what the policy rules never read
+NO_TEXTS = StoredTexts(None, None, None)
 
 
 # --- matching -------------------------------------------------------------------------------
@@ -352,7 +356,7 @@ def test_a_refusal_is_a_rejection_with_our_stable_reason() -> None:
 
 def test_apply_policy_keeps_the_order_of_what_passes() -> None:
     items = [
-        Verified(event(event_type=t, entity_id=f"E{i}"), b"")
+        Verified(event(event_type=t, entity_id=f"E{i}"), b"", EPOCH, NO_TEXTS)
         for i, t in enumerate(["order.created", "user.created", "order.shipped", "order.created"])
     ]
     kept, rejected = policies.apply_policy(STRICT, items)
@@ -405,7 +409,10 @@ async def test_a_policy_is_read_once_per_ttl_and_a_missing_one_is_cached_too() -
 async def test_a_batch_costs_one_lookup_and_nothing_to_judge_costs_none() -> None:
     store = Policies()
     cache = PolicyCache(store, ttl_seconds=0)  # type: ignore[arg-type]
-    items = [Verified(event(event_type="order.created", entity_id=f"E{i}"), b"") for i in range(50)]
+    items = [
+        Verified(event(event_type="order.created", entity_id=f"E{i}"), b"", EPOCH, NO_TEXTS)
+        for i in range(50)
+    ]
     kept, rejected = await cache.enforce(TENANT, AGENT, items)
     assert (len(kept), rejected, store.calls) == (50, [], 1)
     assert await cache.enforce(TENANT, AGENT, []) == ([], [])

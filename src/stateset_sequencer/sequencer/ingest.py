@@ -43,7 +43,7 @@ from ..store.records import Existing, StreamKey
 from ..ves import envelope as ves_envelope
 from ..ves.envelope import VesEventEnvelope
 from ..ves.errors import EnvelopeInvalid, VesError
-from ..ves.jsontext import bundle_text, encrypted_text, payload_size, payload_text
+from ..ves.jsontext import StoredTexts, stored_texts
 from ..ves.signing import Receipt, ReceiptSigner, verify
 from ..ves.storable import INT32_MAX, UnstorableText, is_storable, json_fault, storable_text
 from .group_commit import StreamWriter
@@ -100,11 +100,12 @@ def check_batch(
     limits: Limits,
     bound_agent_id: uuid.UUID | None = None,
     authorize: Callable[[StreamKey], None] | None = None,
-) -> StreamKey:
+) -> tuple[StreamKey, list[StoredTexts]]:
     """Faults that fail the whole request, in the reference's order. ``authorize`` is the
     caller's write-permission check on the stream (it raises to refuse); it runs where the
     reference's handler runs ``ensure_write``, after the agent checks and before the
-    limits, so that each fault gets the same status as there."""
+    limits, so that each fault gets the same status as there. Returns the stream and each
+    event's stored JSON texts, which the checks made and the row reuses."""
     if not events:
         raise BatchRejected(BatchReason.EMPTY_BATCH, "events must not be empty")
     stream = StreamKey(events[0].tenant_id, events[0].store_id)
@@ -128,19 +129,22 @@ def check_batch(
             BatchReason.BATCH_TOO_LARGE,
             f"batch of {len(events)} events exceeds {limits.max_events_per_batch}",
         )
+    texts: list[StoredTexts] = []
     for env in events:
-        check_fields(env)
-        size = payload_size(env)  # over text check_fields found storable (valid UTF-8)
+        stored = stored_texts(env)
+        check_fields(env, stored)
+        size = stored.payload_size  # over text check_fields found storable (valid UTF-8)
         if size > limits.max_event_payload_bytes:
             raise BatchRejected(
                 BatchReason.PAYLOAD_TOO_LARGE,
                 f"event {env.event_id}: payload of {size} bytes exceeds "
                 f"{limits.max_event_payload_bytes}",
             )
-    return stream
+        texts.append(stored)
+    return stream, texts
 
 
-def check_fields(env: VesEventEnvelope) -> None:
+def check_fields(env: VesEventEnvelope, texts: StoredTexts) -> None:
     """Everything the event puts in a row, held to what both stores can keep
     (``ves.storable``), and a payload for the event's kind.
 
@@ -163,12 +167,10 @@ def check_fields(env: VesEventEnvelope) -> None:
     for name, _limit in ves_envelope.TEXT_FIELDS:  # the limits were checked just above
         _storable(env, name, getattr(env, name))
     encrypted = env.payload_encrypted
-    _storable_json(env, "payload", env.payload, payload_text(env))
+    _storable_json(env, "payload", env.payload, texts.payload)
     if encrypted is not None:
-        _storable_json(
-            env, "payload_encrypted", encrypted.model_dump(mode="json"), encrypted_text(env)
-        )
-    _storable_json(env, "agent_signature_bundle", env.agent_signature_bundle, bundle_text(env))
+        _storable_json(env, "payload_encrypted", encrypted.model_dump(mode="json"), texts.encrypted)
+    _storable_json(env, "agent_signature_bundle", env.agent_signature_bundle, texts.bundle)
     scheme = env.agent_signature_scheme
     if scheme is not None and scheme > INT32_MAX:
         raise BatchRejected(
@@ -249,9 +251,11 @@ def classify_known_ids(
 # --- steps 3–5: validation, key, signature ------------------------------------------------
 
 
-def validate_event(env: VesEventEnvelope, strict_format: bool) -> bytes | Rejection:
+def validate_event(
+    env: VesEventEnvelope, strict_format: bool
+) -> ves_envelope.Validated | Rejection:
     try:
-        return ves_envelope.validate(env, strict_format=strict_format)
+        return ves_envelope.validate_parts(env, strict_format=strict_format)
     except EnvelopeInvalid as exc:
         return Rejection(env.event_id, exc.reason, exc.message)
     except VesError as exc:  # defensive: every fault is a rejection, never a 500
@@ -274,7 +278,9 @@ def check_signature(
     return None
 
 
-def _validate_chunk(chunk: Sequence[VesEventEnvelope], strict: bool) -> list[bytes | Rejection]:
+def _validate_chunk(
+    chunk: Sequence[VesEventEnvelope], strict: bool
+) -> list[ves_envelope.Validated | Rejection]:
     return [validate_event(env, strict) for env in chunk]
 
 
@@ -377,7 +383,15 @@ class Sequencer:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ves-verify")
         # Every committed head is announced to live subscribers on every process.
         self.announcer = HeadAnnouncer(store)
-        self._writer = StreamWriter(store, receipt_signer, clock, on_commit=self.announcer.note)
+        self._writer = StreamWriter(
+            store,
+            receipt_signer,
+            clock,
+            on_commit=self.announcer.note,
+            merge_streams=store.capabilities.merge_streams,
+            executor=self._pool,
+            sign_threads=self._workers,
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -399,7 +413,9 @@ class Sequencer:
         authorize: Callable[[StreamKey], None] | None = None,
     ) -> IngestResult:
         batch_id = uuid.uuid4()
-        stream = check_batch(agent_id, events, self.limits, bound_agent_id, authorize)
+        stream, texts = check_batch(agent_id, events, self.limits, bound_agent_id, authorize)
+        # The events travel on as the same objects, so their texts are found by identity.
+        texts_of = {id(env): t for env, t in zip(events, texts, strict=True)}
         rejections: list[Rejection] = []
         if self.schema_stage is not None:
             events, rejections = await self.schema_stage(events)
@@ -409,7 +425,7 @@ class Sequencer:
         pending = classified.pending
         if self.require_signed_execution_controls:
             pending = require_signed_controls(pending, rejections)
-        verified = await self._verify(pending, rejections)
+        verified = await self._verify(pending, rejections, texts_of)
         verified, policy_rejections = await self.policies.enforce(
             stream.tenant_id, agent_id, verified
         )
@@ -443,7 +459,10 @@ class Sequencer:
         )
 
     async def _verify(
-        self, pending: Sequence[VesEventEnvelope], rejections: list[Rejection]
+        self,
+        pending: Sequence[VesEventEnvelope],
+        rejections: list[Rejection],
+        texts_of: dict[int, StoredTexts],
     ) -> list[Verified]:
         """Steps 3–5 for every pending event, first failure wins per event."""
         if not pending:
@@ -452,34 +471,36 @@ class Sequencer:
         digests = await self._in_pool(
             loop, partial(_validate_chunk, strict=self.strict_format), pending
         )
-        valid: list[tuple[VesEventEnvelope, bytes]] = []
-        for env, digest in zip(pending, digests, strict=True):
-            if isinstance(digest, Rejection):
-                rejections.append(digest)
+        valid: list[tuple[VesEventEnvelope, ves_envelope.Validated]] = []
+        for env, checked in zip(pending, digests, strict=True):
+            if isinstance(checked, Rejection):
+                rejections.append(checked)
             else:
-                valid.append((env, digest))
+                valid.append((env, checked))
         now = self.clock()
         # A batch usually names one key; look each distinct key up once.
         wanted = {(env.tenant_id, env.source_agent_id, env.agent_key_id) for env, _ in valid}
         found = {ident: await self.keys.get(*ident) for ident in wanted}
         keyed: list[tuple[VesEventEnvelope, bytes, bytes]] = []
-        for env, digest in valid:
+        kept: list[ves_envelope.Validated] = []
+        for env, checked in valid:
             key = found[(env.tenant_id, env.source_agent_id, env.agent_key_id)]
             problem = check_key(env, key_problem(key, now))
             if problem is not None:
                 rejections.append(problem)
             else:
                 assert key is not None  # key_problem reports a missing key
-                keyed.append((env, key.public_key, digest))
+                keyed.append((env, key.public_key, checked.signing_hash))
+                kept.append(checked)
         if not keyed:
             return []
         results = await self._in_pool(loop, _verify_chunk, keyed)
         verified: list[Verified] = []
-        for (env, _pk, digest), problem in zip(keyed, results, strict=True):
+        for (env, _pk, digest), checked, problem in zip(keyed, kept, results, strict=True):
             if problem is not None:
                 rejections.append(problem)
             else:
-                verified.append(Verified(env, digest))
+                verified.append(Verified(env, digest, checked.created_at, texts_of[id(env)]))
         return verified
 
     async def _in_pool(

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..store.records import Existing, StreamKey
 from ..ves.envelope import VesEventEnvelope
+from ..ves.jsontext import StoredTexts
 from ..ves.signing import Receipt
 
 
@@ -37,10 +39,14 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """An event that passed every per-event check, with its signing hash."""
+    """An event that passed every per-event check, with what the checks computed that the
+    store needs again: its signing hash, the instant its ``created_at`` names, and its
+    stored JSON texts."""
 
     envelope: VesEventEnvelope
     signing_hash: bytes
+    created_at: datetime
+    texts: StoredTexts
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ..ves.envelope import VesEventEnvelope
+from ..ves.jsontext import StoredTexts
 from ..ves.signing import Receipt
 
 
@@ -47,13 +48,17 @@ class EventPage:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An accepted event ready to be written with its receipt."""
+    """An accepted event ready to be written with its receipt, which is sequenced at
+    ``sequenced_at`` too. ``created_at`` is the instant the envelope's ``created_at`` text
+    names and ``texts`` its JSON texts as stored (both made once, by ingest's checks)."""
 
     envelope: VesEventEnvelope
     event_signing_hash: bytes
     sequence_number: int
     sequenced_at: datetime
     receipt: Receipt
+    created_at: datetime
+    texts: StoredTexts
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +257,9 @@ class Capabilities:
 
     name: str  # "sqlite" or "postgresql", as /health/detailed reports it
     embedded: bool  # lives in the local data directory, beside the receipt key
+    # One append transaction over every stream that is waiting beats one per stream (one
+    # writer whose commit is the cost); else each stream commits on its own connection.
+    merge_streams: bool = False
 
 
 @dataclass(frozen=True, slots=True)

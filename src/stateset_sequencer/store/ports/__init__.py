@@ -13,9 +13,10 @@ one more module of the same name in each adapter, one more base of :class:`Store
 more contract suite. Consumers import ports from ``store.ports`` itself.
 
 The append path is split so that the order of checks stays visible in
-``sequencer/ingest.py``: the event log opens a :class:`StreamTransaction` that has already
-locked the stream's counter row, offers the few bulk reads the checks need, and writes the
-accepted events, their receipts, command reservations, entity versions and the new head
+``sequencer/ingest.py``: the event log opens an :class:`AppendTransaction` that has already
+locked the counter row of each stream it covers (one, or several merged into one commit);
+each stream's :class:`StreamTransaction` offers the few bulk reads the checks need, and
+writes the accepted events, their receipts, command reservations, entity versions and the new head
 in one commit. Nothing slow happens inside it; signatures are checked before it opens.
 
 Every method is safe to call concurrently. Faults are the classes of ``store.errors``.
@@ -28,7 +29,7 @@ from .agents import AgentCursors, AgentPolicies
 from .changes import ChangeFeed, ChangeListener, HeadFeed
 from .commitments import Commitments
 from .database import Database
-from .events import EventLog, StreamTransaction
+from .events import AppendTransaction, EventLog, StreamTransaction
 from .keys import KeyRegistry
 from .maintenance import Maintenance, Progress, Snapshots
 from .projections import LeaderLock, Leadership, Projections
@@ -39,6 +40,7 @@ __all__ = [
     "AccessStore",
     "AgentCursors",
     "AgentPolicies",
+    "AppendTransaction",
     "AuditChain",
     "ChangeFeed",
     "ChangeListener",

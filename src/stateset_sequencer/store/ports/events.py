@@ -1,11 +1,11 @@
-"""The event log and its per-stream append transaction."""
+"""The event log and its append transaction, over one stream or several."""
 
 from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ...ves.signing import Receipt
 from ..records import (
@@ -18,8 +18,9 @@ from ..records import (
 
 
 class StreamTransaction(ABC):
-    """One stream's append transaction. The counter row is locked for its whole life, so
-    every writer of the stream, in this process or another, waits its turn."""
+    """One stream's part of an append transaction. The counter row is locked for the
+    transaction's whole life, so every writer of the stream, in this process or another,
+    waits its turn."""
 
     head: int
     """The stream's current sequence (0 for a new stream), read under the lock."""
@@ -43,25 +44,59 @@ class StreamTransaction(ABC):
     async def write(
         self,
         events: Sequence[NewEvent],
-        entity_versions: Mapping[tuple[str, str], int],
+        version_increments: Mapping[tuple[str, str], int],
         new_head: int,
     ) -> None:
-        """Insert events, receipts and command reservations, set entity versions and the
-        counter. Raises :class:`ConcurrentWriteError` if an event id was taken meanwhile;
-        the transaction is then as it was before the call."""
+        """Insert events, receipts and command reservations, raise each entity's version
+        by its increment (from 0 for an entity with none) and set the counter. Raising
+        in the database spares a read of the versions when no event names a
+        ``base_version``. Raises :class:`ConcurrentWriteError` if an event id was taken meanwhile;
+        the transaction can then only be rolled back (leave its block with the error):
+        a savepoint to survive that rare race would cost every write two round trips."""
+
+
+class AppendTransaction(ABC):
+    """One transaction over one or more streams, each with its counter row locked (in
+    ``(tenant_id, store_id)`` order, so that two of them never wait on each other in a
+    cycle). Where one commit is what costs (SQLite's single writer), merging the streams
+    that are waiting into one transaction pays for one commit instead of one per stream."""
+
+    streams: Mapping[StreamKey, StreamTransaction]
+    """Each stream's part, keyed by stream."""
+
+    @abstractmethod
+    async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
+        """Stored events (any stream) among ``event_ids``, with their receipts."""
+
+
+def check_streams(streams: Sequence[StreamKey]) -> list[StreamKey]:
+    """``streams`` in the order their counter rows are locked, ``(tenant_id, store_id)``
+    (a UUID sorts by its bytes, as PostgreSQL's ``uuid`` does); at least one, each once."""
+    ordered = sorted(streams, key=lambda s: (s.tenant_id, s.store_id))
+    if not ordered:
+        raise ValueError("an append transaction needs at least one stream")
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("an append transaction names each stream once")
+    return ordered
 
 
 class EventLog(ABC):
     """The sequenced events of every stream, their receipts, and entity versions."""
 
     @abstractmethod
-    def stream_transaction(
-        self, stream: StreamKey
-    ) -> AbstractAsyncContextManager[StreamTransaction]:
-        """Open a transaction with the stream's counter row locked. It commits when the
-        block exits normally and rolls back on any exception. Opening a second one for
-        the same stream from the task that holds the first is refused with
-        :class:`StoreError` rather than left to deadlock."""
+    def append_transaction(
+        self, streams: Sequence[StreamKey]
+    ) -> AbstractAsyncContextManager[AppendTransaction]:
+        """Open a transaction with every one of ``streams``' counter rows locked (at
+        least one stream, each named once). It commits when the block exits normally and
+        rolls back on any exception. Opening a second one over a stream the same task
+        holds is refused with :class:`StoreError` rather than left to deadlock."""
+
+    @asynccontextmanager
+    async def stream_transaction(self, stream: StreamKey) -> AsyncIterator[StreamTransaction]:
+        """:meth:`append_transaction` over one stream, as that stream's part."""
+        async with self.append_transaction([stream]) as tx:
+            yield tx.streams[stream]
 
     @abstractmethod
     async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:

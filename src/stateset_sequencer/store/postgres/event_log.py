@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -15,11 +15,12 @@ import asyncpg
 from ...ves.signing import Receipt
 from ..errors import StoreError
 from ..paging import PageCut, event_bytes_sql
-from ..ports import EventLog, StreamTransaction
+from ..ports import AppendTransaction, EventLog
+from ..ports.events import check_streams
 from ..records import EventPage, Existing, StoredEvent, StreamKey
 from ..rows import EVENT_SELECT, RECEIPT_COLUMNS, RECEIPT_SELECT, column_list
 from . import convert
-from .append import CREATE_COUNTER_SQL, LOCK_COUNTER_SQL, PgStreamTransaction, fetch_existing
+from .append import PgAppendTransaction, fetch_existing, lock_counters
 from .errors import mapped
 from .pool import Pools
 
@@ -82,16 +83,24 @@ _LIST_STREAMS_SQL = (
 
 
 class PostgresEventLog(Pools, EventLog):
+    def append_transaction(
+        self, streams: Sequence[StreamKey]
+    ) -> AbstractAsyncContextManager[AppendTransaction]:
+        return self._append_transaction(check_streams(streams))
+
     @asynccontextmanager
-    async def stream_transaction(self, stream: StreamKey) -> AsyncIterator[StreamTransaction]:
+    async def _append_transaction(
+        self, streams: Sequence[StreamKey]
+    ) -> AsyncIterator[AppendTransaction]:
         # The same task opening the same stream again would wait for the row lock it
         # holds itself, forever; other tasks waiting their turn is the point of the lock.
-        key = (asyncio.current_task(), stream)
-        if key in self._held:
+        task = asyncio.current_task()
+        keys = {(task, stream) for stream in streams}
+        if keys & self._held:
             raise StoreError(
                 "this task already holds the stream's transaction; nesting another would deadlock"
             )
-        self._held.add(key)
+        self._held |= keys
         try:
             # mapped() also covers the commit, where a deferred failure would surface.
             with mapped(appending=True):
@@ -99,11 +108,9 @@ class PostgresEventLog(Pools, EventLog):
                     self._pool.acquire() as conn,
                     conn.transaction(isolation="read_committed"),
                 ):
-                    await conn.execute(CREATE_COUNTER_SQL, stream.tenant_id, stream.store_id)
-                    head = await conn.fetchval(LOCK_COUNTER_SQL, stream.tenant_id, stream.store_id)
-                    yield PgStreamTransaction(conn, stream, int(head))
+                    yield PgAppendTransaction(conn, await lock_counters(conn, streams))
         finally:
-            self._held.discard(key)
+            self._held -= keys
 
     async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
         with mapped():

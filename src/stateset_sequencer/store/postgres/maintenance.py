@@ -23,7 +23,7 @@ from ..rows import (
     unchanged_state,
 )
 from ..summaries import OCCUPIED_TABLES, SummaryBuilder, checked_table
-from .append import LOCK_COUNTER_SQL
+from .append import LOCK_COUNTERS_SQL
 from .audit import append_in_transaction
 from .errors import mapped
 from .pool import Pools
@@ -67,7 +67,7 @@ async def set_counter_to_max(
     async with conn.transaction(isolation="read_committed"):
         # The row lock every append takes first: with it held, no event can be added to
         # the stream until this commits, so max(sequence_number) read next stays true.
-        await conn.fetchval(LOCK_COUNTER_SQL, stream.tenant_id, stream.store_id)
+        await conn.fetch(LOCK_COUNTERS_SQL, stream.tenant_id, [stream.store_id])
         current = unchanged_state(stream, await counter_states(conn, stream), expected)
         # With no counter row there was nothing to lock: an append creating one meanwhile
         # makes this upsert wait on, then overwrite, a row whose value it re-checks below.

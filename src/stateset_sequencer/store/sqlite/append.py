@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from ..errors import ConcurrentWriteError, OperationalError
-from ..ports import StreamTransaction
+from ..ports import AppendTransaction, StreamTransaction
 from ..records import Existing, NewEvent, StreamKey
 from ..rows import (
     EVENT_INSERT_COLUMNS,
@@ -21,7 +21,7 @@ from ..rows import (
     time_to_text,
 )
 from . import convert
-from .worker import Job, Worker, savepoint
+from .worker import Job, Worker
 
 P = ParamSpec("P")
 _T = TypeVar("_T")
@@ -54,7 +54,8 @@ _VERSION_UPSERT = (
     "(tenant_id, store_id, entity_type, entity_id, version, updated_at) "
     "VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (tenant_id, store_id, entity_type, entity_id) "
-    "DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at"
+    "DO UPDATE SET version = entity_versions.version + excluded.version, "
+    "updated_at = excluded.updated_at"
 )
 _SET_HEAD = f"UPDATE sequence_counters SET current_sequence = ?, updated_at = ? WHERE {STREAM}"  # noqa: S608
 
@@ -72,16 +73,16 @@ def _now_text() -> str:
     return time_to_text(datetime.now(UTC))
 
 
-def open_stream(conn: sqlite3.Connection, stream: StreamKey) -> int:
-    """Begin the stream's write transaction and return its head."""
+def open_streams(conn: sqlite3.Connection, streams: Sequence[StreamKey]) -> list[int]:
+    """Begin the write transaction over ``streams`` and return their heads, in order.
+    (BEGIN IMMEDIATE takes the database's one write lock: the streams need no order.)"""
     conn.execute("BEGIN IMMEDIATE")
-    params = stream_params(stream)
-    conn.execute(
+    conn.executemany(
         "INSERT OR IGNORE INTO sequence_counters (tenant_id, store_id, current_sequence) "
         "VALUES (?, ?, 0)",
-        params,
+        [stream_params(stream) for stream in streams],
     )
-    return head(conn, stream)
+    return [head(conn, stream) for stream in streams]
 
 
 def taken_commands(
@@ -117,35 +118,34 @@ def write(
     conn: sqlite3.Connection,
     stream: StreamKey,
     events: Sequence[NewEvent],
-    versions: Mapping[tuple[str, str], int],
+    increments: Mapping[tuple[str, str], int],
     new_head: int,
 ) -> None:
-    # A failed write leaves the transaction as it was before it (executemany keeps the
-    # rows it inserted before a failing one), whatever the caller does next.
-    with savepoint(conn, "write_events"):
-        tenant, store = stream_params(stream)
-        now = _now_text()
-        try:
-            conn.executemany(_CLAIM_ID, [(str(e.envelope.event_id), tenant, store) for e in events])
-            conn.executemany(_EVENT_INSERT, [convert.event_params(e) for e in events])
-            conn.executemany(_RECEIPT_INSERT, [convert.receipt_params(e) for e in events])
-        except sqlite3.IntegrityError as exc:
-            if _is_event_id_conflict(exc):
-                raise ConcurrentWriteError(f"an event id was stored meanwhile: {exc}") from exc
-            raise
-        conn.executemany(
-            _COMMAND_INSERT,
-            [
-                (tenant, store, str(e.envelope.command_id), str(e.envelope.event_id), now)
-                for e in events
-                if e.envelope.command_id is not None
-            ],
-        )
-        conn.executemany(
-            _VERSION_UPSERT,
-            [(tenant, store, etype, eid, v, now) for (etype, eid), v in versions.items()],
-        )
-        conn.execute(_SET_HEAD, (new_head, now, tenant, store))
+    # A failure leaves rows of this write behind (executemany keeps what it inserted
+    # before a failing row): the port's caller rolls the transaction back.
+    tenant, store = stream_params(stream)
+    now = _now_text()
+    try:
+        conn.executemany(_CLAIM_ID, [(str(e.envelope.event_id), tenant, store) for e in events])
+        conn.executemany(_EVENT_INSERT, [convert.event_params(e) for e in events])
+        conn.executemany(_RECEIPT_INSERT, [convert.receipt_params(e) for e in events])
+    except sqlite3.IntegrityError as exc:
+        if _is_event_id_conflict(exc):
+            raise ConcurrentWriteError(f"an event id was stored meanwhile: {exc}") from exc
+        raise
+    conn.executemany(
+        _COMMAND_INSERT,
+        [
+            (tenant, store, str(e.envelope.command_id), str(e.envelope.event_id), now)
+            for e in events
+            if e.envelope.command_id is not None
+        ],
+    )
+    conn.executemany(
+        _VERSION_UPSERT,
+        [(tenant, store, etype, eid, n, now) for (etype, eid), n in increments.items()],
+    )
+    conn.execute(_SET_HEAD, (new_head, now, tenant, store))
 
 
 def _is_event_id_conflict(exc: sqlite3.IntegrityError) -> bool:
@@ -192,14 +192,37 @@ def head(conn: sqlite3.Connection, stream: StreamKey) -> int:
     return 0 if row is None else int(row["current_sequence"])
 
 
-class SqliteStreamTransaction(StreamTransaction):
+class SqliteAppendTransaction(AppendTransaction):
     """Runs on the writer thread inside the BEGIN IMMEDIATE its store opened."""
 
-    def __init__(self, writer: Worker, stream: StreamKey, head: int) -> None:
-        self.head = head
+    def __init__(self, writer: Worker, streams: Sequence[StreamKey], heads: Sequence[int]) -> None:
         self._writer = writer
-        self._stream = stream
         self._open = True
+        self.streams = {
+            stream: SqliteStreamTransaction(self, stream, head)
+            for stream, head in zip(streams, heads, strict=True)
+        }
+
+    async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
+        return await self.run(existing, event_ids)
+
+    def end(self) -> None:
+        self._open = False
+
+    async def run(self, job: Job[P, _T], *args: P.args, **kwargs: P.kwargs) -> _T:
+        if not self._open:
+            raise OperationalError("the stream transaction has already ended")
+        return await self._writer.run(job, *args, **kwargs)
+
+
+class SqliteStreamTransaction(StreamTransaction):
+    """One stream's part of a :class:`SqliteAppendTransaction`."""
+
+    def __init__(self, tx: SqliteAppendTransaction, stream: StreamKey, head: int) -> None:
+        self.head = head
+        self._tx = tx
+        self._stream = stream
+        self._run = tx.run
 
     async def existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Existing]:
         return await self._run(existing, event_ids)
@@ -215,16 +238,8 @@ class SqliteStreamTransaction(StreamTransaction):
     async def write(
         self,
         events: Sequence[NewEvent],
-        entity_versions: Mapping[tuple[str, str], int],
+        version_increments: Mapping[tuple[str, str], int],
         new_head: int,
     ) -> None:
-        await self._run(write, self._stream, events, entity_versions, new_head)
+        await self._run(write, self._stream, events, version_increments, new_head)
         self.head = new_head
-
-    def end(self) -> None:
-        self._open = False
-
-    async def _run(self, job: Job[P, _T], *args: P.args, **kwargs: P.kwargs) -> _T:
-        if not self._open:
-            raise OperationalError("the stream transaction has already ended")
-        return await self._writer.run(job, *args, **kwargs)

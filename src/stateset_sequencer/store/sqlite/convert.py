@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ...ves.codec import format_rfc3339, parse_rfc3339
-from ...ves.jsontext import bundle_text, dump_json, encrypted_text, load_json, payload_text
+from ...ves.codec import format_rfc3339
+from ...ves.jsontext import dump_json, load_json
 from ...ves.signing import Receipt
 from ..records import Existing, NewEvent, StoredEvent
 from ..rows import (
@@ -94,19 +94,19 @@ def event_params(event: NewEvent) -> tuple[Any, ...]:
         env.event_type,
         env.created_at,
         env.payload_kind,
-        payload_text(env),
-        encrypted_text(env),
+        event.texts.payload,
+        event.texts.encrypted,
         env.payload_plain_hash,
         env.payload_cipher_hash,
         env.agent_signature,
         env.agent_signature_scheme,
-        bundle_text(env),
+        event.texts.bundle,
         # Text, because a u64 does not fit SQLite's signed 64-bit INTEGER.
         None if env.base_version is None else str(env.base_version),
         event.sequence_number,
         time_to_text(event.sequenced_at),
         event.event_signing_hash,
-        time_to_text(parse_rfc3339(env.created_at)),
+        time_to_text(event.created_at),
     )
 
 
@@ -119,7 +119,8 @@ def receipt_params(event: NewEvent) -> tuple[Any, ...]:
         str(env.store_id),
         str(receipt.sequencer_id),
         receipt.sequence_number,
-        time_to_text(parse_rfc3339(receipt.sequenced_at)),
+        # The receipt is sequenced when its event is (one instant, NewEvent's).
+        time_to_text(event.sequenced_at),
         receipt.receipt_hash,
         receipt.signature_alg,
         receipt.sequencer_signature or None,

@@ -12,17 +12,18 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ...ves.signing import Receipt
 from ..paging import PageCut, event_bytes_sql
-from ..ports import EventLog, StreamTransaction
+from ..ports import AppendTransaction, EventLog
+from ..ports.events import check_streams
 from ..records import EventPage, Existing, StoredEvent, StreamKey
 from ..rows import EVENT_SELECT, RECEIPT_COLUMNS, RECEIPT_PREFIX
 from . import convert
 from .append import (
     EVENT_WITH_RECEIPT_FROM,
-    SqliteStreamTransaction,
+    SqliteAppendTransaction,
     entity_versions,
     existing,
     head,
-    open_stream,
+    open_streams,
     stream_params,
 )
 from .worker import Connections, commit_or_rollback, rollback_if_open, snapshot
@@ -229,21 +230,23 @@ async def paged(
 
 
 class SqliteEventLog(Connections, EventLog):
-    def stream_transaction(
-        self, stream: StreamKey
-    ) -> AbstractAsyncContextManager[StreamTransaction]:
-        return self._stream_transaction(stream)
+    def append_transaction(
+        self, streams: Sequence[StreamKey]
+    ) -> AbstractAsyncContextManager[AppendTransaction]:
+        return self._append_transaction(check_streams(streams))
 
     @asynccontextmanager
-    async def _stream_transaction(self, stream: StreamKey) -> AsyncIterator[StreamTransaction]:
+    async def _append_transaction(
+        self, streams: Sequence[StreamKey]
+    ) -> AsyncIterator[AppendTransaction]:
         self._refuse_inside_own_transaction()
         async with self._write_lock:
             try:
-                head = await self._writer.run(open_stream, stream)
+                heads = await self._writer.run(open_streams, streams)
             except BaseException:
                 self._discard_transaction()
                 raise
-            tx = SqliteStreamTransaction(self._writer, stream, head)
+            tx = SqliteAppendTransaction(self._writer, streams, heads)
             self._transaction_task = asyncio.current_task()
             try:
                 yield tx

@@ -66,7 +66,7 @@ class SqliteStore(
     Store,
 ):
     # Not part of any port; only tests/api/test_routes.py still reads it.
-    capabilities = Capabilities(name="sqlite", embedded=True)
+    capabilities = Capabilities(name="sqlite", embedded=True, merge_streams=True)
 
     def __init__(self, path: Path, writer: Worker, reader: Worker) -> None:
         Connections.__init__(self, writer, reader)

@@ -192,19 +192,6 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
         rollback_if_open(conn)
 
 
-@contextmanager
-def savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
-    """A nested step of an open transaction that either happens whole or not at all."""
-    conn.execute(f"SAVEPOINT {name}")
-    try:
-        yield
-    except BaseException:
-        conn.execute(f"ROLLBACK TO {name}")
-        conn.execute(f"RELEASE {name}")
-        raise
-    conn.execute(f"RELEASE {name}")
-
-
 def rollback_if_open(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
