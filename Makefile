@@ -110,3 +110,18 @@ bench-hostile: $(STAMP) debian-deps
 	$(BIN)/python bench/hostile_http.py $(if $(QUICK),--bodies 3 --bad-keys 120 --slow 5 --idle 5)
 	$(BIN)/python bench/page_memory.py $(if $(QUICK),--backend sqlite --events 6 --payload-kb 200 --readers 2 --rounds 1 --limit 6)
 	$(BIN)/python bench/revocation_propagation.py $(if $(QUICK),--rounds 1 --off-rounds 0)
+
+# eventsourcing's PostgreSQL recorder (the "store only" peer) beside our service-layer and
+# HTTP ingest, with the COPY and 2-thread verify floors, in one run on one PostgreSQL
+# server. The peer comes from the peers extra, installed here when missing: its
+# requirements alone, read from pyproject.toml, so the project's own install is untouched.
+PEERS_STAMP := $(VENV)/.peers-stamp
+
+$(PEERS_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["peers"]))' > $(VENV)/.peers-requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r $(VENV)/.peers-requirements.txt
+	@touch $(PEERS_STAMP)
+
+.PHONY: bench-peers
+bench-peers: $(PEERS_STAMP) debian-deps
+	$(BIN)/python bench/bench_peers.py $(BENCH_ARGS)
