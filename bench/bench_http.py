@@ -5,14 +5,23 @@ database, registers the agent key through the API, signs and encodes every reque
 before any clock starts, then drives the server with aiohttp:
 
 1. closed loop, as fast as it answers: single-event batches with ``--concurrency``
-   requests in flight, and 100-event batches with ``--batch-concurrency`` in flight;
-2. open loop at a fixed ``--rate`` of single-event requests for ``--duration`` seconds:
-   each request is sent at its scheduled time whether or not earlier ones have answered,
-   and its latency is counted from that time (so a stall is not hidden by the client
-   waiting for it: no coordinated omission);
+   requests in flight over ``--streams`` streams and again over ``--wide-streams``, and
+   100-event batches with ``--batch-concurrency`` in flight;
+2. open loop at a fixed ``--rate`` of single-event requests for ``--duration`` seconds,
+   and again at ``--fast-rate``: each request is sent at its scheduled time whether or
+   not earlier ones have answered, and its latency is counted from that time (so a stall
+   is not hidden by the client waiting for it: no coordinated omission);
 3. the floor, measured against the same server in the same run: ``GET /health``, a route
    with no auth, no body and no database, closed loop at ``--concurrency`` and open loop
-   at ``--rate``. It is the price of uvicorn, the middleware and the client alone.
+   at each rate. It is the price of uvicorn, the middleware and the client alone;
+4. the signature floor: the batch=100 events' agent signatures verified with PyNaCl on
+   two threads of this process (cffi releases the GIL), the rate no server process of
+   two cores can beat, to set the batch=100 case against;
+5. the server's memory: the resident size of the server's processes (the supervisor and
+   its workers with ``--workers N``), sampled through the run, and each one's peak.
+
+``--workers N`` is passed to ``serve`` (default: the server's own, one per CPU on
+PostgreSQL); the run waits until every worker listens before any clock starts.
 
 The client shares the machine (and its cores) with the server, so absolute figures are a
 lower bound; the ratios to the floor are what carries over. Nothing asserts on time. The
@@ -31,23 +40,33 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import aiohttp
+from nacl.signing import VerifyKey
 
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.serverproc import children, listening_sockets
+from stateset_sequencer.ves.envelope import parse_envelope
 
 HOST = "127.0.0.1"
 INGEST = "/api/v1/ves/events/ingest"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 60.0
+# An open-loop request still unanswered this long after its scheduled time is counted as
+# timed out: at a rate beyond the server's capacity the queue would otherwise grow for
+# the whole run and the case would last as long as the backlog.
+OPEN_LOOP_TIMEOUT_S = 10.0
+TIMED_OUT = "timed out"
 
 
 @dataclass
@@ -85,8 +104,16 @@ def free_port() -> int:
 
 
 def start_server(
-    dsn: str, admin_key: str, data_dir: Path, port: int, extra: dict[str, str] | None = None
+    dsn: str,
+    admin_key: str,
+    data_dir: Path,
+    port: int,
+    extra: dict[str, str] | None = None,
+    *,
+    workers: int | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``serve`` on ``port`` (gRPC on ``port + 1``); ``workers`` for ``--workers``, None
+    for the server's default."""
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
@@ -102,6 +129,8 @@ def start_server(
         env.pop(name, None)
     env.update(extra or {})
     command = [sys.executable, "-m", "stateset_sequencer", "serve", "--host", HOST]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     log = (data_dir / "server.log").open("wb")
     try:
         return subprocess.Popen(
@@ -148,6 +177,89 @@ async def wait_healthy(
             pass
         await asyncio.sleep(0.1)
     raise SystemExit(f"server not healthy after {START_TIMEOUT_S:g} s:\n{server_log(data_dir)}")
+
+
+async def wait_workers(
+    process: subprocess.Popen[bytes], port: int, workers: int, data_dir: Path
+) -> None:
+    """Until each of ``workers`` worker processes listens (its own gRPC socket on
+    ``port + 1``): /health answers as soon as the first one does."""
+    if workers < 2:
+        return
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while len(children(process.pid)) < workers or listening_sockets(port + 1) < workers:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{workers} workers did not start:\n{server_log(data_dir)}")
+        await asyncio.sleep(0.1)
+
+
+def vm_kib(pid: int, field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` (peak) of a process, KiB; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Memory:
+    """Samples the resident size of the server's processes (the supervisor or single
+    process and its children) every 0.2 s on a thread of its own."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kib = 0
+        self.peaks: dict[int, int] = {}  # VmHWM of each process seen
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def tree(self) -> list[int]:
+        return [self.pid, *children(self.pid)]
+
+    def _sample(self) -> None:
+        pids = self.tree()
+        self.peak_kib = max(self.peak_kib, sum(vm_kib(pid, "VmRSS") for pid in pids))
+        for pid in pids:
+            self.peaks[pid] = max(self.peaks.get(pid, 0), vm_kib(pid, "VmHWM"))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def __enter__(self) -> Memory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def verify_floor(payloads: list[bytes]) -> Result:
+    """The agent signatures of ``payloads``' events verified with PyNaCl on two threads,
+    nothing else: what the server does per event at the least."""
+    work = []
+    for payload in payloads:
+        for wire in json.loads(payload)["events"]:
+            event = parse_envelope(wire)
+            work.append((event.signing_hash(), bytes(event.agent_signature)))
+    key = VerifyKey(kit.AGENT.public_key)
+    half = len(work) // 2
+
+    def verify(items: list[tuple[bytes, bytes]]) -> None:
+        for message, signature in items:
+            key.verify(message, signature)
+
+    result = Result("Ed25519 verify ×2")
+    with ThreadPoolExecutor(2) as pool:
+        start = time.perf_counter()
+        list(pool.map(verify, (work[:half], work[half:])))
+        result.elapsed = time.perf_counter() - start
+    result.requests = result.events = len(work)
+    return result
 
 
 # --- the load -----------------------------------------------------------------------------
@@ -224,7 +336,10 @@ async def open_loop(name: str, send: Send, requests: int, rate: float) -> Result
 
     async def one(i: int, due: float) -> None:
         nonlocal last_done
-        events, error = await send(i)
+        try:
+            events, error = await asyncio.wait_for(send(i), OPEN_LOOP_TIMEOUT_S)
+        except TimeoutError:
+            events, error = 0, TIMED_OUT
         done = time.perf_counter()
         result.latencies.append(done - due)
         result.requests += 1
@@ -248,25 +363,40 @@ async def open_loop(name: str, send: Send, requests: int, rate: float) -> Result
 # --- the run ------------------------------------------------------------------------------
 
 
+@dataclass
+class Run:
+    """Every case's result, and the server's memory."""
+
+    results: dict[str, Result]
+    verify: Result
+    memory: Memory
+    workers: int
+
+
 async def run(
     args: argparse.Namespace,
     admin_key: str,
     port: int,
     process: subprocess.Popen[bytes],
     data_dir: Path,
-) -> list[Result]:
+) -> Run:
     keys = streams(args.streams)
+    wide_keys = streams(args.wide_streams)
     single_requests = args.events
     batch_requests = max(1, args.batch_events // 100)
     paced_requests = max(1, int(args.rate * args.duration))
+    fast_requests = max(1, int(args.fast_rate * args.duration))
     print(
-        f"signing {single_requests + batch_requests * 100 + paced_requests} events "
-        f"over {len(keys)} streams before timing…",
+        f"signing {2 * single_requests + batch_requests * 100 + paced_requests + fast_requests}"
+        f" events over {len(wide_keys)} streams before timing…",
         flush=True,
     )
     single = bodies(0, single_requests, 1, keys)
+    wide = bodies(40_000_000, single_requests, 1, wide_keys)
     batched = bodies(10_000_000, batch_requests, 100, keys)
     paced = bodies(20_000_000, paced_requests, 1, keys)
+    fast = bodies(50_000_000, fast_requests, 1, keys)
+    verify = verify_floor(batched)
 
     connector = aiohttp.TCPConnector(limit=max(args.concurrency, args.batch_concurrency))
     headers = {"Authorization": f"ApiKey {admin_key}", "Content-Type": "application/json"}
@@ -277,6 +407,8 @@ async def run(
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
     ) as session:
         await wait_healthy(session, process, data_dir)
+        await wait_workers(process, port, args.expected_workers, data_dir)
+        workers = max(1, len(children(process.pid)))
         async with session.post(
             "/api/v1/agents/keys",
             json={
@@ -300,70 +432,120 @@ async def run(
         ]
 
         health = health_sender(session)
-        results = [
-            await closed_loop("GET /health", health, single_requests, args.concurrency),
-            await closed_loop(
-                "ingest batch=1",
-                ingest_sender(session, single, 1),
-                single_requests,
-                args.concurrency,
-            ),
-            await closed_loop(
-                "ingest batch=100",
-                ingest_sender(session, batched, 100),
-                batch_requests,
-                args.batch_concurrency,
-            ),
-            await open_loop("GET /health", health, paced_requests, args.rate),
-            await open_loop(
-                "ingest batch=1", ingest_sender(session, paced, 1), paced_requests, args.rate
-            ),
-        ]
-    for result in warm_ups + results:
-        if result.errors:
+        with Memory(process.pid) as memory:
+            results = {
+                "floor": await closed_loop(
+                    "GET /health", health, single_requests, args.concurrency
+                ),
+                "single": await closed_loop(
+                    "ingest batch=1",
+                    ingest_sender(session, single, 1),
+                    single_requests,
+                    args.concurrency,
+                ),
+                "wide": await closed_loop(
+                    f"batch=1 ×{args.wide_streams} str",
+                    ingest_sender(session, wide, 1),
+                    single_requests,
+                    args.concurrency,
+                ),
+                "batched": await closed_loop(
+                    "ingest batch=100",
+                    ingest_sender(session, batched, 100),
+                    batch_requests,
+                    args.batch_concurrency,
+                ),
+                "floor_open": await open_loop("GET /health", health, paced_requests, args.rate),
+                "paced": await open_loop(
+                    "ingest batch=1", ingest_sender(session, paced, 1), paced_requests, args.rate
+                ),
+                "floor_fast": await open_loop("GET /health", health, fast_requests, args.fast_rate),
+                "fast": await open_loop(
+                    "ingest batch=1",
+                    ingest_sender(session, fast, 1),
+                    fast_requests,
+                    args.fast_rate,
+                ),
+            }
+    for result in warm_ups + list(results.values()):
+        # An open loop beyond capacity times out (reported); anything else is a fault.
+        faults = [e for e in result.errors if e != TIMED_OUT]
+        if faults:
             raise SystemExit(
-                f"bench sanity: {result.name}: {len(result.errors)} failed requests, "
-                f"first: {result.errors[0]}"
+                f"bench sanity: {result.name}: {len(faults)} failed requests, first: {faults[0]}"
             )
-    return results
+    return Run(results, verify, memory, workers)
 
 
-def report(args: argparse.Namespace, results: list[Result]) -> None:
-    floor_closed, single, batched, floor_open, paced = results
+def report(args: argparse.Namespace, done: Run) -> None:
+    r = done.results
+    floor_closed, single, wide, batched = r["floor"], r["single"], r["wide"], r["batched"]
     print()
     print(
         f"closed loop (max throughput); in flight: {args.concurrency} "
-        f"(batch=100: {args.batch_concurrency})"
+        f"(batch=100: {args.batch_concurrency}); streams: {args.streams} "
+        f"(×{args.wide_streams} str: {args.wide_streams})"
     )
     print(
         f"{'case':<20}{'requests':>9}{'req/s':>10}{'events/s':>11}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'req/s ÷ floor':>15}"
     )
-    for r in (floor_closed, single, batched):
+    for c in (floor_closed, single, wide, batched):
         print(
-            f"{r.name:<20}{r.requests:>9}{r.rps:>10,.0f}{r.eps:>11,.0f}{r.pct(0.5):>9.2f}"
-            f"{r.pct(0.95):>9.2f}{r.pct(0.99):>9.2f}{r.rps / floor_closed.rps:>15.2f}"
+            f"{c.name:<20}{c.requests:>9}{c.rps:>10,.0f}{c.eps:>11,.0f}{c.pct(0.5):>9.2f}"
+            f"{c.pct(0.95):>9.2f}{c.pct(0.99):>9.2f}{c.rps / floor_closed.rps:>15.2f}"
         )
-    print()
-    print(f"open loop at {args.rate:g} req/s for {args.duration:g} s (latency from scheduled send)")
+    v = done.verify
     print(
-        f"{'case':<20}{'requests':>9}{'achieved':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'p50 ÷ floor':>13}"
+        f"{'Ed25519 verify ×2':<20}{v.events:>9}{'':>10}{v.eps:>11,.0f}   "
+        f"(PyNaCl, 2 threads, the batch=100 events; batch=100 events/s ÷ it: "
+        f"{batched.eps / v.eps:.2f})"
     )
-    for r in (floor_open, paced):
+    for rate, floor_open, paced in (
+        (args.rate, r["floor_open"], r["paced"]),
+        (args.fast_rate, r["floor_fast"], r["fast"]),
+    ):
+        print()
+        print(f"open loop at {rate:g} req/s for {args.duration:g} s (latency from scheduled send)")
         print(
-            f"{r.name:<20}{r.requests:>9}{r.rps:>10,.1f}{r.pct(0.5):>9.2f}{r.pct(0.95):>9.2f}"
-            f"{r.pct(0.99):>9.2f}{r.pct(0.5) / floor_open.pct(0.5):>13.2f}"
+            f"{'case':<20}{'requests':>9}{'achieved':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+            f"{'p50 ÷ floor':>13}{'p99 ÷ floor':>13}"
         )
-    if paced.rps < 0.95 * args.rate:
-        print(
-            f"note: ingest fell behind the offered {args.rate:g} req/s (closed-loop capacity "
-            f"{single.rps:,.0f} req/s): its latencies above are mostly queueing."
-        )
+        for c in (floor_open, paced):
+            print(
+                f"{c.name:<20}{c.requests:>9}{c.rps:>10,.1f}{c.pct(0.5):>9.2f}"
+                f"{c.pct(0.95):>9.2f}{c.pct(0.99):>9.2f}{c.pct(0.5) / floor_open.pct(0.5):>13.2f}"
+                f"{c.pct(0.99) / floor_open.pct(0.99):>13.2f}"
+            )
+        if paced.rps < 0.95 * rate:
+            print(
+                f"note: ingest fell behind the offered {rate:g} req/s (closed-loop capacity "
+                f"{single.rps:,.0f} req/s): its latencies above are mostly queueing."
+            )
+        for c in (floor_open, paced):
+            late = c.errors.count(TIMED_OUT)
+            if late:
+                print(
+                    f"note: {c.name}: {late} of {c.requests} requests unanswered after "
+                    f"{OPEN_LOOP_TIMEOUT_S:g} s, counted at {OPEN_LOOP_TIMEOUT_S:g} s"
+                )
+    m = done.memory
+    print()
+    workers = sorted(pid for pid in m.peaks if pid != m.pid)
+    print(
+        f"server memory: peak RSS {m.peak_kib / 1024:,.1f} MiB summed over "
+        f"{1 + len(workers)} process(es) (sampled every 0.2 s)"
+    )
+    role = "supervisor" if workers else "server"
+    print(f"  {role} pid {m.pid}: VmHWM {m.peaks.get(m.pid, 0) / 1024:,.1f} MiB")
+    for pid in workers:
+        print(f"  worker pid {pid}: VmHWM {m.peaks[pid] / 1024:,.1f} MiB")
     print()
     print("floor = GET /health on the same server in the same run (HTTP stack, no auth, no DB);")
     print("req/s ÷ floor: share of the bare stack's request rate that ingest keeps (1.0 = free);")
-    print("p50 ÷ floor: how many times the bare stack's median latency one ingest takes.")
+    print("p50 (p99) ÷ floor: how many times the bare stack's median (p99) one ingest takes;")
+    print("batch=100 ÷ it: share of the bare signature checks' rate on 2 threads that")
+    print("  HTTP ingest of 100-event batches keeps (the floor no server on 2 cores can beat).")
 
 
 def main() -> None:
@@ -392,14 +574,37 @@ def main() -> None:
     parser.add_argument(
         "--streams", type=int, default=16, help="streams (store ids) the batches are spread over"
     )
+    parser.add_argument(
+        "--wide-streams",
+        type=int,
+        default=64,
+        help="streams of the second single-event closed-loop case",
+    )
+    parser.add_argument(
+        "--fast-rate", type=float, default=1000.0, help="requests per second, second fixed rate"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="serve --workers (default: the server's own)"
+    )
     args = parser.parse_args()
     if (
-        min(args.events, args.batch_events, args.concurrency, args.batch_concurrency, args.streams)
+        min(
+            args.events,
+            args.batch_events,
+            args.concurrency,
+            args.batch_concurrency,
+            args.streams,
+            args.wide_streams,
+            args.workers or 1,
+        )
         < 1
         or args.duration <= 0
         or args.rate <= 0
+        or args.fast_rate <= 0
     ):
-        parser.error("counts, duration and rate must be positive")
+        parser.error("counts, duration and rates must be positive")
+    # The server's default on PostgreSQL, to know how many workers to wait for.
+    args.expected_workers = args.workers or os.cpu_count() or 1
 
     # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so the finally below still stops the
     # server and drops the database.
@@ -414,10 +619,17 @@ def main() -> None:
         data_dir = Path(tmp)
         try:
             port = free_port()
-            process = start_server(dsn, admin_key, data_dir, port)
-            print(f"bench-http: server pid {process.pid} on {HOST}:{port}, database {name}")
-            results = asyncio.run(run(args, admin_key, port, process, data_dir))
-            report(args, results)
+            process = start_server(dsn, admin_key, data_dir, port, workers=args.workers)
+            print(
+                f"bench-http: server pid {process.pid} on {HOST}:{port}, database {name}, "
+                f"--workers {args.workers or 'default'}"
+            )
+            done = asyncio.run(run(args, admin_key, port, process, data_dir))
+            print(
+                f"workers: {done.workers} server process(es) serving"
+                f"{'' if done.workers == 1 else ' under a supervisor'}"
+            )
+            report(args, done)
         finally:
             if process is not None:
                 stop_server(process)

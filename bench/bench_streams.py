@@ -355,6 +355,7 @@ def main() -> None:
                     data_dir,
                     port,
                     {"GRPC_PORT": str(grpc_port), "VES_SEQUENCER_SIGNING_KEY": seed},
+                    workers=1,  # A and B are one process each: "same process" means it
                 )
                 started.append(Server(process, port, grpc_port, data_dir))
             print(

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # --- the HTTP service -----------------------------------------------------------------
     HOST: str = "0.0.0.0"  # noqa: S104 - a service listens on every interface by default
     PORT: int = Field(default=8080, ge=0, le=65535)
+    # Server processes behind PORT and GRPC_PORT (serve --workers, runtime/workers.py):
+    # unset means one per CPU on PostgreSQL and 1 on SQLite, whose embedded store only one
+    # process may serve. Each opens up to MAX_DB_CONNECTIONS connections of its own.
+    SERVER_WORKERS: int | None = Field(default=None, ge=1, le=256)
     # The gRPC API (docs/GRPC.md) beside HTTP: on GRPC_PORT, unset meaning PORT + 1 as in
     # the reference; GRPC_DISABLED=true leaves it out.
     GRPC_PORT: int | None = Field(default=None, ge=0, le=65535)

@@ -35,9 +35,16 @@ from ..sequencer.schemas import SchemaRegistry, ValidationMode, make_stage, pars
 from ..store.factory import DatabaseConfig, open_store
 from ..store.ports import Store
 from ..store.records import AuditEntry
+from ..ves.signing import ReceiptSigner
 from .changes import CacheInvalidation
 from .commits import CommitWorker
-from .core import AnchoringConfigError, chain_config, database_config, receipt_key
+from .core import (
+    AnchoringConfigError,
+    chain_config,
+    database_config,
+    receipt_key,
+    receipt_key_dir,
+)
 from .edge import parse_cors_origins
 from .projections import ProjectionWorker
 
@@ -169,9 +176,18 @@ def _check_auth_settings(settings: Settings) -> None:
         log.warning("short JWT secret", length=len(secret))
 
 
-async def start_services(settings: Settings, *, announce: bool = True) -> Services:
-    """Open and prepare everything; on a fresh embedded install this creates the data
-    directory, the schema, the receipt key and a bootstrap admin key (printed once)."""
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What the settings say, parsed and checked before anything is opened or created."""
+
+    schema_mode: ValidationMode
+    chain: ChainConfig | None
+    admin_allowlist: list[IpNetwork] | None
+    trusted: list[IpNetwork]
+    cors_origins: list[str] | None
+
+
+def _check(settings: Settings) -> _Checked:
     _check_auth_settings(settings)
     try:
         schema_mode = parse_mode(settings.SCHEMA_VALIDATION_MODE)
@@ -197,11 +213,35 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
         raise StartupError(str(exc)) from None
     for warning in settings.secret_file_warnings:
         log.warning("secret file readable by others", detail=warning)
+    return _Checked(schema_mode, chain, admin_allowlist, trusted, cors_origins)
 
+
+@dataclass(frozen=True, slots=True)
+class Preparation:
+    """What the one-time preparation of the database settled."""
+
+    signer: ReceiptSigner
+    created_bootstrap_key: str | None = None  # set only on the start that minted it
+
+
+# The supervisor's preparation: one connection migrates, one more is spare.
+PREPARE_CONNECTIONS = 2
+
+
+async def start_services(
+    settings: Settings, *, announce: bool = True, prepared: bool = False
+) -> Services:
+    """Open and prepare everything; on a fresh embedded install this creates the data
+    directory, the schema, the receipt key and a bootstrap admin key (printed once).
+
+    ``prepared``: a worker of a supervisor that ran :func:`prepare_service` already
+    (runtime/workers.py); it migrates, mints and creates nothing, and only reads the
+    receipt key and the sequencer id."""
+    checked = _check(settings)
     database = database_config(settings)
     # Before the store opens: a service that could only issue unsigned receipts refuses
     # to start with nothing created.
-    key = _receipt_key(settings, database)
+    key = _receipt_key(settings, database, create=not prepared)
     store = await open_store(
         database,
         max_connections=settings.MAX_DB_CONNECTIONS,
@@ -209,27 +249,49 @@ async def start_services(settings: Settings, *, announce: bool = True) -> Servic
         read_database_url=settings.READ_DATABASE_URL,
     )
     try:
-        services = await _prepare(
-            settings, store, database, key, schema_mode, admin_allowlist, trusted, announce, chain
-        )
+        if prepared:
+            preparation = Preparation(await _signer(settings, store, key))
+        else:
+            preparation = await prepare(settings, store, key)
+        services = await _start(settings, store, checked, preparation)
     except BaseException:
         await store.close()
         raise
-    services.cors_origins = cors_origins
+    if announce:
+        _announce(settings, store.capabilities.name, database, key, preparation, checked)
     return services
 
 
-async def _prepare(
-    settings: Settings,
-    store: Store,
-    database: DatabaseConfig,
-    key: identity.ReceiptKey,
-    schema_mode: ValidationMode,
-    admin_allowlist: list[IpNetwork] | None,
-    trusted: list[IpNetwork],
-    announce: bool,
-    chain: ChainConfig | None,
-) -> Services:
+async def prepare_service(settings: Settings) -> None:
+    """What a supervisor of several server processes runs once, before its first worker
+    starts (runtime/workers.py): every check :func:`start_services` makes, the receipt key
+    (generated when missing, outside production), :func:`prepare` over a store opened for
+    that alone, and the start-up announcement, with a minted bootstrap key printed once.
+    Nothing is left running; the workers then start with ``prepared=True``."""
+    checked = _check(settings)
+    database = database_config(settings)
+    key = _receipt_key(settings, database, create=True)
+    store = await open_store(
+        database,
+        max_connections=PREPARE_CONNECTIONS,
+        statement_timeout_ms=settings.DB_STATEMENT_TIMEOUT_MS,
+    )
+    try:
+        preparation = await prepare(settings, store, key)
+        # An unusable RATE_LIMIT_BACKEND stops the supervisor here, not every worker.
+        rate_limits(settings, store)
+        name = store.capabilities.name
+    finally:
+        await store.close()
+    _announce(settings, name, database, key, preparation, checked)
+
+
+async def prepare(settings: Settings, store: Store, key: identity.ReceiptKey) -> Preparation:
+    """The database made ready to serve: migrations, the bootstrap key's row (or, on a
+    fresh install with no credential at all, an admin key minted), the sequencer's id.
+    Run once per start, before anything serves: by :func:`start_services` in a single
+    process, by :func:`prepare_service` in a supervisor, so that several workers never
+    race each other through a first start."""
     if settings.migrate_on_startup:
         applied = await store.migrate()
         if applied:
@@ -255,18 +317,26 @@ async def _prepare(
                     details={"bootstrap": True},
                 ),
             )
+    return Preparation(await _signer(settings, store, key), created_key)
 
+
+async def _signer(settings: Settings, store: Store, key: identity.ReceiptKey) -> ReceiptSigner:
     try:
-        signer = await identity.receipt_signer(
+        return await identity.receipt_signer(
             store, configured_id=settings.VES_SEQUENCER_ID, key=key
         )
     except identity.IdentityError as exc:
         raise StartupError(str(exc)) from None
-    registry = SchemaRegistry(store, latest_ttl_seconds=settings.SCHEMA_CACHE_TTL_SECS)
 
+
+async def _start(
+    settings: Settings, store: Store, checked: _Checked, preparation: Preparation
+) -> Services:
+    registry = SchemaRegistry(store, latest_ttl_seconds=settings.SCHEMA_CACHE_TTL_SECS)
+    schema_mode = checked.schema_mode
     sequencer = Sequencer(
         store,
-        signer,
+        preparation.signer,
         limits=Limits(settings.MAX_EVENTS_PER_BATCH, settings.MAX_EVENT_PAYLOAD_SIZE),
         strict_format=settings.strict_format,
         require_signed_execution_controls=settings.REQUIRE_SIGNED_EXECUTION_CONTROLS,
@@ -297,10 +367,11 @@ async def _prepare(
             max_sources=settings.AUTH_FAILURE_MAX_SOURCES,
         ),
         auth_disabled=settings.auth_disabled,
-        admin_allowlist=admin_allowlist,
-        trusted_proxies=trusted,
-        created_bootstrap_key=created_key,
-        chain=None if chain is None else _chain(chain),
+        admin_allowlist=checked.admin_allowlist,
+        trusted_proxies=checked.trusted,
+        cors_origins=checked.cors_origins,
+        created_bootstrap_key=preparation.created_bootstrap_key,
+        chain=None if checked.chain is None else _chain(checked.chain),
     )
     if settings.change_feed:
         # Last, so that nothing after it can fail and leave the listener running.
@@ -321,8 +392,6 @@ async def _prepare(
 
         services.anchor_worker = AnchorWorker.from_settings(store, services.anchorer, settings)
         services.anchor_worker.start()
-    if announce:
-        _announce(services, database, key)
     return services
 
 
@@ -367,16 +436,30 @@ def rate_limits(settings: Settings, store: Store) -> RateLimits:
     )
 
 
-def _receipt_key(settings: Settings, database: DatabaseConfig) -> identity.ReceiptKey:
+def _receipt_key(
+    settings: Settings, database: DatabaseConfig, *, create: bool
+) -> identity.ReceiptKey:
     try:
-        key = receipt_key(settings, database, create=True)
+        key = receipt_key(settings, database, create=create)
     except identity.IdentityError as exc:
         raise StartupError(str(exc)) from None
-    assert key is not None  # create=True gives a key or raises
+    if key is None:
+        # Only a worker reads without creating, after its supervisor made or found the key.
+        raise StartupError(
+            f"no receipt-signing key: the one kept at {receipt_key_dir(settings, database)} "
+            "is gone since the server started"
+        )
     return key
 
 
-def _announce(services: Services, database: DatabaseConfig, key: identity.ReceiptKey) -> None:
+def _announce(
+    settings: Settings,
+    database_name: str,
+    database: DatabaseConfig,
+    key: identity.ReceiptKey,
+    preparation: Preparation,
+    checked: _Checked,
+) -> None:
     if key.beside_data:
         # Loud on every start, not only the first: a second instance on this database
         # with its own generated key would sign receipts no client can check.
@@ -389,19 +472,19 @@ def _announce(services: Services, database: DatabaseConfig, key: identity.Receip
         )
     log.info(
         "sequencer ready to serve",
-        database=services.store.capabilities.name,
+        database=database_name,
         location=database.location,
         receipt_key=key.describe(),
         receipt_key_source=key.origin.value,
-        sequencer_id=str(services.sequencer.receipt_signer.sequencer_id),
-        auth="disabled" if services.auth_disabled else "required",
-        schema_validation=services.schema_mode.value,
+        sequencer_id=str(preparation.signer.sequencer_id),
+        auth="disabled" if settings.auth_disabled else "required",
+        schema_validation=checked.schema_mode.value,
     )
-    if services.created_bootstrap_key is not None:
+    if preparation.created_bootstrap_key is not None:
         # Printed, never logged or stored: only its SHA-256 is kept.
         sys.stdout.write(
             "\n  Bootstrap admin API key (shown once; only its hash is stored):\n"
-            f"    {services.created_bootstrap_key}\n"
+            f"    {preparation.created_bootstrap_key}\n"
             "  Use it as:  Authorization: ApiKey <key>\n"
             "  Lost it? Mint another with: sequencer-cli api-keys create --admin\n\n"
         )

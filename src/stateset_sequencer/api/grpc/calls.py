@@ -53,7 +53,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class GrpcMetrics:
     """The gRPC counters, on the registry the HTTP metrics use (so ``/metrics`` shows
-    both); one instance per registry."""
+    both); one instance per registry. Counters and a histogram only: under several
+    workers (``Metrics.share``) each worker's values are summed, with no gauge mode to
+    choose."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(

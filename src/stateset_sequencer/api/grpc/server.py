@@ -3,9 +3,11 @@ each of ours) and server reflection, on a ``grpc.aio`` server bound to
 ``HOST:GRPC_PORT`` (docs/GRPC.md).
 
 Messages either way are at most ``GRPC_MAX_MESSAGE_BYTES`` (a bigger one is refused
-RESOURCE_EXHAUSTED by grpc before it is parsed). The port is bound exclusively
-(``SO_REUSEPORT`` off): a second server on a port in use fails to start, rather than
-sharing its connections with another process. Every request deserializer is wrapped,
+RESOURCE_EXHAUSTED by grpc before it is parsed). A lone server binds its port
+exclusively (``SO_REUSEPORT`` off): a second server on a port in use fails to start,
+rather than sharing its connections with another process. The workers of one supervisor
+(``serve --workers N``) share it (``reuse_port``), once the supervisor has checked that no
+one else holds it. Every request deserializer is wrapped,
 so that bytes that are not the message reach the handler as ``calls.Malformed`` and are
 refused in our words.
 
@@ -102,7 +104,7 @@ def listen_address(host: str, port: int) -> str:
 class GrpcServer:
     """Our gRPC API over started services; :meth:`start` binds and serves."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, reuse_port: bool = False) -> None:
         self.services = services
         self.gate = Gate(services)
         self.port: int | None = None
@@ -111,7 +113,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ]
         )
         self._health = grpc_health.aio.HealthServicer()

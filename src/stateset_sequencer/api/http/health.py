@@ -254,9 +254,17 @@ async def metrics(services: ServicesDep, ctx: Auth) -> Response:
     if not (ctx.can_admin or ctx.can_metrics):
         return PlainTextResponse("Admin permission required", status_code=403)
     _require_operator(ctx)
-    stats = services.store.pool_stats()
-    services.metrics.set_pool(stats.active, stats.idle, stats.total, stats.maximum)
-    services.metrics.set_streams(services.live.subscribers, services.live.connected)
+    observe(services)
     return Response(
         services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )
+
+
+def observe(services: Services) -> None:
+    """The gauges read at scrape time (the pool, the live subscriptions, uptime). Under
+    several workers each refreshes its own every few seconds (runtime/workers.py), since
+    a scrape is answered by one of them from every worker's last values."""
+    stats = services.store.pool_stats()
+    services.metrics.set_pool(stats.active, stats.idle, stats.total, stats.maximum)
+    services.metrics.set_streams(services.live.subscribers, services.live.connected)
+    services.metrics.tick()
