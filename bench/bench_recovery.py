@@ -11,20 +11,26 @@ real ingest pipeline into a scratch database, then times each tool as an operato
 - ``backup`` of the source, then ``restore`` into a fresh database, its verify pass
   included (the restore time an operator waits for).
 
-Two floors are measured in the same run: the raw scan (one ``SELECT`` of every event
-column joined with its receipt, decoded by asyncpg, nothing else) and bare Ed25519
-verification (``ves.signing.verify`` on one core; every event needs two, agent and
-receipt, so the verify ceiling is ``rate * cores / 2``). Ratios are ours over the floor.
+Floors are measured in the same run: the raw scan (one ``SELECT`` of every event column
+joined with its receipt, decoded by asyncpg, nothing else); bare Ed25519 verification
+(``ves.signing.verify`` on one core, and PyNaCl's ``VerifyKey.verify`` in a 2-thread
+pool; every event needs two, agent and receipt, so the verify ceiling is the 2-thread
+rate / 2); and HTTP ingest in batches of 100 (``--http-concurrency`` requests in
+flight, bodies signed and encoded before the clock starts) against a server like the
+one bulk-ingest sends to. Ratios are ours over the floor. verify-events is given twice:
+the wall time of the child (start-up included) and its own rate (``--report``'s
+``events_per_second``, the pass itself), which is what its ratio to the ceiling is of.
 The database server, the children and this script share the machine's cores, so absolute
 figures are lower bounds that move with the load (printed); nothing asserts on time.
-Every child has a timeout; the server and every scratch database are removed at the end,
-on failure too.
+Every child has a timeout; the servers and every scratch database are removed at the
+end, on failure too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -32,9 +38,12 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp
 import asyncpg
+import nacl.signing
 
 from stateset_sequencer.testing import kit, loadkit, pg
 from stateset_sequencer.testing.serverproc import server
@@ -100,10 +109,74 @@ def verify_floor(seconds: float = 2.0) -> float:
     return done / (time.perf_counter() - started)
 
 
+def verify_floor_threads(seconds: float = 2.0, threads: int = 2) -> float:
+    """PyNaCl ``VerifyKey.verify`` in a ``threads``-thread pool: signatures per second."""
+    key = nacl.signing.SigningKey(kit.AGENT_SEED)
+    verifier = key.verify_key
+    signed = [key.sign(os.urandom(32)) for _ in range(500)]
+
+    def work(deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            for message in signed:
+                verifier.verify(message)
+            done += len(signed)
+        return done
+
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        counts = list(pool.map(work, [started + seconds] * threads))
+        return sum(counts) / (time.perf_counter() - started)
+
+
+def http_bodies(events: int, streams: int) -> list[bytes]:
+    """Signed ingest bodies of 100 events, round-robin over ``streams`` streams."""
+    keys = loadkit.streams(streams, 0xBE4D0000)
+    out = []
+    for r in range(max(1, events // 100)):
+        batch = [kit.event(r * 100 + i, stream=keys[r % len(keys)]) for i in range(100)]
+        body = {"agentId": str(kit.AGENT_ID), "events": [e.to_wire() for e in batch]}
+        out.append(json.dumps(body, separators=(",", ":")).encode())
+    return out
+
+
+async def http_ingest(url: str, bodies: list[bytes], concurrency: int) -> float:
+    """Closed loop (aiohttp, as ``make bench-http``): ``concurrency`` clients, each sending
+    its next body when the last one is answered; events per second."""
+    queue = iter(bodies)
+    async with aiohttp.ClientSession(
+        base_url=url,
+        headers={"X-API-Key": ADMIN_KEY, "Content-Type": "application/json"},
+        timeout=aiohttp.ClientTimeout(total=120),
+        connector=aiohttp.TCPConnector(limit=concurrency),
+    ) as session:
+
+        async def one() -> int:
+            done = 0
+            for body in queue:
+                async with session.post("/api/v1/ves/events/ingest", data=body) as response:
+                    text = await response.text()
+                    accepted = json.loads(text)["eventsAccepted"] if response.ok else 0
+                if accepted != 100:
+                    raise SystemExit(f"HTTP ingest: {response.status} {text[:300]}")
+                done += int(accepted)
+            return done
+
+        started = time.perf_counter()
+        total = sum(await asyncio.gather(*(one() for _ in range(concurrency))))
+        return total / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument(
+        "--http-events", type=int, default=20_000, help="events in the HTTP batch=100 floor"
+    )
+    parser.add_argument(
+        "--http-concurrency", type=int, default=8, help="in-flight batch=100 requests"
+    )
     args = parser.parse_args()
     events, cores = args.events, os.cpu_count() or 1
     print(f"bench-recovery: {events} events over {args.streams} streams, {cores} cores, {load()}")
@@ -126,17 +199,22 @@ def main() -> None:
             raise SystemExit(f"expected {events} rows, scanned {rows}")
         scan_rate = rows / scan
         ed_rate = verify_floor()
-        ceiling = ed_rate * cores / 2
+        ed_threads = verify_floor_threads()
+        ceiling = ed_threads / 2
         figures: list[tuple[str, float, float, str]] = []
+        own: list[tuple[str, float]] = []
 
         export = work / "events.ndjson"
         t = cli("export-events", "--all-streams", "--output", str(export), "--database-url", source)
         figures.append(("export-events", t, events / t, f"{events / t / scan_rate:.2f} x scan"))
         for extra in ([], ["--deep"]):
+            report = work / "verify.json"
             t = cli("verify-events", "--all-streams", "--database-url", source,
-                    "--sequencer-public-key", SEQUENCER_PK, *extra)  # fmt: skip
+                    "--sequencer-public-key", SEQUENCER_PK, "--report", str(report),
+                    *extra)  # fmt: skip
             name = " ".join(["verify-events", *extra])
             figures.append((name, t, events / t, f"{events / t / ceiling:.2f} x ed25519 ceiling"))
+            own.append((name, float(json.loads(report.read_text())["events_per_second"])))
 
         target = database()
         cli("migrate", "--database-url", target)
@@ -147,13 +225,19 @@ def main() -> None:
             "VES_SEQUENCER_SIGNING_KEY": kit.SEQUENCER_SEED.hex(),
             "SEQUENCER_ENV": "test",
         }
+        bodies = http_bodies(args.http_events, args.streams)
         with server(work, env) as (url, _out):
             loadkit.register_agent(url, ADMIN_KEY)
             t = cli("bulk-ingest", "--file", str(export), "--url", url, "--api-key", ADMIN_KEY,
                     "--batch-size", "1000")  # fmt: skip
+            # The same server, on streams of its own: HTTP ingest as a client that only
+            # sends would see it.
+            http_rate = asyncio.run(http_ingest(url, bodies, args.http_concurrency))
+        bulk_rate = events / t
         figures.append(
-            ("bulk-ingest (HTTP)", t, events / t, f"{events / t / scan_rate:.2f} x scan")
-        )
+            ("bulk-ingest (HTTP)", t, bulk_rate,
+             f"{bulk_rate / scan_rate:.2f} x scan, {bulk_rate / http_rate:.2f} x HTTP batch=100")
+        )  # fmt: skip
 
         backup_dir = work / "backup"
         t_backup = cli("backup", "--output", str(backup_dir), "--database-url", source)
@@ -169,12 +253,21 @@ def main() -> None:
 
         print(f"floor: raw scan {scan_rate:,.0f} events/s ({scan:.2f}s for {rows} rows)")
         print(
-            f"floor: bare Ed25519 verify {ed_rate:,.0f}/s on one core; "
-            f"ceiling for 2 per event on {cores} cores: {ceiling:,.0f} events/s"
+            f"floor: bare Ed25519 verify {ed_rate:,.0f}/s on one core, {ed_threads:,.0f}/s "
+            f"on 2 threads (VerifyKey.verify); ceiling for 2 per event: {ceiling:,.0f} events/s"
+        )
+        print(
+            f"floor: HTTP ingest, batches of 100, {args.http_concurrency} in flight: "
+            f"{http_rate:,.0f} events/s ({len(bodies) * 100} events)"
         )
         print(f"{'tool':<30}{'seconds':>9}{'events/s':>11}  ratio")
         for name, seconds, rate, ratio in figures:
             print(f"{name:<30}{seconds:>9.1f}{rate:>11,.0f}  {ratio}")
+        for name, rate in own:
+            print(
+                f"{name + ' (its own pass)':<39}{rate:>11,.0f}  "
+                f"{rate / ceiling:.2f} x ed25519 ceiling"
+            )
         print(f"(child processes, start-up included; {load()})")
     finally:
         for name in databases:

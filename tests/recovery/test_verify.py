@@ -318,6 +318,9 @@ class _WhereHooksRun(verify.Check):
     async def prepare(self, chunk: verify.Chunk) -> None:
         self._here("prepare")
 
+    def ask(self, chunk: verify.Chunk) -> None:
+        self._here("ask")
+
     def examine(self, chunk: verify.Chunk) -> verify.Examined:
         self._here("examine")
         self.examined.append(chunk.records[0][0].sequence_number)
@@ -329,8 +332,8 @@ class _WhereHooksRun(verify.Check):
 
 
 async def test_every_hook_runs_on_the_event_loop_in_sequence_order(tmp_path: Path) -> None:
-    """What the Check docstring says: only signature verification leaves the loop, even
-    with the worker pool and several pages in flight."""
+    """What the Check docstring says: only the page's computation (``compute``) leaves
+    the loop, even with the worker pool and several pages in flight."""
     async for db in open_db("sqlite", tmp_path):
         await populate(db.store, 30)
         where = _WhereHooksRun()
@@ -340,7 +343,8 @@ async def test_every_hook_runs_on_the_event_loop_in_sequence_order(tmp_path: Pat
         report = await runner.run([verify.plan_run(s, None, None) for s in states])
         assert report.total == 0 and report.events == 30
         loop_thread = threading.get_ident()
-        assert where.threads == {hook: {loop_thread} for hook in ("prepare", "examine", "absorb")}
+        hooks = ("prepare", "ask", "examine", "absorb")
+        assert where.threads == {hook: {loop_thread} for hook in hooks}
         assert where.examined == list(range(1, 31, 4))
 
 

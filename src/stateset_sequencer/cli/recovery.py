@@ -432,9 +432,20 @@ def bulk_ingest(
         bool, typer.Option("--resume", help="Skip what the server provably holds already")
     ] = False,
     report_file: Annotated[Path | None, typer.Option("--report", help="JSON report")] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            min=1,
+            max=64,
+            help="Requests in flight at most, each on a stream of its own (a stream's "
+            "batches always go one after the other, in file order)",
+        ),
+    ] = bulk_mod.DEFAULT_CONCURRENCY,
 ) -> None:
     """Re-submit exported or outbox events over HTTP, checking every receipt. Idempotent:
-    events already stored come back as replays with their original receipts."""
+    events already stored come back as replays with their original receipts. Streams are
+    sent side by side (--concurrency)."""
     key = api_key_from(api_key, api_key_file)
     try:
         total = bulk_mod.count_records(file)
@@ -446,7 +457,13 @@ def bulk_ingest(
         with progress("re-ingesting", total) as advance:
             report = asyncio.run(
                 bulk_mod.bulk_ingest(
-                    file, url, key, batch_size=batch_size, resume=resume, progress=advance
+                    file,
+                    url,
+                    key,
+                    batch_size=batch_size,
+                    resume=resume,
+                    progress=advance,
+                    concurrency=concurrency,
                 )
             )
     except bulk_mod.BulkIngestError as exc:

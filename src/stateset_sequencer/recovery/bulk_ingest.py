@@ -5,21 +5,33 @@ that died halfway, changes nothing it already did. ``resume`` saves the round tr
 what the server already holds: when a stream's head event on the server is the export's
 event at that sequence number, everything up to it is skipped.
 
-The file is read twice — once to check every record (a truncated or altered export is
-refused before anything is sent), once to send — so memory stays bounded.
+Streams go side by side, ``concurrency`` requests in flight at most, each stream's
+batches one after the other in file order (its numbering depends on it); streams are
+started in the order the file first names them. An export lists its streams one after
+the other, so reading it front to back would leave one stream at a time in flight: a
+first light pass (:func:`segments`) notes where each stream's runs of lines start, and
+each stream is read from there. So memory stays bounded, about one batch per stream in
+flight, and the file is read twice more: once to check every record (a truncated or
+altered export is refused before anything is sent) and once to send; its count and
+signing-hash digest are checked against the manifest at the end, as reading it does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import itertools
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import ValidationError
 
 from ..agent import files as agent_files
@@ -33,10 +45,15 @@ from .export import (
     ExportError,
     check_file,
     manifest_path,
+    parse_record,
     read_export,
+    read_manifest,
 )
 
 DEFAULT_BATCH = 500
+# Requests in flight (streams side by side): enough to keep a server's cores and its
+# group commit busy, few enough that one client does not crowd out live agents.
+DEFAULT_CONCURRENCY = 4
 RETRIES = 3
 RETRY_DELAY_S = 1.0
 
@@ -177,6 +194,132 @@ async def _resume_points(
     return points
 
 
+StreamId = tuple[uuid.UUID, uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of consecutive records of one stream: where it starts (a byte offset and
+    line number in an export; an index among a plain file's records) and its length."""
+
+    stream: StreamId
+    start: int
+    line: int
+    count: int
+
+
+def _export_lines(
+    path: Path, fmt: str, start: int = 0, first: int = 1
+) -> Generator[tuple[int, int, bytes], None, None]:
+    """The records' JSON texts from byte ``start`` (line ``first``) on, each with its
+    byte offset and line number, by the rule ``export.read_export`` reads them (one per
+    line; a JSON array's brackets and commas dropped)."""
+    with path.open("rb") as handle:
+        handle.seek(start)
+        offset = start
+        for number, raw in enumerate(handle, start=first):
+            at, offset = offset, offset + len(raw)
+            line = raw.strip()
+            if fmt == "json":
+                if line in (b"[", b"]", b""):
+                    continue
+                line = line.removesuffix(b",")
+            if line:
+                yield at, number, line
+
+
+def segments(path: Path, plain: Sequence[ExportedEvent] | None = None) -> list[Segment]:
+    """The runs of records of one stream, in file order. For an export, a light pass:
+    each line is parsed as JSON for its two ids only (every record is checked when it is
+    read to be sent); ``plain``: the records of a plain file, already parsed."""
+    keys: Iterator[tuple[int, int, StreamId | tuple[str, str]]]
+    if plain is not None:
+        keys = ((i, i + 1, _stream(r)) for i, r in enumerate(plain))
+    else:
+        fmt = str(read_manifest(path).get("file_format"))
+        keys = _line_keys(path, fmt)
+    found: list[Segment] = []
+    run_key: object = None
+    ids: dict[object, StreamId] = {}
+    for start, line, key in keys:
+        if found and key == run_key:
+            last = found[-1]
+            found[-1] = Segment(last.stream, last.start, last.line, last.count + 1)
+            continue
+        stream = ids.get(key)
+        if stream is None:
+            stream = ids[key] = _as_stream(path, line, key)
+        run_key = key
+        found.append(Segment(stream, start, line, 1))
+    return found
+
+
+def _line_keys(path: Path, fmt: str) -> Iterator[tuple[int, int, tuple[str, str]]]:
+    for at, number, line in _export_lines(path, fmt):
+        try:
+            obj = orjson.loads(line)
+            key = (str(obj["tenant_id"]), str(obj["store_id"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ExportError(f"{path}:{number}: not a record ({exc})") from None
+        yield at, number, key
+
+
+def _as_stream(path: Path, line: int, key: object) -> StreamId:
+    if isinstance(key, tuple) and all(isinstance(k, uuid.UUID) for k in key):
+        return key[0], key[1]
+    assert isinstance(key, tuple)
+    try:
+        return uuid.UUID(key[0]), uuid.UUID(key[1])
+    except ValueError as exc:
+        raise ExportError(f"{path}:{line}: not a VES envelope ({exc})") from None
+
+
+def _stream(record: ExportedEvent) -> StreamId:
+    return record.envelope.tenant_id, record.envelope.store_id
+
+
+class _Digest:
+    """The export's count and signing-hash digest, fed segment by segment in file order
+    whatever order the streams finish in (only the hashes of segments finished ahead of
+    their turn are held). Streams are read in threads of their own, hence the lock."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.count = 0
+        self._next = 0
+        self._ahead: dict[int, list[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, index: int, hashes: list[bytes]) -> None:
+        with self._lock:
+            self._ahead[index] = hashes
+            while self._next in self._ahead:
+                for digest in self._ahead.pop(self._next):
+                    self.sha.update(digest)
+                    self.count += 1
+                self._next += 1
+
+
+def _read_segment(path: Path, fmt: str, segment: Segment) -> Iterator[ExportedEvent]:
+    """``segment``'s records, each checked as ``export.read_export`` checks it."""
+    lines = _export_lines(path, fmt, segment.start, segment.line)
+    with contextlib.closing(lines):
+        for _, number, line in itertools.islice(lines, segment.count):
+            yield _checked(path, number, line, segment.stream)
+
+
+def _checked(path: Path, number: int, line: bytes, stream: StreamId) -> ExportedEvent:
+    try:
+        record = parse_record(load_json(line.decode("utf-8")))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path}:{number}: not JSON ({exc})") from None
+    except ExportError as exc:
+        raise ExportError(f"{path}:{number}: {exc}") from None
+    if _stream(record) != stream:
+        raise ExportError(f"{path}:{number}: changed while being read")
+    return record
+
+
 async def bulk_ingest(
     path: Path,
     url: str,
@@ -186,29 +329,18 @@ async def bulk_ingest(
     resume: bool = False,
     progress: Progress | None = None,
     timeout: float = 60.0,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> BulkReport:
+    """Send ``path`` to ``url``; ``concurrency`` requests in flight at most, over as
+    many streams."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
     report = BulkReport(total=count_records(path))
     async with SequencerClient(url, api_key, timeout=timeout) as client:
         try:
             await client.use_sequencer_key()
             skip_to = await _resume_points(client, path) if resume else {}
-            batches = _batches(records(path), batch_size, skip_to, report, progress)
-            # The next batch is read and checked in a thread while the previous one is on
-            # the wire: the server's work and ours overlap, and batches still go one at a
-            # time, in file order, so every stream keeps its order.
-            sending: asyncio.Task[None] | None = None
-            try:
-                while True:
-                    batch = await asyncio.to_thread(next, batches, None)
-                    if sending is not None:
-                        await sending
-                        sending = None
-                    if batch is None:
-                        break
-                    sending = asyncio.create_task(_send(client, batch, report, progress))
-            finally:
-                if sending is not None and not sending.done():
-                    sending.cancel()
+            await _send_streams(client, path, batch_size, skip_to, report, progress, concurrency)
         except SequencerError as exc:
             reason = f" ({exc.reason})" if exc.reason else ""
             raise BulkIngestError(
@@ -222,6 +354,81 @@ async def bulk_ingest(
         except httpx.HTTPError as exc:
             raise BulkIngestError(f"cannot reach {url}: {type(exc).__name__}", report) from None
     return report
+
+
+async def _send_streams(
+    client: SequencerClient,
+    path: Path,
+    batch_size: int,
+    skip_to: dict[StreamId, int],
+    report: BulkReport,
+    progress: Progress | None,
+    concurrency: int,
+) -> None:
+    exported = not agent_files.is_agent_export(path) and manifest_path(path).exists()
+    plain = None if exported else await asyncio.to_thread(lambda: list(records(path)))
+    found = await asyncio.to_thread(segments, path, plain)
+    fmt = str(read_manifest(path).get("file_format")) if exported else ""
+    # Each stream's segments in file order, streams in the order the file first names them.
+    lanes: dict[StreamId, list[tuple[int, Segment]]] = {}
+    for index, segment in enumerate(found):
+        lanes.setdefault(segment.stream, []).append((index, segment))
+    digest = _Digest()
+
+    def stream_records(lane: list[tuple[int, Segment]]) -> Iterator[ExportedEvent]:
+        for index, segment in lane:
+            hashes: list[bytes] = []
+            if plain is not None:
+                chosen: Iterator[ExportedEvent] = iter(
+                    plain[segment.start : segment.start + segment.count]
+                )
+            else:
+                chosen = _read_segment(path, fmt, segment)
+            for record in chosen:
+                hashes.append(record.signing_hash)
+                yield record
+            digest.add(index, hashes)
+
+    async def send_stream(lane: list[tuple[int, Segment]]) -> None:
+        batches = _batches(stream_records(lane), batch_size, skip_to, report, progress)
+        # The stream's next batch is read and checked in a thread while its previous one
+        # is on the wire; its batches go one at a time, in file order.
+        sending: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch = await asyncio.to_thread(next, batches, None)
+                if sending is not None:
+                    await sending
+                    sending = None
+                if batch is None:
+                    break
+                sending = asyncio.create_task(_send(client, batch, report, progress))
+        finally:
+            if sending is not None and not sending.done():
+                sending.cancel()
+
+    pending = iter(list(lanes.values()))
+
+    async def worker() -> None:
+        for lane in pending:  # shared: each stream is taken by one worker
+            await send_stream(lane)
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(lanes)))]
+    try:
+        for finished in asyncio.as_completed(workers):
+            await finished  # the first failure stops the rest
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    if exported:
+        manifest = read_manifest(path)
+        if digest.count != manifest.get("event_count"):
+            raise ExportError(
+                f"{path}: {digest.count} records, manifest says {manifest.get('event_count')}"
+            )
+        if digest.sha.hexdigest() != manifest.get("signing_hashes_sha256"):
+            raise ExportError(f"{path}: signing hashes differ from the manifest's digest")
 
 
 def _batches(

@@ -1,8 +1,9 @@
 """``verify-events``: prove a stored stream is intact, in one streaming pass.
 
 The runner (``runner``) reads each range in pages and feeds every page to a list of checks
-(``check.Check``); the worker pool (``pool``) verifies the pages' Ed25519 signatures in
-other processes meanwhile; the report (``report``) counts the findings. One module per
+(``check.Check``); what depends on the page alone (envelope validation, signing hashes,
+both Ed25519 signatures, receipt hashes, leaves: ``compute``) is done meanwhile by the
+worker processes of ``pool``; the report (``report``) counts the findings. One module per
 check:
 
 ``sequence``         continuity from the range's start to its end, and the counter
@@ -26,10 +27,11 @@ from __future__ import annotations
 
 from .agent_signature import AgentSignatureCheck
 from .anchors import AnchorCheck
-from .check import Check, Chunk, Examined, Finding, Record, SignatureItem, StreamRun
+from .check import Check, Chunk, Examined, Finding, StreamRun
 from .commitments import CommitmentCheck
+from .compute import Computed, Record, Work
 from .hashes import EnvelopeCheck
-from .pool import PROCESS_THRESHOLD, SignaturePool, verify_packed
+from .pool import PROCESS_THRESHOLD, WorkerPool
 from .receipt import ReceiptCheck
 from .report import DEFAULT_FINDINGS_CAP, Report, StreamResult
 from .runner import DEFAULT_CHUNK, Advance, Verifier, plan_run
@@ -46,6 +48,7 @@ __all__ = [
     "Check",
     "Chunk",
     "CommitmentCheck",
+    "Computed",
     "EnvelopeCheck",
     "Examined",
     "Finding",
@@ -53,13 +56,12 @@ __all__ = [
     "Record",
     "Report",
     "SequenceCheck",
-    "SignatureItem",
-    "SignaturePool",
     "StreamResult",
     "StreamRun",
     "Verifier",
+    "Work",
+    "WorkerPool",
     "default_checks",
     "plan_run",
-    "verify_packed",
     "verify_streams",
 ]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
 from ...sequencer.keys import KeyVerdict, judge_key
 from ...store.ports import KeyRegistry
 from ...store.records import AgentKey, StoredEvent
-from ...ves.errors import VesError
-from .check import Check, Chunk, Examined, Finding, SignatureItem
+from .check import Check, Chunk, Examined, Finding
 
 KeyIdent = tuple[UUID, UUID, int]
 
@@ -36,27 +34,30 @@ class AgentSignatureCheck(Check):
                 key = await self._registry.get_agent_key(*ident)
                 self._keys[ident] = (key, datetime.now(UTC))
 
-    def signatures(self, chunk: Chunk) -> Iterable[SignatureItem]:
-        for (event, _), digest in zip(chunk.records, chunk.signing_hashes, strict=True):
-            key = self._keys[_ident(event)][0]
-            if key is not None and digest is not None:
-                yield key.public_key, digest, event.envelope.agent_signature
+    def ask(self, chunk: Chunk) -> None:
+        # Only where the key could sign at sequencing time: an event of a revoked key is
+        # reported for the key, and its signature need not cost a verification.
+        keys = chunk.work.agent_keys
+        for i, (event, _) in enumerate(chunk.records):
+            key, seen_at = self._keys[_ident(event)]
+            if key is not None and judge_key(key, event.sequenced_at, seen_at=seen_at).ok:
+                keys[i] = key.public_key
 
     def examine(self, chunk: Chunk) -> Examined:
         out = Examined()
-        for (event, _), digest in zip(chunk.records, chunk.signing_hashes, strict=True):
+        for (event, _), ok in zip(chunk.records, chunk.computed.agent_ok, strict=True):
             key, seen_at = self._keys[_ident(event)]
             verdict = judge_key(key, event.sequenced_at, seen_at=seen_at)
-            code, problem = "agent_key_invalid", _explain(verdict, key, event.sequenced_at)
-            if key is not None and verdict.ok and digest is not None:
-                try:
-                    chunk.verify(key.public_key, digest, event.envelope.agent_signature)
-                except VesError:
-                    code, problem = "invalid_signature", "agent signature does not verify"
+            problem = _explain(verdict, key, event.sequenced_at)
             if problem is not None:
-                out.findings.append(
-                    Finding(chunk.run.stream, event.sequence_number, self.name, code, problem)
-                )
+                code = "agent_key_invalid"
+            elif ok is False:
+                code, problem = "invalid_signature", "agent signature does not verify"
+            else:
+                continue
+            out.findings.append(
+                Finding(chunk.run.stream, event.sequence_number, self.name, code, problem)
+            )
         return out
 
     def status(self) -> str:

@@ -2,39 +2,40 @@
 
 Where each hook runs, exactly (``runner.Verifier`` is the only caller):
 
-* ``begin`` and ``end`` run on the event loop, once per range, before its first page and
-  after its last; they may await the store.
+* Ranges are read one after the other and their pages flow through one pipeline: the
+  next range's first pages are read while the last pages of the one before are still
+  being computed. Everything a check reports is still settled in order, range by range
+  and page by page, so findings come out exactly as a serial pass gives them.
+* ``begin`` and ``end`` run on the event loop, once per range, in that settled order:
+  ``begin`` after the previous range's ``end``, before its own first page is examined,
+  ``end`` after its last; they may await the store.
 * ``prepare`` runs on the event loop when a page has been read, before anything is
   computed on it; it may await the store (agent keys, say). Up to ``workers * 2`` pages
-  are in flight, so ``prepare`` for a later page may run before ``examine`` of an earlier
-  one: it may add to what it has gathered, never change what earlier pages read.
-* ``Chunk.digest`` (the envelope checks and signing hashes) and ``signatures`` run on the
-  event loop right after ``prepare``. The runner packs the signatures named and sends them
-  to the worker processes of ``pool``; that verification is the only work done anywhere
-  but the event loop.
+  are in flight, possibly of the next range, so ``prepare`` (and ``ask``) for a later
+  page may run before ``begin`` of its range and before ``examine`` of an earlier page:
+  they may add to what the check has gathered, never read or change state that ``begin``
+  or ``absorb`` keep.
+* ``ask`` runs on the event loop right after ``prepare``: it says what the page needs
+  computed (``Chunk.work``: keys to verify signatures under, whether leaves are wanted).
+  That computation (``compute``: envelope validation and signing hashes, both Ed25519
+  signatures, receipt hashes, Merkle leaves) is the only work done anywhere but the event
+  loop, in the worker processes of ``pool`` on a large verification.
 * ``examine`` and then ``absorb`` run on the event loop, one page at a time in sequence
-  order, once the page's verdicts are back from the pool (meanwhile the pool verifies the
-  pages after it), so a page is examined after the page before it was absorbed.
-  ``examine`` reports on the page and changes no state of the check; ``absorb`` folds the
-  page into state that depends on order (the next expected number, a commitment's
-  leaves).
+  order, once the page's answers (``Chunk.computed``) are back, so a page is examined
+  after the page before it was absorbed. ``examine`` reports on the page and changes no
+  state of the check; ``absorb`` folds the page into state that depends on order (the
+  next expected number, a commitment's leaves).
 """
 
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...store.records import CounterState, StoredEvent, StreamKey
-from ...ves import envelope as ves_envelope
-from ...ves.errors import BadSignature, EnvelopeInvalid
-from ...ves.signing import Receipt, verify
-
-Record = tuple[StoredEvent, Receipt | None]
-# (public key, 32-byte hash, signature), as ``ves.signing.verify`` takes them.
-SignatureItem = tuple[bytes, bytes, bytes]
+from ...store.records import CounterState, StreamKey
+from ...ves.errors import EnvelopeInvalid
+from .compute import Computed, Record, Work
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,36 +78,27 @@ class StreamRun:
 
 @dataclass(slots=True)
 class Chunk:
-    """One page of events with what every check needs first: the recomputed signing hash
-    of each event (None where the envelope itself is invalid, with the reason)."""
+    """One page of events, what the checks asked to have computed on it (``work``) and,
+    once back, the answers (``computed``)."""
 
     run: StreamRun
     records: list[Record]
-    signing_hashes: list[bytes | None] = field(default_factory=list)
-    problems: list[EnvelopeInvalid | None] = field(default_factory=list)
-    # Verdicts of ``ves.signing.verify`` computed ahead (by the worker pool).
-    verdicts: dict[SignatureItem, bool] = field(default_factory=dict)
+    work: Work = field(init=False)
+    computed: Computed = field(default_factory=Computed)
 
-    def digest(self) -> None:
-        """Validate each envelope as ingest does (``ves.envelope.validate``), keeping the
-        signing hash or the reason it is invalid."""
-        for event, _receipt in self.records:
-            try:
-                self.signing_hashes.append(ves_envelope.validate(event.envelope))
-                self.problems.append(None)
-            except EnvelopeInvalid as exc:
-                self.signing_hashes.append(None)
-                self.problems.append(exc)
+    def __post_init__(self) -> None:
+        self.work = Work([None] * len(self.records))
 
-    def verify(self, public_key: bytes, message_hash: bytes, signature: bytes) -> None:
-        """``ves.signing.verify``, answered from the verdicts when it was computed ahead,
-        else computed here (a signature not named by ``Check.signatures``, or one the pool
-        could not take)."""
-        verdict = self.verdicts.get((public_key, message_hash, signature))
-        if verdict is None:
-            verify(public_key, message_hash, signature)
-        elif not verdict:
-            raise BadSignature("signature does not verify")
+    @property
+    def signing_hashes(self) -> list[bytes | None]:
+        """The signing hash recomputed from each event (``ves.envelope.validate``, as
+        ingest runs it), None where the envelope itself is invalid."""
+        return self.computed.signing_hashes
+
+    @property
+    def problems(self) -> list[EnvelopeInvalid | None]:
+        """Why each invalid envelope is invalid (None where it is valid)."""
+        return self.computed.problems
 
 
 @dataclass(slots=True)
@@ -130,11 +122,10 @@ class Check(ABC):  # noqa: B024 - every hook has a harmless default; a check ove
     async def prepare(self, chunk: Chunk) -> None:
         return None
 
-    def signatures(self, chunk: Chunk) -> Iterable[SignatureItem]:
-        """The signatures ``examine`` will pass to :meth:`Chunk.verify` (called after
-        ``digest``); the runner may have them verified ahead, in worker processes. A
-        signature not named here is still verified, on the spot."""
-        return ()
+    def ask(self, chunk: Chunk) -> None:
+        """Say in ``chunk.work`` what ``examine`` will read from ``chunk.computed``
+        (signing hashes and envelope problems are always computed)."""
+        return None
 
     def examine(self, chunk: Chunk) -> Examined:
         return Examined()

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Sequence
 
-from ...sequencer.commitments import event_leaf
 from ...store.ports import Commitments
 from ...store.records import CommitmentRow, StreamKey
 from ...ves import merkle
@@ -67,16 +66,17 @@ class CommitmentCheck(Check):
                 )
         return found
 
+    def ask(self, chunk: Chunk) -> None:
+        # Asked for every page: whether the range holds commitments is known only at
+        # ``begin``, which may run after this page was read.
+        chunk.work.leaves = True
+
     def examine(self, chunk: Chunk) -> Examined:
         if not self._targets:
             return Examined()
-        # The recomputed signing hash where the envelope is valid, as for receipts.
-        return Examined(
-            data=[
-                event_leaf(event, digest)
-                for (event, _), digest in zip(chunk.records, chunk.signing_hashes, strict=True)
-            ]
-        )
+        # Each leaf over the recomputed signing hash where the envelope is valid, as for
+        # receipts (``compute``).
+        return Examined(data=chunk.computed.leaves)
 
     def absorb(self, chunk: Chunk, examined: Examined) -> list[Finding]:
         found: list[Finding | None] = []

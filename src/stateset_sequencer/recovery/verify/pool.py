@@ -1,31 +1,28 @@
-"""The worker processes that verify Ed25519 signatures for the runner.
+"""The worker processes that compute pages for the runner (``compute``).
 
-Two Ed25519 verifications per event (agent and receipt) cost more than everything else
-together, so on a large verification they are done by a pool of worker processes, a page
-at a time and several pages in flight, while the event loop reads, decodes and examines
-pages. The work sent is three byte strings per page (keys, hashes, signatures: 128 bytes
-an event) and the answer one byte per signature: pickling the decoded events instead cost
-about as much as verifying them.
+A page's computation (envelope validation, signing hash, two Ed25519 verifications,
+receipt hash, leaf) is about four fifths of a verification's CPU, so on a large one it is
+done by a pool of worker processes, several pages in flight, while the event loop reads,
+decodes and examines pages. What crosses is ``compute.pack``'s plain tuples and the
+compact answer: pickling the decoded events instead cost about as much as verifying them.
 
 Threads did not scale: libsodium releases the GIL, but a thread coming back from it waits
-for the GIL behind the thread running Python (up to the 5 ms switch interval), so a thread
-pool ran no faster than one core.
+for the GIL behind the thread running Python (up to the 5 ms switch interval), and
+validation is Python, so a thread pool ran no faster than one core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 
-from ...ves.signing import is_valid
-from .check import SignatureItem
+from .compute import AnswerPacked, Packed, compute_packed
 
-# Below this many events in all, signatures are verified inline: starting the worker
-# processes (each imports the package) takes about a second on a busy 2-core machine,
-# roughly what verifying 10,000 events' signatures inline costs.
+# Below this many events in all, pages are computed inline: starting the worker processes
+# (each imports the package) takes about a second on a busy 2-core machine, roughly what
+# verifying 10,000 events inline costs.
 PROCESS_THRESHOLD = 20_000
 
 
@@ -37,14 +34,14 @@ def use_processes(processes: bool | None, workers: int, events: int) -> bool:
     return workers > 1 and events >= PROCESS_THRESHOLD
 
 
-def packable(items: Iterable[SignatureItem]) -> list[SignatureItem]:
-    """The items that fit the packed form. Any other is left to ``Chunk.verify``, which
-    verifies it on the spot and so reports it as ``ves.signing.verify`` does."""
-    return [item for item in items if (len(item[0]), len(item[1]), len(item[2])) == (32, 32, 64)]
+def _ready() -> None:
+    """Nothing: submitted once per worker at start, so that every worker process is
+    spawned and has imported this package while the first pages are read."""
 
 
-class SignaturePool:
-    """``workers`` spawned processes running :func:`verify_packed`; a context manager."""
+class WorkerPool:
+    """``workers`` spawned processes running :func:`compute.compute_packed`; a context
+    manager."""
 
     def __init__(self, workers: int) -> None:
         # spawn, not fork: the parent has an event loop, a connection pool and maybe
@@ -52,8 +49,10 @@ class SignaturePool:
         self._executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn")
         )
+        for _ in range(workers):
+            self._executor.submit(_ready)
 
-    def __enter__(self) -> SignaturePool:
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(
@@ -64,23 +63,7 @@ class SignaturePool:
     ) -> None:
         self._executor.shutdown(wait=True, cancel_futures=exc is not None)
 
-    def submit(self, items: list[SignatureItem]) -> asyncio.Future[bytes]:
-        """Verify ``items`` (all :func:`packable`) in a worker: one byte per item, 1 when
-        its signature verifies."""
-        keys, hashes, signatures = (b"".join(part) for part in zip(*items, strict=True))
+    def submit(self, packed: Packed) -> asyncio.Future[AnswerPacked]:
+        """Compute one packed page in a worker."""
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, verify_packed, keys, hashes, signatures)
-
-
-def verify_packed(keys: bytes, hashes: bytes, signatures: bytes) -> bytes:
-    """Run in a worker process: ``ves.signing.is_valid`` on each (32-byte key, 32-byte
-    hash, 64-byte signature) packed end to end; one byte (1 valid, 0 not) per item."""
-    count = len(keys) // 32
-    return bytes(
-        is_valid(
-            keys[i * 32 : i * 32 + 32],
-            hashes[i * 32 : i * 32 + 32],
-            signatures[i * 64 : i * 64 + 64],
-        )
-        for i in range(count)
-    )
+        return loop.run_in_executor(self._executor, compute_packed, packed)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 from ...store.records import StoredEvent
 from ...ves.codec import parse_rfc3339
-from ...ves.errors import ReceiptHashMismatch, VesError
-from ...ves.signing import SIGNATURE_ALG_ED25519, Receipt, verify_receipt
-from .check import Check, Chunk, Examined, Finding, SignatureItem
+from ...ves.errors import VesError
+from ...ves.signing import Receipt
+from .check import Check, Chunk, Examined, Finding
+from .compute import ReceiptFault
 
 
 class ReceiptCheck(Check):
@@ -27,20 +27,18 @@ class ReceiptCheck(Check):
         self._unsigned = 0
         self._signed_unchecked = 0
 
-    def signatures(self, chunk: Chunk) -> Iterable[SignatureItem]:
-        if self._key is None:
-            return
-        for _, receipt in chunk.records:
-            if receipt is not None and receipt.signature_alg == SIGNATURE_ALG_ED25519:
-                yield self._key, receipt.receipt_hash, receipt.sequencer_signature
+    def ask(self, chunk: Chunk) -> None:
+        chunk.work.receipt_key = self._key
 
     def examine(self, chunk: Chunk) -> Examined:
         out = Examined()
         unsigned = signed_unchecked = 0
         # One ingest batch shares one sequenced_at: parse each distinct text once.
         times: dict[str, datetime] = {}
-        for (event, receipt), digest in zip(chunk.records, chunk.signing_hashes, strict=True):
-            problem = self._problem(chunk, event, receipt, digest, times)
+        for (event, receipt), fault in zip(
+            chunk.records, chunk.computed.receipt_faults, strict=True
+        ):
+            problem = self._problem(event, receipt, fault, times)
             if receipt is not None and problem is None:
                 if receipt.unsigned:
                     unsigned += 1
@@ -56,10 +54,9 @@ class ReceiptCheck(Check):
 
     def _problem(
         self,
-        chunk: Chunk,
         event: StoredEvent,
         receipt: Receipt | None,
-        digest: bytes | None,
+        fault: ReceiptFault | None,
         times: dict[str, datetime],
     ) -> tuple[str, str] | None:
         if receipt is None:
@@ -76,24 +73,10 @@ class ReceiptCheck(Check):
             return "receipt_mismatch", f"receipt sequenced_at {receipt.sequenced_at!r} unreadable"
         if at != event.sequenced_at:
             return "receipt_mismatch", f"receipt sequenced_at {receipt.sequenced_at} differs"
-        env = event.envelope
-        try:
-            verify_receipt(
-                receipt,
-                tenant_id=env.tenant_id,
-                store_id=env.store_id,
-                # The event's own hash when it is valid: a receipt binds the content as
-                # signed, not only the stored column.
-                event_signing_hash=digest if digest is not None else event.event_signing_hash,
-                # An allowed unsigned receipt is counted, not reported; anything else
-                # that claims a signature (another alg, an empty one) must verify.
-                sequencer_public_key=None if receipt.unsigned else self._key,
-                check_signature=chunk.verify,
-            )
-        except ReceiptHashMismatch as exc:
-            return "receipt_hash_mismatch", str(exc)
-        except VesError as exc:
-            return "receipt_signature_invalid", str(exc)
+        # Its hash and signature (``ves.signing.verify_receipt``, computed with the
+        # page: ``compute``).
+        if fault is not None:
+            return fault
         if receipt.unsigned and not self._allow_unsigned:
             return (
                 "receipt_unsigned",

@@ -1,12 +1,16 @@
 """The runner: one streaming pass over each range, every check fed each page.
 
-Memory stays bounded whatever the stream's size: the range is read in pages of
+Memory stays bounded whatever the stream's size: a range is read in pages of
 ``chunk_size`` events and at most ``workers * 2`` pages are in flight (one without the
-pool). For each page, on the event loop: read it, ``prepare`` every check, ``digest`` it,
-collect the signatures the checks name and send them to the pool; then, once the oldest
-page in flight has its verdicts, ``examine`` and ``absorb`` it with every check. Pages are
-settled in the order they were read, which is sequence order. ``check`` says the same
-per hook.
+pool). For each page, on the event loop: read it, ``prepare`` every check, let each
+``ask`` for what it needs, and send the page to the pool (``compute``); then, once the
+oldest page in flight has its answers, ``examine`` and ``absorb`` it with every check.
+
+The ranges share one pipeline: the next range is read while the last pages of the one
+before are computed, so the workers do not wait at every range's end (with many small
+streams they waited more than they worked). What depends on order is settled in order
+(``begin``, the pages, ``end``, range after range), so the report is the one a serial
+pass gives. ``check`` says the same per hook.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from ...store.ports import EventLog
 from ...store.records import CounterState
 from ..streams import stream_top
-from .check import Check, Chunk, Record, SignatureItem, StreamRun
-from .pool import SignaturePool, packable, use_processes
+from .check import Check, Chunk, StreamRun
+from .compute import AnswerPacked, Record, answers, compute, pack
+from .pool import WorkerPool, use_processes
 from .report import DEFAULT_FINDINGS_CAP, Report, StreamResult
 
 DEFAULT_CHUNK = 2000
@@ -40,14 +45,27 @@ def plan_run(state: CounterState, start: int | None, end: int | None) -> StreamR
 
 
 @dataclass(slots=True)
-class _InFlight:
+class _Begin:
+    result: StreamResult
+
+
+@dataclass(slots=True)
+class _Page:
     chunk: Chunk
-    items: list[SignatureItem]
-    verdicts: asyncio.Future[bytes] | None
+    result: StreamResult
+    answers: asyncio.Future[AnswerPacked] | None
+
+
+@dataclass(slots=True)
+class _End:
+    result: StreamResult
+
+
+_Step = _Begin | _Page | _End
 
 
 class Verifier:
-    """Runs the checks over some ranges. ``processes``: verify signatures in ``workers``
+    """Runs the checks over some ranges. ``processes``: compute pages in ``workers``
     worker processes (True), inline (False), or decide by the total size (None)."""
 
     def __init__(
@@ -70,69 +88,81 @@ class Verifier:
     async def run(self, runs: Sequence[StreamRun], advance: Advance | None = None) -> Report:
         started = time.perf_counter()
         if use_processes(self.processes, self.workers, sum(r.size for r in runs)):
-            with SignaturePool(self.workers) as pool:
-                for run in runs:
-                    await self._verify(run, advance, pool)
+            with WorkerPool(self.workers) as pool:
+                await self._pipeline(runs, advance, pool)
         else:
-            for run in runs:
-                await self._verify(run, advance, None)
+            await self._pipeline(runs, advance, None)
         self.report.elapsed = time.perf_counter() - started
         self.report.checks = {c.name: c.status() for c in self.checks}
         return self.report
 
-    async def _verify(
-        self, run: StreamRun, advance: Advance | None, pool: SignaturePool | None
+    async def _pipeline(
+        self, runs: Sequence[StreamRun], advance: Advance | None, pool: WorkerPool | None
     ) -> None:
-        result = StreamResult(run)
-        self.report.streams.append(result)
-        for check in self.checks:
-            self.report.add(result, await check.begin(run))
         # A few pages in flight keep every worker busy while the next page is read, and
         # bound memory to (workers * 2) pages.
         depth = self.workers * 2 if pool is not None else 1
-        pending: deque[_InFlight] = deque()
+        steps: deque[_Step] = deque()
+        in_flight = 0
+        try:
+            for run in runs:
+                result = StreamResult(run)
+                steps.append(_Begin(result))
+                async for records in self._pages(run):
+                    steps.append(await self._submit(Chunk(run, records), result, pool))
+                    in_flight += 1
+                    while in_flight >= depth:
+                        in_flight -= await self._settle(steps.popleft(), advance)
+                steps.append(_End(result))
+            while steps:
+                await self._settle(steps.popleft(), advance)
+        finally:
+            for step in steps:  # stopped by an error: no answer is left to be awaited
+                if isinstance(step, _Page) and step.answers is not None:
+                    step.answers.cancel()
 
-        async def settle_oldest() -> None:
-            page = pending.popleft()
-            chunk = page.chunk
-            if page.verdicts is not None:
-                answers = await page.verdicts
-                chunk.verdicts = {
-                    item: bool(ok) for item, ok in zip(page.items, answers, strict=True)
-                }
-            for check in self.checks:
-                self.report.add(result, check.absorb(chunk, check.examine(chunk)))
-            result.events += len(chunk.records)
-            if advance is not None:
-                advance(len(chunk.records))
-
-        async def submit(records: list[Record]) -> None:
-            chunk = Chunk(run, records)
-            for check in self.checks:
-                await check.prepare(chunk)
-            chunk.digest()
-            items: list[SignatureItem] = []
-            verdicts: asyncio.Future[bytes] | None = None
-            if pool is not None:
-                items = packable(item for check in self.checks for item in check.signatures(chunk))
-                if items:
-                    verdicts = pool.submit(items)
-            pending.append(_InFlight(chunk, items, verdicts))
-            while len(pending) >= depth:
-                await settle_oldest()
-
+    async def _pages(self, run: StreamRun) -> AsyncIterator[list[Record]]:
+        if run.end < run.start:
+            return
         page: list[Record] = []
-        if run.end >= run.start:
-            async for record in self.store.iter_events_with_receipts(
-                run.stream, run.start, run.end, batch_size=self.chunk_size
-            ):
-                page.append(record)
-                if len(page) >= self.chunk_size:
-                    await submit(page)
-                    page = []
+        async for record in self.store.iter_events_with_receipts(
+            run.stream, run.start, run.end, batch_size=self.chunk_size
+        ):
+            page.append(record)
+            if len(page) >= self.chunk_size:
+                yield page
+                page = []
         if page:
-            await submit(page)
-        while pending:
-            await settle_oldest()
+            yield page
+
+    async def _submit(self, chunk: Chunk, result: StreamResult, pool: WorkerPool | None) -> _Page:
         for check in self.checks:
-            self.report.add(result, await check.end(run))
+            await check.prepare(chunk)
+        for check in self.checks:
+            check.ask(chunk)
+        if pool is None:
+            chunk.computed = compute(chunk.records, chunk.work)
+            return _Page(chunk, result, None)
+        return _Page(chunk, result, pool.submit(pack(chunk.records, chunk.work)))
+
+    async def _settle(self, step: _Step, advance: Advance | None) -> int:
+        """Settle the oldest step; 1 when it was a page."""
+        result = step.result
+        if isinstance(step, _Begin):
+            self.report.streams.append(result)
+            for check in self.checks:
+                self.report.add(result, await check.begin(result.run))
+            return 0
+        if isinstance(step, _End):
+            for check in self.checks:
+                self.report.add(result, await check.end(result.run))
+            return 0
+        chunk = step.chunk
+        if step.answers is not None:
+            chunk.computed = answers(await step.answers, len(chunk.records), chunk.work.leaves)
+        for check in self.checks:
+            self.report.add(result, check.absorb(chunk, check.examine(chunk)))
+        result.events += len(chunk.records)
+        if advance is not None:
+            advance(len(chunk.records))
+        return 1
