@@ -37,6 +37,7 @@ SMALL_BENCH = {
     "make bench-anchor": " BENCH_ARGS='--streams 1 --events 64 --batch 16 --confirmations 2'",
     "make bench-hostile": " QUICK=1",
     "make bench-agent": " BENCH_ARGS='--quick'",
+    "make bench-peers": " BENCH_ARGS='--events 1600'",
 }
 
 
@@ -196,3 +197,11 @@ def test_sign_and_send_block_runs_twice_and_keeps_the_root_clean(
     assert len(registered) == 1, outputs[1]
     assert set(os.listdir(workdir)) - before <= {"data", "server.log"}
     assert (workdir / "data" / "admin.key").exists() and (workdir / "data" / "signed.json").exists()
+
+
+def test_the_performance_guide_runs_the_benchmarks_the_readme_runs() -> None:
+    # docs/PERFORMANCE.md names the benchmarks its figures come from; each is a README
+    # command, which the test above runs (small), so the guide's commands cannot rot.
+    guide = bash_commands(ROOT / "docs" / "PERFORMANCE.md")
+    assert guide
+    assert set(guide) <= set(bash_commands(ROOT / "README.md"))
