@@ -265,6 +265,22 @@ def verify_floor(payloads: list[bytes]) -> Result:
 # --- the load -----------------------------------------------------------------------------
 
 
+async def register_agent_key(session: aiohttp.ClientSession) -> None:
+    """The benchmark agent's key, registered through the API as an operator would."""
+    async with session.post(
+        "/api/v1/agents/keys",
+        json={
+            "tenantId": str(kit.TENANT),
+            "agentId": str(kit.AGENT_ID),
+            "keyId": 1,
+            "publicKey": "0x" + kit.AGENT.public_key.hex(),
+        },
+    ) as response:
+        if response.status != 200:
+            detail = await response.text()
+            raise SystemExit(f"agent key registration: {response.status} {detail}")
+
+
 def streams(count: int) -> list[StreamKey]:
     return [StreamKey(kit.TENANT, uuid.UUID(int=0xB000 + s)) for s in range(count)]
 
@@ -409,18 +425,7 @@ async def run(
         await wait_healthy(session, process, data_dir)
         await wait_workers(process, port, args.expected_workers, data_dir)
         workers = max(1, len(children(process.pid)))
-        async with session.post(
-            "/api/v1/agents/keys",
-            json={
-                "tenantId": str(kit.TENANT),
-                "agentId": str(kit.AGENT_ID),
-                "keyId": 1,
-                "publicKey": "0x" + kit.AGENT.public_key.hex(),
-            },
-        ) as response:
-            if response.status != 200:
-                detail = await response.text()
-                raise SystemExit(f"agent key registration: {response.status} {detail}")
+        await register_agent_key(session)
         # Warm-up: connections opened, code paths and the agent-key cache hot, on events
         # of their own so that no measured event is a replay.
         warm = bodies(30_000_000, args.concurrency * 4, 1, keys)

@@ -59,6 +59,7 @@ from bench_http import (
     closed_loop,
     free_port,
     ingest_sender,
+    register_agent_key,
     start_server,
     stop_server,
     streams,
@@ -68,6 +69,7 @@ from bench_ingest import WRITERS, build, floor_copy_pg, floor_verify, rows_of, r
 from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.serverproc import children
 from stateset_sequencer.ves.envelope import VesEventEnvelope
 from stateset_sequencer.ves.jsontext import payload_text
 
@@ -275,18 +277,7 @@ async def http_case(
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
     ) as session:
         await wait_healthy(session, process, data_dir)
-        async with session.post(
-            "/api/v1/agents/keys",
-            json={
-                "tenantId": str(kit.TENANT),
-                "agentId": str(kit.AGENT_ID),
-                "keyId": 1,
-                "publicKey": "0x" + kit.AGENT.public_key.hex(),
-            },
-        ) as response:
-            if response.status != 200:
-                detail = await response.text()
-                raise SystemExit(f"agent key registration: {response.status} {detail}")
+        await register_agent_key(session)
         warm_up = await closed_loop(
             "HTTP warm-up", ingest_sender(session, warm, BATCH), len(warm), HTTP_IN_FLIGHT
         )
@@ -347,23 +338,8 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (a server may serve from worker processes)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name in (…) may hold spaces
-        parents.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(parents.get(current, []))
-    return tree
+    """``pid`` and its workers (a supervisor's children)."""
+    return [pid, *children(pid)]
 
 
 def own_peak_rss_mb() -> float:

@@ -50,6 +50,7 @@ from bench_http import (
     free_port,
     ingest_sender,
     open_loop,
+    register_agent_key,
     start_server,
     stop_server,
     streams,
@@ -207,17 +208,7 @@ async def run(args: argparse.Namespace, key: str, a: Server, b: Server) -> None:
         grpc.aio.insecure_channel(f"{HOST}:{a.grpc_port}") as channel,
     ):
         await wait_healthy(session, a.process, a.data_dir)  # type: ignore[arg-type]
-        async with session.post(
-            "/api/v1/agents/keys",
-            json={
-                "tenantId": str(kit.TENANT),
-                "agentId": str(kit.AGENT_ID),
-                "keyId": 1,
-                "publicKey": "0x" + kit.AGENT.public_key.hex(),
-            },
-        ) as response:
-            if response.status != 200:
-                raise SystemExit(f"agent key registration: {response.status}")
+        await register_agent_key(session)
         c, bc = args.concurrency, args.batch_concurrency
         warm_ups = [
             await closed_loop("warm-up", ingest_sender(session, warm, 1), len(warm), c),
