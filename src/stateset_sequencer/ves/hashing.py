@@ -298,18 +298,9 @@ def receipt_hash(
 ) -> bytes:
     """``SHA256("VES_RECEIPT_V1" ‖ t ‖ s ‖ e ‖ U64(seq) ‖ esh)``; sequencer id and time are
     not covered."""
-    return _sha256(
-        b"".join(
-            (
-                DOMAIN_RECEIPT,
-                _uuid("tenant_id", tenant_id),
-                _uuid("store_id", store_id),
-                _uuid("event_id", event_id),
-                u64(sequence_number),
-                _check_len("event_signing_hash", event_signing_hash, 32),
-            )
-        )
-    ).digest()
+    one = (event_id, sequence_number, event_signing_hash)
+    [digest] = receipt_hashes(tenant_id, store_id, [one])
+    return digest
 
 
 def receipt_hashes(

@@ -231,15 +231,7 @@ class ReceiptSigner:
             tenant_id, store_id, event_id, sequence_number, event_signing_hash
         )
         at = sequenced_at if isinstance(sequenced_at, str) else format_rfc3339(sequenced_at)
-        return Receipt(
-            sequencer_id=self.sequencer_id,
-            event_id=event_id,
-            sequence_number=sequence_number,
-            sequenced_at=at,
-            receipt_hash=digest,
-            signature_alg=SIGNATURE_ALG_ED25519,
-            sequencer_signature=self._signer.sign(digest),
-        )
+        return self._signed(event_id, sequence_number, at, digest)
 
     def issue_many(
         self,
@@ -254,19 +246,21 @@ class ReceiptSigner:
         the GIL while it signs, so a thread pool runs slices of a group side by side."""
         at = format_rfc3339(sequenced_at)
         digests = hashing.receipt_hashes(tenant_id, store_id, events)
-        sign = self._signer.sign
         return [
-            Receipt(
-                sequencer_id=self.sequencer_id,
-                event_id=event_id,
-                sequence_number=sequence_number,
-                sequenced_at=at,
-                receipt_hash=digest,
-                signature_alg=SIGNATURE_ALG_ED25519,
-                sequencer_signature=sign(digest),
-            )
+            self._signed(event_id, sequence_number, at, digest)
             for (event_id, sequence_number, _), digest in zip(events, digests, strict=True)
         ]
+
+    def _signed(self, event_id: uuid.UUID, sequence_number: int, at: str, digest: bytes) -> Receipt:
+        return Receipt(
+            sequencer_id=self.sequencer_id,
+            event_id=event_id,
+            sequence_number=sequence_number,
+            sequenced_at=at,
+            receipt_hash=digest,
+            signature_alg=SIGNATURE_ALG_ED25519,
+            sequencer_signature=self._signer.sign(digest),
+        )
 
 
 def verify_receipt(
