@@ -13,8 +13,7 @@ and the ratio of the two rates (the target is 0.8 or better). The preload is set
 (``generate_series`` on PostgreSQL, a recursive CTE on SQLite) into every table the append
 path reads or writes, with the real constraints in force, then ``VACUUM ANALYZE``
 (``ANALYZE`` on SQLite); the rows carry no valid signatures, which ingest never re-checks.
-``--growth-explain`` also prints the append path's plans on both databases. Scratch
-databases are dropped at the end, on failure too.
+Scratch databases are dropped at the end, on failure too.
 """
 
 from __future__ import annotations
@@ -507,9 +506,6 @@ async def growth(args: argparse.Namespace, backends: list[str]) -> None:
                             plan = growth_plan(args.events, batch, keys, entities, rng)
                             pair.append(await growth_case(backend, tmp, dsn, plan))
                         out[(batch, kind)] = (pair[0], pair[1])
-                if args.growth_explain and backend == "postgres":
-                    await explain_append(empty, shape, "empty")
-                    await explain_append(grown, shape, "full")
         results[backend] = out
     head = f"{'ev/s':>10}{'p50':>8}{'p95':>8}{'p99':>8}"
     print(f"{'backend':<9}{'batch':>6}  {'streams':<8}{head}  |{head}{'ratio':>7}")
@@ -523,121 +519,6 @@ async def growth(args: argparse.Namespace, backends: list[str]) -> None:
     print("stored = each batch continues a preloaded stream and its entities (on the empty")
     print("database the same streams, empty); new = each batch opens a stream. Latencies in ms;")
     print("ratio = full-database rate over empty-database rate (target >= 0.80).")
-
-
-class _Captured(Exception):
-    """Raised by the write builder once it has handed over its statement."""
-
-
-async def captured_write(dsn: str, envs: list[VesEventEnvelope]) -> tuple[str, list[Any]] | None:
-    """The append path's one write statement and its arguments for ``envs``, as the store
-    builds them, taken from a real ingest that is then abandoned (nothing is written)."""
-    from stateset_sequencer.store.postgres import append as pga
-
-    module: Any = pga
-    name = next((n for n in ("write_statement", "_one_statement") if hasattr(module, n)), None)
-    if name is None:
-        return None
-    original = getattr(module, name)
-    got: list[tuple[str, list[Any]]] = []
-
-    def capture(*args: Any, **kwargs: Any) -> tuple[str, list[Any]]:
-        got.append(original(*args, **kwargs))
-        raise _Captured
-
-    setattr(module, name, capture)
-    try:
-        store = await opened("postgres", tempfile.gettempdir(), dsn)
-        seq = kit.sequencer(store)
-        try:
-            await seq.ingest(kit.AGENT_ID, envs)
-        except Exception:  # the abandoned ingest is the point
-            pass
-        finally:
-            seq.close()
-            await store.close()
-    finally:
-        setattr(module, name, original)
-    return got[0] if got else None
-
-
-async def explain_append(dsn: str, shape: Shape, label: str) -> None:
-    """The append path's statements under EXPLAIN (ANALYZE, BUFFERS), as the custom plan
-    and as the generic plan a prepared statement settles on after five executions, for a
-    batch of 100 new events on the first stored stream; every write is rolled back."""
-    from stateset_sequencer.store.postgres import append as pga
-
-    module: Any = pga
-    conn = await pg_connect(dsn)
-    try:
-        stream = shape.stream_keys()[0]
-        ids = (stream.tenant_id, stream.store_id)
-        head = await conn.fetchval(
-            "SELECT current_sequence FROM sequence_counters WHERE tenant_id = $1 AND store_id = $2",
-            *ids,
-        )
-        head = int(head or 0)
-        rng = random.Random(3)
-        envs = [
-            kit.event(
-                10**8 + i,
-                stream=stream,
-                entity_id=f"ORD-G{rng.randrange(shape.entities)}",
-                command_id=uuid.uuid4(),
-            )
-            for i in range(100)
-        ]
-        versions = {(e.entity_type, e.entity_id): 1 for e in envs}
-        if hasattr(module, "LOCK_COUNTERS_SQL"):
-            lock: tuple[str, list[Any]] = (module.LOCK_COUNTERS_SQL, [ids[0], [ids[1]]])
-        else:
-            lock = (module.LOCK_COUNTER_SQL, [*ids])
-        write = await captured_write(dsn, envs)
-        event_ids = [e.event_id for e in envs]
-        reads: list[tuple[str, str, list[Any]]] = [
-            ("owners of the batch's ids", module.OWNERS_SQL, [event_ids]),
-            ("existing events by id", module.EXISTING_SQL, [stream.tenant_id, event_ids]),
-            ("counter lock", *lock),
-            ("taken commands", module._TAKEN_COMMANDS_SQL, [*ids, [e.command_id for e in envs]]),
-            (
-                "entity versions",
-                module._ENTITY_VERSIONS_SQL,
-                [*ids, [t for t, _ in versions], [i for _, i in versions]],
-            ),
-        ]
-        if write is not None:
-            reads.append(("the write (one statement)", *write))
-        print(
-            f"  EXPLAIN (ANALYZE, BUFFERS) on the {label} database after its cases,"
-            f" stream head {head}:"
-        )
-        for i, (what, sql, args) in enumerate(reads):
-            # EXECUTE takes no bind parameters: each argument goes in as a literal of the
-            # type the statement expects, rendered by the server itself.
-            stmt = await conn.prepare(sql)
-            literals = []
-            for param, arg in zip(stmt.get_parameters(), args, strict=True):
-                typ = await conn.fetchval("SELECT format_type($1::oid, NULL)", param.oid)
-                text = await conn.fetchval(f"SELECT quote_literal(CAST($1 AS {typ})::text)", arg)
-                literals.append(f"{text}::{typ}")
-            for mode in ("force_custom_plan", "force_generic_plan"):
-                tr = conn.transaction()
-                await tr.start()
-                try:
-                    await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
-                    await conn.execute(f"PREPARE explained_{i} AS {sql}")
-                    rows = await conn.fetch(
-                        f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE explained_{i}({', '.join(literals)})"
-                    )
-                finally:
-                    await tr.rollback()
-                    await conn.execute(f"DEALLOCATE explained_{i}")
-                print(f"  -- {what} [{mode.split('_')[1]} plan]")
-                for row in rows:
-                    line = row[0]  # literal arrays cut short: the plan is what matters
-                    print(f"     {line if len(line) <= 160 else line[:157] + '...'}")
-    finally:
-        await conn.close()
 
 
 async def main() -> None:
@@ -661,9 +542,6 @@ async def main() -> None:
         help="largest preload the growth section runs on SQLite (slow to preload)",
     )
     parser.add_argument("--no-growth", action="store_true", help="skip the growth section")
-    parser.add_argument(
-        "--growth-explain", action="store_true", help="print the append path's plans too"
-    )
     args = parser.parse_args()
     backends = args.backends.split(",")
     print(f"bench-ingest: {args.events} events per case, {WRITERS} concurrent writers")
