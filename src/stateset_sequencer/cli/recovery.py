@@ -438,8 +438,8 @@ def bulk_ingest(
             "--concurrency",
             min=1,
             max=64,
-            help="Requests in flight at most, each on a stream of its own (a stream's "
-            "batches always go one after the other, in file order)",
+            help="Streams sent side by side; each one's batches go one after the other, "
+            "in file order",
         ),
     ] = bulk_mod.DEFAULT_CONCURRENCY,
 ) -> None:
