@@ -25,7 +25,7 @@ import itertools
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from .export import (
     parse_record,
     read_export,
     read_manifest,
+    record_lines,
 )
 
 DEFAULT_BATCH = 500
@@ -208,26 +209,6 @@ class Segment:
     count: int
 
 
-def _export_lines(
-    path: Path, fmt: str, start: int = 0, first: int = 1
-) -> Generator[tuple[int, int, bytes], None, None]:
-    """The records' JSON texts from byte ``start`` (line ``first``) on, each with its
-    byte offset and line number, by the rule ``export.read_export`` reads them (one per
-    line; a JSON array's brackets and commas dropped)."""
-    with path.open("rb") as handle:
-        handle.seek(start)
-        offset = start
-        for number, raw in enumerate(handle, start=first):
-            at, offset = offset, offset + len(raw)
-            line = raw.strip()
-            if fmt == "json":
-                if line in (b"[", b"]", b""):
-                    continue
-                line = line.removesuffix(b",")
-            if line:
-                yield at, number, line
-
-
 def segments(path: Path, plain: Sequence[ExportedEvent] | None = None) -> list[Segment]:
     """The runs of records of one stream, in file order. For an export, a light pass:
     each line is parsed as JSON for its two ids only (every record is checked when it is
@@ -255,7 +236,7 @@ def segments(path: Path, plain: Sequence[ExportedEvent] | None = None) -> list[S
 
 
 def _line_keys(path: Path, fmt: str) -> Iterator[tuple[int, int, tuple[str, str]]]:
-    for at, number, line in _export_lines(path, fmt):
+    for at, number, line in record_lines(path, fmt):
         try:
             obj = orjson.loads(line)
             key = (str(obj["tenant_id"]), str(obj["store_id"]))
@@ -302,7 +283,7 @@ class _Digest:
 
 def _read_segment(path: Path, fmt: str, segment: Segment) -> Iterator[ExportedEvent]:
     """``segment``'s records, each checked as ``export.read_export`` checks it."""
-    lines = _export_lines(path, fmt, segment.start, segment.line)
+    lines = record_lines(path, fmt, segment.start, segment.line)
     with contextlib.closing(lines):
         for _, number, line in itertools.islice(lines, segment.count):
             yield _checked(path, number, line, segment.stream)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -228,17 +228,24 @@ def check_file(path: Path) -> FileCheck:
     return FileCheck(manifest, digest, size)
 
 
-def _lines(path: Path, fmt: str) -> Iterator[tuple[int, bytes]]:
-    """The records' JSON texts with their line numbers (both formats put one per line)."""
+def record_lines(
+    path: Path, fmt: str, start: int = 0, first: int = 1
+) -> Generator[tuple[int, int, bytes], None, None]:
+    """The records' JSON texts from byte ``start`` (line ``first``) on, each with its byte
+    offset and line number (both formats put one per line; a JSON array's brackets and
+    commas are dropped)."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        handle.seek(start)
+        offset = start
+        for number, raw in enumerate(handle, start=first):
+            at, offset = offset, offset + len(raw)
             line = raw.strip()
             if fmt == "json":
                 if line in (b"[", b"]", b""):
                     continue
                 line = line.removesuffix(b",")
             if line:
-                yield number, line
+                yield at, number, line
 
 
 def parse_record(obj: Any) -> ExportedEvent:
@@ -277,7 +284,7 @@ def read_export(path: Path) -> Iterator[ExportedEvent]:
         )
     overall = hashlib.sha256()
     count = 0
-    for number, line in _lines(path, str(manifest.get("file_format"))):
+    for _at, number, line in record_lines(path, str(manifest.get("file_format"))):
         try:
             record = parse_record(load_json(line.decode("utf-8")))
         except (ValueError, UnicodeDecodeError) as exc:
