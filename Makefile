@@ -47,8 +47,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/stateset_sequencer tests bench
 
+# Three workers on two cores: much of the suite waits on servers, databases and child
+# processes. Whole files go to one worker (--dist loadfile), so a module's fixtures are
+# built once.
+TEST_WORKERS ?= 3
 unit: $(STAMP) debian-deps node-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test: lint typecheck unit
 

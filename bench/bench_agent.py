@@ -52,7 +52,6 @@ from bench_http import (
     INGEST,
     REQUEST_TIMEOUT_S,
     Result,
-    free_port,
     start_server,
     stop_server,
     wait_healthy,
@@ -64,6 +63,7 @@ from stateset_sequencer.agent.outbox import Outbox, State
 from stateset_sequencer.agent.service import AgentService, ClientFactory
 from stateset_sequencer.client import Agent, IngestOutcome, SequencerClient
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.ports import free_port
 from stateset_sequencer.ves.envelope import VesEventEnvelope
 from stateset_sequencer.ves.signing import Signer
 

@@ -36,7 +36,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from nacl.signing import VerifyKey
 
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.ports import free_port
 from stateset_sequencer.testing.serverproc import children, listening_sockets
 from stateset_sequencer.ves.envelope import parse_envelope
 
@@ -94,13 +94,6 @@ class Result:
 
 
 # --- the server ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_server(

@@ -57,7 +57,6 @@ from bench_http import (
     REQUEST_TIMEOUT_S,
     bodies,
     closed_loop,
-    free_port,
     ingest_sender,
     register_agent_key,
     start_server,
@@ -69,6 +68,7 @@ from bench_ingest import WRITERS, build, floor_copy_pg, floor_verify, rows_of, r
 from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.ports import free_port
 from stateset_sequencer.testing.serverproc import children
 from stateset_sequencer.ves.envelope import VesEventEnvelope
 from stateset_sequencer.ves.jsontext import payload_text

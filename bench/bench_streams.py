@@ -47,7 +47,6 @@ from bench_http import (
     Send,
     bodies,
     closed_loop,
-    free_port,
     ingest_sender,
     open_loop,
     register_agent_key,
@@ -62,6 +61,7 @@ from stateset_sequencer.proto import sequencer_v2_pb2 as pb
 from stateset_sequencer.proto import sequencer_v2_pb2_grpc as rpc
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, pg
+from stateset_sequencer.testing.ports import free_port
 
 STREAM_PATH = "/api/v1/ves/events/stream"
 

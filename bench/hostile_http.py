@@ -40,18 +40,13 @@ from typing import Any
 
 import httpx
 
+from stateset_sequencer.testing.ports import free_port
+
 ADMIN_KEY = "ss_00000000" + "hostilebenchadminkey000000000000"
 BAD_KEY = "ss_" + "q" * 40
 STREAM = {"tenant_id": str(uuid.UUID(int=0xA1)), "store_id": str(uuid.UUID(int=0xB1))}
 MiB = 1024 * 1024
 HEADER_TIMEOUT_S = 10.0  # the server's default, set explicitly so both runs wait alike
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_mb(pid: int) -> float:

@@ -523,6 +523,23 @@ def key_listed_twice() -> bytes:
         entry_changed(status="retiring"),  # without revoke_after
         key_listed_twice(),
     ],
+    # Named, not shown: the contents hold a fresh random seed, and parallel test workers
+    # must collect the same test ids.
+    ids=[
+        "not-json",
+        "a-list",
+        "deep-nesting",
+        "version-2",
+        "other-format",
+        "bad-agent-id",
+        "key-without-fields",
+        "seed-not-the-key",
+        "active-without-seed",
+        "unknown-status",
+        "key-id-too-large",
+        "retiring-without-date",
+        "key-listed-twice",
+    ],
 )
 def test_authentic_but_garbled_contents_are_not_an_archive(
     tmp_path: Path, plaintext: bytes

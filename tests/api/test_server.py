@@ -22,7 +22,8 @@ import pytest
 
 from stateset_sequencer.client import SequencerClient, SequencerError
 from stateset_sequencer.testing import kit, pg
-from stateset_sequencer.testing.serverproc import free_port, server
+from stateset_sequencer.testing.ports import free_port
+from stateset_sequencer.testing.serverproc import server
 from stateset_sequencer.ves import signing
 
 ADMIN_KEY = "ss_00000000" + "serverprocessadminkey00000000000"

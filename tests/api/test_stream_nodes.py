@@ -26,7 +26,8 @@ from stateset_sequencer.proto import sequencer_v2_pb2 as pb
 from stateset_sequencer.proto import sequencer_v2_pb2_grpc as rpc
 from stateset_sequencer.testing import kit, pg
 from stateset_sequencer.testing.kit import until
-from stateset_sequencer.testing.serverproc import ServerProcess, free_port
+from stateset_sequencer.testing.ports import free_port
+from stateset_sequencer.testing.serverproc import ServerProcess
 
 ADMIN_KEY = "ss_00000000" + "streamnodesadminkeyfortests00000"
 AUTH = {"Authorization": f"ApiKey {ADMIN_KEY}"}

@@ -38,7 +38,8 @@ from stateset_sequencer.proto import sequencer_v2_pb2_grpc as rpc
 from stateset_sequencer.store.records import StreamKey
 from stateset_sequencer.testing import kit, pg
 from stateset_sequencer.testing.kit import until
-from stateset_sequencer.testing.serverproc import ServerProcess, children, free_port
+from stateset_sequencer.testing.ports import free_port
+from stateset_sequencer.testing.serverproc import ServerProcess, children
 
 ADMIN_KEY = "ss_00000000" + "workersadminkeyfortests000000000"
 AUTH = {"Authorization": f"ApiKey {ADMIN_KEY}"}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from stateset_sequencer.testing.serverproc import free_port
+from stateset_sequencer.testing.ports import free_port
 
 
 @dataclass(frozen=True)

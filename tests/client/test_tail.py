@@ -49,7 +49,8 @@ from stateset_sequencer.proto import sequencer_v2_pb2 as pb
 from stateset_sequencer.proto import sequencer_v2_pb2_grpc as pb_grpc
 from stateset_sequencer.store.records import StoredEvent
 from stateset_sequencer.testing import kit, pg
-from stateset_sequencer.testing.serverproc import ServerProcess, free_port
+from stateset_sequencer.testing.ports import free_port
+from stateset_sequencer.testing.serverproc import ServerProcess
 from stateset_sequencer.ves import signing
 from stateset_sequencer.ves.codec import parse_rfc3339
 from stateset_sequencer.ves.envelope import VesEventEnvelope

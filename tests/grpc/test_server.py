@@ -26,7 +26,8 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 )
 
 from stateset_sequencer.testing import kit
-from stateset_sequencer.testing.serverproc import ServerProcess, free_port
+from stateset_sequencer.testing.ports import free_port
+from stateset_sequencer.testing.serverproc import ServerProcess
 
 from .conftest import WAIT_S, Wire, metadata
 

@@ -25,7 +25,8 @@ from stateset_sequencer.sequencer import api_keys
 from stateset_sequencer.sequencer.auth import NIL
 from stateset_sequencer.store.rows import time_to_text
 from stateset_sequencer.testing import kit
-from stateset_sequencer.testing.serverproc import free_port, server
+from stateset_sequencer.testing.ports import free_port
+from stateset_sequencer.testing.serverproc import server
 from tests.recovery.conftest import STREAM_2, Db, cli, populate
 
 CHECKS = ["health", "database", "counters", "gaps", "agents", "history", "commitment", "anchoring"]

@@ -30,7 +30,8 @@ import pytest
 
 from stateset_sequencer.store.factory import open_store, parse_database_url
 from stateset_sequencer.testing import kit, pg
-from stateset_sequencer.testing.serverproc import free_port, server
+from stateset_sequencer.testing.ports import free_port
+from stateset_sequencer.testing.serverproc import server
 from tests.recovery.conftest import STREAM_2, populate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from stateset_sequencer.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SELF_COMMANDS = {"make test"}
@@ -72,19 +73,12 @@ def test_readme_has_the_two_quick_start_commands() -> None:
     assert "make test" in commands
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Servers:
     """Background servers a docs block starts, stopped when the test ends."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = str(_free_port())
+        self.port = str(free_port())
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, command: str, env: dict[str, str]) -> None:

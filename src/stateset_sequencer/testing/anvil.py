@@ -23,7 +23,6 @@ import itertools
 import json
 import platform
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,8 @@ from typing import Any, NamedTuple, Self
 
 import httpx
 from web3 import Web3
+
+from .ports import free_port
 
 # src/stateset_sequencer/testing/anvil.py -> the checkout (an editable install's source).
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -89,13 +90,6 @@ def require_anvil(root: Path = PROJECT_ROOT) -> Path:
             "(npm ci of package-lock.json) in the project root"
         )
     return binary
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Anvil:
@@ -165,7 +159,7 @@ class Anvil:
     def _start_once(self, binary: Path) -> str:
         """Start on a fresh port; '' on success, otherwise why not (the process gone)."""
         assert self._workdir is not None
-        self.port = _free_port()
+        self.port = free_port()
         config = self._workdir / f"config-{self.port}.json"
         log = self._workdir / f"anvil-{self.port}.log"
         command = [

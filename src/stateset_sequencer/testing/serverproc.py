@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 
 from ..ves.signing import ReceiptSigner
 from . import kit
+from .ports import free_port
 
 START_TIMEOUT_S = 30.0
 # A supervisor's workers start side by side on a shared machine, each as slow as one
@@ -29,13 +29,6 @@ START_TIMEOUT_S = 30.0
 WORKERS_START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 WORKERS_STOP_TIMEOUT_S = 45.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def children(pid: int) -> list[int]:
