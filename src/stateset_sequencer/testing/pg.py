@@ -6,9 +6,10 @@ In order:
    databases (the role needs CREATEDB). Set but unusable is a failure, not a skip: whoever
    set it expects those tests to run.
 2. The local server on 127.0.0.1:5432, as user ``postgres`` (trust auth on our machines).
-3. A throwaway cluster from the newest ``/usr/lib/postgresql/*/bin``: initdb in a temp
-   dir, listening on a free loopback port only, stopped and removed at interpreter exit.
-   Its DSN is exported as ``SEQUENCER_TEST_DATABASE_URL`` so child processes reuse it.
+3. A throwaway cluster from the newest ``/usr/lib/postgresql/*/bin`` (a
+   :class:`.cluster.Cluster`, fsync off): initdb in a temp dir, listening on a free
+   loopback port only, stopped and removed at interpreter exit. Its DSN is exported as
+   ``SEQUENCER_TEST_DATABASE_URL`` so child processes reuse it.
 
 If none works the tests fail under ``CI=true`` (a CI run must not pass by skipping) and
 are skipped elsewhere, with the reason.
@@ -23,11 +24,8 @@ import asyncio
 import atexit
 import contextlib
 import os
-import pwd
 import re
 import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import uuid
@@ -42,12 +40,13 @@ import asyncpg
 import pytest
 
 from ..config import TestEnvironment
+from . import cluster
+from .ports import free_port
 
 ENV_VAR = "SEQUENCER_TEST_DATABASE_URL"
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 60.0
-INITDB_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 15
 MIN_SERVER_VERSION = 130000  # DROP DATABASE ... WITH (FORCE)
@@ -71,6 +70,8 @@ class _Resolution(NamedTuple):
 
 _lock = threading.Lock()
 _resolution: _Resolution | None = None
+# The throwaway cluster this process started, if any (a test may stop it early).
+_throwaway: cluster.Cluster | None = None
 
 
 # --- finding a server -----------------------------------------------------------------------------
@@ -157,108 +158,40 @@ def _run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def _pg_bin_dir() -> Path | None:
-    found: list[tuple[tuple[int, ...], Path]] = []
-    for candidate in Path("/usr/lib/postgresql").glob("*/bin"):
-        if not ((candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file()):
-            continue
-        try:
-            version = tuple(int(part) for part in candidate.parent.name.split("."))
-        except ValueError:
-            continue
-        found.append((version, candidate))
-    if found:
-        return max(found)[1]
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb is not None else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    try:
+        return cluster.pg_bin_dir()
+    except cluster.ClusterError:
+        return None
 
 
 def _start_cluster() -> tuple[str | None, str]:
-    bin_dir = _pg_bin_dir()
-    if bin_dir is None:
-        return None, "no initdb under /usr/lib/postgresql/*/bin or on PATH"
-    as_user: list[str] = []
-    owner: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:
-        # initdb refuses to run as root; the cluster belongs to the postgres OS user.
-        runuser = shutil.which("runuser")
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            return None, "running as root and there is no 'postgres' OS user"
-        if runuser is None:
-            return None, "running as root and runuser is missing"
-        as_user = [runuser, "-u", "postgres", "--"]
-    workdir = Path(tempfile.mkdtemp(prefix="seqtest-pg-"))
-    if owner is not None:
-        os.chown(workdir, owner.pw_uid, owner.pw_gid)
-    data = workdir / "data"
-    log = workdir / "server.log"
+    """initdb and start the throwaway cluster (see :mod:`.cluster`); its DSN, or why not."""
+    global _throwaway
     try:
-        subprocess.run(
-            [
-                *as_user,
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=INITDB_TIMEOUT_S,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
+        workdir = Path(tempfile.mkdtemp(prefix="seqtest-pg-"))
+    except OSError as exc:
+        return None, f"no temp dir: {exc}"
+    server = cluster.Cluster(workdir, "cluster")
+    try:
+        # Speed over crash safety: the test cluster's data dies with the process anyway.
+        server.init(durable=False)
+    except (cluster.ClusterError, OSError) as exc:
         shutil.rmtree(workdir, ignore_errors=True)
-        return None, f"initdb failed: {_process_error(exc)}"
+        return None, str(exc)
     problem = "not attempted"
-    for _attempt in range(3):  # the free port may be taken before the server binds it
-        port = _free_port()
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {workdir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+    for attempt in range(3):  # the free port may be taken before the server binds it
+        if attempt:
+            server.port = free_port()
+            server.configure({"port": str(server.port)})
         try:
-            # The server's own output goes to the log file; pg_ctl's to DEVNULL so that no
-            # pipe is left open by the daemonised server.
-            subprocess.run(
-                [
-                    *as_user,
-                    str(bin_dir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(log),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    str(START_TIMEOUT_S),
-                    "start",
-                ],
-                check=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=START_TIMEOUT_S + 15,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            problem = f"pg_ctl start failed: {_process_error(exc)}; {_tail(log)}"
-            _stop_cluster(as_user, bin_dir, data, workdir, os.getpid(), remove=False)
+            server.start(timeout=START_TIMEOUT_S)
+        except cluster.ClusterError as exc:
+            problem = str(exc)
+            _stop_cluster(server, os.getpid(), remove=False)
             continue
-        dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        atexit.register(_stop_cluster, as_user, bin_dir, data, workdir, os.getpid())
+        _throwaway = server
+        atexit.register(_stop_cluster, server, os.getpid())
+        dsn = server.dsn()
         problem_now = _probe(dsn)
         if problem_now is None:
             return dsn, ""
@@ -267,54 +200,16 @@ def _start_cluster() -> tuple[str | None, str]:
     return None, problem
 
 
-def _stop_cluster(
-    as_user: list[str],
-    bin_dir: Path,
-    data: Path,
-    workdir: Path,
-    owner_pid: int,
-    *,
-    remove: bool = True,
-) -> None:
+def _stop_cluster(server: cluster.Cluster, owner_pid: int, *, remove: bool = True) -> None:
     # A forked child inherits atexit handlers; only the process that started it stops it.
     if os.getpid() != owner_pid:
         return
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            [
-                *as_user,
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                str(STOP_TIMEOUT_S),
-                "stop",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=STOP_TIMEOUT_S + 10,
-        )
+    with contextlib.suppress(cluster.ClusterError, OSError):
+        server.stop(mode="immediate", timeout=STOP_TIMEOUT_S)
     if remove:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _process_error(exc: BaseException) -> str:
-    if isinstance(exc, subprocess.CalledProcessError):
-        output = exc.stderr or exc.stdout or b""
-        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
-        return f"exit {exc.returncode}: {text.strip()[-500:]}"
-    return str(exc)
-
-
-def _tail(log: Path) -> str:
-    try:
-        return "log: " + log.read_text(encoding="utf-8", errors="replace").strip()[-500:]
-    except OSError:
-        return "no log"
+        with contextlib.suppress(cluster.ClusterError, OSError):
+            server.remove()  # kills it if the stop did not
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 # --- scratch databases ----------------------------------------------------------------------------
