@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install debian-deps node-deps contract proto test test-citus lint typecheck unit run bench-core bench-ingest bench-http bench-agent bench-streams bench-recovery bench-hostile bench-commit bench-anchor clean
+.PHONY: install debian-deps node-deps contract proto test test-citus lint typecheck unit run drill bench-core bench-ingest bench-http bench-agent bench-streams bench-recovery bench-hostile bench-commit bench-anchor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -91,6 +91,12 @@ bench-agent: $(STAMP) debian-deps
 # (docs/STREAMS.md, docs/GRPC.md).
 bench-streams: $(STAMP) debian-deps
 	$(BIN)/python bench/bench_streams.py $(BENCH_ARGS)
+
+# The five disaster drills at full size (docs/DISASTER_RECOVERY.md, section 7): their own
+# PostgreSQL clusters, anvil, sequencers and agents on loopback; reports and timelines in
+# drill-reports/. DRILL_ARGS overrides, e.g. DRILL_ARGS='pitr --events 20000'.
+drill: $(STAMP) debian-deps node-deps
+	$(BIN)/sequencer-cli drill $(or $(DRILL_ARGS),all --events 200000 --streams 20 --agents 8) --report drill-reports
 
 bench-recovery: $(STAMP) debian-deps
 	$(BIN)/python bench/bench_recovery.py $(BENCH_ARGS)

@@ -4,7 +4,7 @@ Every command exits 0 on success, 1 when the work itself fails (a bad signature,
 unreadable key) and 2 on usage errors, and says why on stderr in one line, never with a
 traceback. The commands are thin shells over importable functions (``sequencer/``,
 ``recovery/``, ``client/``), grouped here by topic: ``keys``, ``events``, ``database``,
-``recovery``, ``commitments``, ``tail`` and ``server``.
+``recovery``, ``commitments``, ``tail``, ``drill`` and ``server``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from . import (
     audit,
     commitments,
     database,
+    drill,
     events,
     keys,
     keystore,
@@ -37,7 +38,7 @@ app.command("serve", help="Serve the HTTP API (same as `stateset-sequencer serve
 )
 # Topic modules declare their commands on a Typer of their own; the root takes them over
 # unnested, so every command keeps its top-level name.
-for topic in (keys, events, database, recovery, commitments, anchoring, agent, tail):
+for topic in (keys, events, database, recovery, commitments, anchoring, agent, tail, drill):
     app.registered_commands.extend(topic.commands.registered_commands)
 app.add_typer(database.migrate_app, name="migrate")
 app.add_typer(keys.api_keys_app, name="api-keys")
