@@ -16,10 +16,10 @@ from typing import Any
 
 from ..testing.cluster import Cluster, archive_command
 from .report import DETECTED, FAILURE, RECOVERED, Report
-from .services import DrillError
+from .services import DrillError, Server
 from .stage import (
-    AFTER_RECOVERY_PER_LANE,
     DATABASE,
+    EXTRA_WRITES_PER_LANE,
     REPLICATION,
     TENANT,
     Options,
@@ -35,19 +35,10 @@ from .stage import (
 async def instance(stage: Stage) -> None:
     """Two sequencers on one database; SIGKILL one under load. The agents fail over to the
     other through their second base URL; the commit worker moves to the survivor."""
-    db = stage.cluster("primary")
-    await stage.blocking("initdb", lambda: db.init(settings=REPLICATION))
-    await stage.blocking("start postgres", db.start)
-    await stage.blocking("create database", lambda: db.psql(f"CREATE DATABASE {DATABASE}"))
+    db = await _primary(stage, "primary")
     dsn = db.dsn(DATABASE)
     await stage.blocking("start anvil and deploy the registry", stage.chain)
-    await stage.prepare(dsn)
-    first, second = stage.server("a", dsn), stage.server("b", dsn)
-    await stage.blocking("start sequencers", lambda: start(first, second))
-    await stage.enrol(first.url, lane_urls([first, second]))
-    stage.start_load()
-    await stage.failure_point()
-    stage.report.mark(FAILURE)
+    first, second = await _two_sequencers_to_the_failure(stage, dsn)
     wall_failure = datetime.now(UTC)
     await stage.blocking("SIGKILL sequencer a", first.kill)
     stage.report.mark(DETECTED)
@@ -78,6 +69,19 @@ async def instance(stage: Stage) -> None:
     before = await stage.loss(dsn)
     await stage.resync(second.url)
     await stage.prove(dsn, second.url, before, rpo_zero_before_resync=True)
+
+
+async def _two_sequencers_to_the_failure(stage: Stage, dsn: str) -> tuple[Server, Server]:
+    """Two sequencers on ``dsn``, half the agents preferring each, written to until the
+    failure point, which is marked."""
+    await stage.prepare(dsn)
+    first, second = stage.server("a", dsn), stage.server("b", dsn)
+    await stage.blocking("start sequencers", lambda: start(first, second))
+    await stage.enrol(first.url, lane_urls([first, second]))
+    stage.start_load()
+    await stage.failure_point()
+    stage.report.mark(FAILURE)
+    return first, second
 
 
 async def _commitments_caught_up(stage: Stage, db: Cluster, timeout: float) -> None:
@@ -124,10 +128,7 @@ async def _anchored_once(stage: Stage, db: Cluster) -> None:
 async def failover(stage: Stage, synchronous: bool) -> None:
     """A primary and a streaming standby; two sequencers on a multi-host DSN; SIGKILL the
     primary under load and promote the standby; the sequencers find it by themselves."""
-    primary = stage.cluster("primary")
-    await stage.blocking("initdb primary", lambda: primary.init(settings=REPLICATION))
-    await stage.blocking("start primary", primary.start)
-    await stage.blocking("create database", lambda: primary.psql(f"CREATE DATABASE {DATABASE}"))
+    primary = await _primary(stage, "primary")
     standby = stage.adopt(
         await stage.blocking(
             "pg_basebackup standby",
@@ -152,13 +153,7 @@ async def failover(stage: Stage, synchronous: bool) -> None:
         ),
     )
     dsn = multi_host([primary, standby])
-    await stage.prepare(dsn)
-    first, second = stage.server("a", dsn), stage.server("b", dsn)
-    await stage.blocking("start sequencers", lambda: start(first, second))
-    await stage.enrol(first.url, lane_urls([first, second]))
-    stage.start_load()
-    await stage.failure_point()
-    stage.report.mark(FAILURE)
+    _first, second = await _two_sequencers_to_the_failure(stage, dsn)
     await stage.blocking("SIGKILL the primary", primary.kill)
     await refused(primary.host, primary.port)
     stage.report.mark(DETECTED)
@@ -171,23 +166,37 @@ async def failover(stage: Stage, synchronous: bool) -> None:
     await stage.prove(survivor, second.url, before, rpo_zero_before_resync=synchronous)
 
 
-async def pitr(stage: Stage) -> None:
-    """WAL archiving and a base backup; an operator's ``DELETE`` of a range under load;
-    restore to just before it; re-ingest from the agents; verify."""
-    primary = stage.cluster("primary")
-    archive = stage.root / "wal-archive"
+async def _archiving_primary(
+    stage: Stage, name: str, folder: str, *, timeout_s: int
+) -> tuple[Cluster, Path]:
+    """A started primary that archives WAL into ``folder`` (never overwriting), switching
+    segments at least every ``timeout_s`` seconds, with the drill's database created."""
+    archive = stage.root / folder
     archive.mkdir(mode=0o700)
     if os.geteuid() == 0:  # the archiver runs as the clusters' owner
         shutil.chown(archive, "postgres", "postgres")
     settings = {
-        **REPLICATION,
         "archive_mode": "on",
         "archive_command": archive_command(archive),
-        "archive_timeout": "60",
+        "archive_timeout": str(timeout_s),
     }
-    await stage.blocking("initdb primary", lambda: primary.init(settings=settings))
-    await stage.blocking("start primary", primary.start)
+    return await _primary(stage, name, settings), archive
+
+
+async def _primary(stage: Stage, name: str, settings: dict[str, str] | None = None) -> Cluster:
+    """A started, durable primary ready for standbys, with the drill's database created."""
+    primary = stage.cluster(name)
+    wanted = {**REPLICATION, **(settings or {})}
+    await stage.blocking(f"initdb {name}", lambda: primary.init(settings=wanted))
+    await stage.blocking(f"start {name}", primary.start)
     await stage.blocking("create database", lambda: primary.psql(f"CREATE DATABASE {DATABASE}"))
+    return primary
+
+
+async def pitr(stage: Stage) -> None:
+    """WAL archiving and a base backup; an operator's ``DELETE`` of a range under load;
+    restore to just before it; re-ingest from the agents; verify."""
+    primary, archive = await _archiving_primary(stage, "primary", "wal-archive", timeout_s=60)
     dsn = primary.dsn(DATABASE)
     await stage.prepare(dsn)
     base = stage.root / "base-backup"
@@ -284,10 +293,7 @@ async def corruption(stage: Stage) -> None:
     commitment root; ``verify-events --deep`` must name each at its place, the chain
     included; then a restore of the last verified backup and a re-sync from the outboxes
     return the log to a fully verified state."""
-    db = stage.cluster("primary")
-    await stage.blocking("initdb", lambda: db.init(settings=REPLICATION))
-    await stage.blocking("start postgres", db.start)
-    await stage.blocking("create database", lambda: db.psql(f"CREATE DATABASE {DATABASE}"))
+    db = await _primary(stage, "primary")
     dsn = db.dsn(DATABASE)
     await stage.blocking("start anvil and deploy the registry", stage.chain)
     await stage.prepare(dsn)
@@ -306,6 +312,11 @@ async def corruption(stage: Stage) -> None:
         lambda: stage.cli.run("backup", "verify", str(backup), "--database-url", dsn),
     )
     await stage.finish_load()
+    # Writes after the backup, however long it took: what restoring it must lose, and the
+    # outboxes give back.
+    fleet.extend(EXTRA_WRITES_PER_LANE)
+    stage.start_load()
+    await stage.finish_load()
     await _commitments_caught_up(stage, db, timeout=60.0)
     await _anchors_caught_up(stage, db, timeout=120.0)
     stores = [lane.store_id for lane in fleet.lanes]
@@ -315,19 +326,7 @@ async def corruption(stage: Stage) -> None:
         {"what": what, "store_id": str(store), "sequence": seq} for what, store, seq in places
     ]
     findings_file = stage.root / "verify-corrupted.json"
-    found = await stage.blocking(
-        "verify-events --deep finds the damage",
-        lambda: stage.cli.run(
-            "verify-events",
-            "--all-streams",
-            "--deep",
-            "--report",
-            str(findings_file),
-            "--database-url",
-            dsn,
-            ok=(0, 1),
-        ),
-    )
+    found = await stage.verify_deep(dsn, findings_file, "verify-events --deep finds the damage")
     stage.report.mark(DETECTED)
     findings = _load_json(findings_file).get("findings", []) if found.returncode else []
     seen = {(f["store_id"], f["sequence"]) for f in findings}
@@ -361,7 +360,7 @@ async def corruption(stage: Stage) -> None:
     before = await stage.loss(restored_dsn)
     await stage.resync(server.url)
     # The agents write again on the recovered log: what the RTO is measured to.
-    fleet.extend(AFTER_RECOVERY_PER_LANE)
+    fleet.extend(EXTRA_WRITES_PER_LANE)
     stage.start_load()
     await stage.finish_load()
     await stage.prove(restored_dsn, server.url, before, rto_since=RECOVERED)
@@ -415,20 +414,7 @@ async def regional(stage: Stage) -> None:
     sequencer. Region A is lost whole under load; B is promoted and the agents move to it
     through their second base URL. Up to ``archive_timeout`` of writes is lost at first,
     and back after the agents re-sync."""
-    primary = stage.cluster("region-a")
-    archive = stage.root / "wal-shipping"
-    archive.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        shutil.chown(archive, "postgres", "postgres")
-    settings = {
-        **REPLICATION,
-        "archive_mode": "on",
-        "archive_command": archive_command(archive),
-        "archive_timeout": "1",
-    }
-    await stage.blocking("initdb region a", lambda: primary.init(settings=settings))
-    await stage.blocking("start region a", primary.start)
-    await stage.blocking("create database", lambda: primary.psql(f"CREATE DATABASE {DATABASE}"))
+    primary, archive = await _archiving_primary(stage, "region-a", "wal-shipping", timeout_s=1)
     await stage.prepare(primary.dsn(DATABASE))
     standby = stage.adopt(
         await stage.blocking(
