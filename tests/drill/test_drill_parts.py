@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from stateset_sequencer.drill import ledger
 from stateset_sequencer.drill.fleet import Fleet, Push
-from stateset_sequencer.drill.report import FAILURE, RECOVERED, Clock, Report, draw_timeline, rates
+from stateset_sequencer.drill.report import (
+    FAILURE,
+    RECOVERED,
+    Clock,
+    Report,
+    bin_width,
+    draw_timeline,
+    rates,
+)
 from stateset_sequencer.drill.scenarios import SCENARIOS
 from tests.drill import drills
 
@@ -86,9 +94,10 @@ def test_rates_account_for_every_acknowledged_event(
         for lane, start, took, acked, failed in raw
     ]
     end = max([1.0, *(p.ended for p in pushes)])
-    centres, acked, failed = rates(pushes, end)
+    width = bin_width(end)
+    centres, acked, failed = rates(pushes, end, width)
     assert len(centres) == len(acked) == len(failed)
-    assert round(sum(acked) * 0.5) == sum(p.acked for p in pushes)
+    assert round(sum(acked) * width) == sum(p.acked for p in pushes)
     assert sum(failed) == sum(1 for p in pushes if p.error)
 
 

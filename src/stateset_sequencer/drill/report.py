@@ -23,6 +23,9 @@ from .fleet import Push
 REPORT_FORMAT = "stateset-sequencer-drill-report"
 REPORT_VERSION = 1
 RATE_BIN_S = 0.5
+# A long drill's timeline gets wider bins: about this many across, so the rate reads as a
+# line rather than noise.
+RATE_BINS_ACROSS = 300
 
 # The marks every drill sets, in order; the timeline draws each as a vertical line.
 FAILURE = "failure"
@@ -137,17 +140,23 @@ class Report:
         }
 
 
-def rates(pushes: Sequence[Push], end: float) -> tuple[list[float], list[float], list[float]]:
+def bin_width(end: float) -> float:
+    return max(RATE_BIN_S, end / RATE_BINS_ACROSS)
+
+
+def rates(
+    pushes: Sequence[Push], end: float, width: float = RATE_BIN_S
+) -> tuple[list[float], list[float], list[float]]:
     """Acknowledged events per second and failed pushes per bin, bin centres first."""
-    bins = max(1, int(end / RATE_BIN_S) + 1)
+    bins = max(1, int(end / width) + 1)
     acked, failed = [0.0] * bins, [0.0] * bins
     for push in pushes:
-        slot = min(bins - 1, int(push.ended / RATE_BIN_S))
+        slot = min(bins - 1, int(push.ended / width))
         if push.error is None:
-            acked[slot] += push.acked / RATE_BIN_S
+            acked[slot] += push.acked / width
         else:
             failed[slot] += 1
-    centres = [(i + 0.5) * RATE_BIN_S for i in range(bins)]
+    centres = [(i + 0.5) * width for i in range(bins)]
     return centres, acked, failed
 
 
@@ -159,7 +168,8 @@ def draw_timeline(report: Report, pushes: Sequence[Push], target: Path) -> None:
     from matplotlib import pyplot
 
     end = max([report.clock(), *report.marks.values(), *(p.ended for p in pushes)])
-    centres, acked, failed = rates(pushes, end)
+    width = bin_width(end)
+    centres, acked, failed = rates(pushes, end, width)
     figure, axis = pyplot.subplots(figsize=(11, 4.5), dpi=100)
     try:
         axis.plot(centres, acked, color="#1f6fb4", linewidth=1.2, label="acknowledged events/s")
@@ -167,7 +177,7 @@ def draw_timeline(report: Report, pushes: Sequence[Push], target: Path) -> None:
         axis.set_ylabel("acknowledged events/s")
         if any(failed):
             other = axis.twinx()
-            other.bar(centres, failed, width=RATE_BIN_S, color="#d62728", alpha=0.35)
+            other.bar(centres, failed, width=width, color="#d62728", alpha=0.35)
             other.set_ylabel("failed pushes per bin", color="#d62728")
         colours = {
             FAILURE: "#d62728",
