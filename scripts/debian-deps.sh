@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and the recovery commands need, if missing:
 # a PostgreSQL server and client tools (initdb, pg_ctl, pg_dump, pg_restore, psql) and
-# openssl (the encrypted key backups in docs/DISASTER_RECOVERY.md). Nothing is installed
-# when every tool is already there.
+# openssl (the encrypted key backups in docs/DISASTER_RECOVERY.md), and pgbackrest (the
+# pgBackRest run of the pitr drill). Nothing is installed when every tool is already there.
 set -euo pipefail
 
 missing=()
@@ -11,6 +11,7 @@ command -v pg_dump >/dev/null || missing+=(postgresql-client)
 command -v pg_restore >/dev/null || missing+=(postgresql-client)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v pgbackrest >/dev/null || missing+=(pgbackrest)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

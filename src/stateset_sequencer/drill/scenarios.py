@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..testing.cluster import Cluster, archive_command
+from ..testing.cluster import Cluster, PgBackRest, archive_command
 from .report import DETECTED, FAILURE, RECOVERED, Report
 from .services import DrillError, Server
 from .stage import (
@@ -193,14 +193,30 @@ async def _primary(stage: Stage, name: str, settings: dict[str, str] | None = No
     return primary
 
 
-async def pitr(stage: Stage) -> None:
+async def pitr(stage: Stage, *, backrest: bool = False) -> None:
     """WAL archiving and a base backup; an operator's ``DELETE`` of a range under load;
-    restore to just before it; re-ingest from the agents; verify."""
-    primary, archive = await _archiving_primary(stage, "primary", "wal-archive", timeout_s=60)
+    restore to just before it; re-ingest from the agents; verify. With ``backrest``, the
+    archive, the backup and the restore are pgBackRest's."""
+    repository = PgBackRest(stage.root) if backrest else None
+    if repository is not None:
+        settings = {
+            "archive_mode": "on",
+            "archive_command": repository.archive_command,
+            "archive_timeout": "60",
+        }
+        primary = await _primary(stage, "primary", settings)
+        await stage.blocking("pgbackrest config", lambda: repository.write_config(primary))
+        await stage.blocking("pgbackrest stanza-create, check", repository.create_stanza)
+        archive = repository.repository
+    else:
+        primary, archive = await _archiving_primary(stage, "primary", "wal-archive", timeout_s=60)
     dsn = primary.dsn(DATABASE)
     await stage.prepare(dsn)
     base = stage.root / "base-backup"
-    await stage.blocking("pg_basebackup", lambda: primary.base_backup(base))
+    if repository is not None:
+        await stage.blocking("pgbackrest backup --type=full", repository.backup)
+    else:
+        await stage.blocking("pg_basebackup", lambda: primary.base_backup(base))
     server = stage.server("a", dsn)
     await stage.blocking("start sequencer", server.start)
     fleet = await stage.enrol(server.url, lane_urls([server]))
@@ -241,18 +257,26 @@ async def pitr(stage: Stage) -> None:
         ),
     )
     await stage.blocking("stop the primary", primary.stop)
-    restored = stage.adopt(
+    target_time = target.replace("T", " ").replace("Z", "+00")
+    if repository is not None:
+        restored = stage.adopt(Cluster(stage.root, "restored"))
         await stage.blocking(
-            "restore the base backup",
-            lambda: Cluster.restored_from(
-                base,
-                stage.root,
-                "restored",
-                restore_command=f"cp {archive}/%f %p",
-                target_time=target.replace("T", " ").replace("Z", "+00"),
-            ),
+            "pgbackrest restore --type=time",
+            lambda: repository.restore(restored, target_time),
         )
-    )
+    else:
+        restored = stage.adopt(
+            await stage.blocking(
+                "restore the base backup",
+                lambda: Cluster.restored_from(
+                    base,
+                    stage.root,
+                    "restored",
+                    restore_command=f"cp {archive}/%f %p",
+                    target_time=target_time,
+                ),
+            )
+        )
     await stage.blocking("replay WAL to the target", restored.start)
     await stage.blocking(
         "wait for promotion", lambda: restored.wait_for("SELECT pg_is_in_recovery()", "f", 300)
@@ -445,7 +469,7 @@ async def regional(stage: Stage) -> None:
 
 
 SCENARIOS: dict[str, list[str | None]] = {
-    "pitr": [None],
+    "pitr": [None, "pgbackrest"],
     "failover": ["sync", "async"],
     "instance": [None],
     "corruption": [None],
@@ -457,7 +481,7 @@ async def run_one(scenario: str, variant: str | None, options: Options) -> Repor
     stage = Stage(scenario, variant, options)
     try:
         if scenario == "pitr":
-            await pitr(stage)
+            await pitr(stage, backrest=variant == "pgbackrest")
         elif scenario == "failover":
             await failover(stage, synchronous=variant == "sync")
         elif scenario == "instance":
