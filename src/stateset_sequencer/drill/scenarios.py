@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,6 @@ async def failover(stage: Stage, synchronous: bool) -> None:
             lambda: Cluster.standby_of(primary, stage.root, "standby", application_name="standby"),
         )
     )
-    # Once promoted it has no standby of its own: waiting for one would stop every commit.
     await stage.blocking("start standby", standby.start)
     if synchronous:
         # Only now: with no standby yet, a synchronous primary would wait on every commit.
@@ -197,8 +196,9 @@ async def pitr(stage: Stage, *, backrest: bool = False) -> None:
     """WAL archiving and a base backup; an operator's ``DELETE`` of a range under load;
     restore to just before it; re-ingest from the agents; verify. With ``backrest``, the
     archive, the backup and the restore are pgBackRest's."""
-    repository = PgBackRest(stage.root) if backrest else None
-    if repository is not None:
+    restore: Callable[[str], Cluster]
+    if backrest:
+        repository = PgBackRest(stage.root)
         settings = {
             "archive_mode": "on",
             "archive_command": repository.archive_command,
@@ -207,22 +207,38 @@ async def pitr(stage: Stage, *, backrest: bool = False) -> None:
         primary = await _primary(stage, "primary", settings)
         await stage.blocking("pgbackrest config", lambda: repository.write_config(primary))
         await stage.blocking("pgbackrest stanza-create, check", repository.create_stanza)
-        archive = repository.repository
+        backup_step, take_backup = "pgbackrest backup --type=full", repository.backup
+        restore_step = "pgbackrest restore --type=time"
+
+        def restore(target_time: str) -> Cluster:
+            made = Cluster(stage.root, "restored")
+            repository.restore(made, target_time)
+            return made
+
     else:
         primary, archive = await _archiving_primary(stage, "primary", "wal-archive", timeout_s=60)
+        base = stage.root / "base-backup"
+        backup_step, take_backup = "pg_basebackup", lambda: primary.base_backup(base)
+        restore_step = "restore the base backup"
+
+        def restore(target_time: str) -> Cluster:
+            return Cluster.restored_from(
+                base,
+                stage.root,
+                "restored",
+                restore_command=f"cp {archive}/%f %p",
+                target_time=target_time,
+            )
+
     dsn = primary.dsn(DATABASE)
     await stage.prepare(dsn)
-    base = stage.root / "base-backup"
-    if repository is not None:
-        await stage.blocking("pgbackrest backup --type=full", repository.backup)
-    else:
-        await stage.blocking("pg_basebackup", lambda: primary.base_backup(base))
+    await stage.blocking(backup_step, take_backup)
     server = stage.server("a", dsn)
     await stage.blocking("start sequencer", server.start)
     fleet = await stage.enrol(server.url, lane_urls([server]))
     stage.start_load()
     await stage.failure_point()
-    # The mistake: one stream's first hundred events deleted, committed at the server's `now()`.
+    # The mistake: one stream's first hundred events deleted, just after the target time.
     victim = fleet.lanes[0].store_id
     # The server's clock, in the outboxes' own form (fixed-width UTC), to compare with
     # their acknowledgement times; recovery_target_time wants it with an offset instead.
@@ -258,25 +274,7 @@ async def pitr(stage: Stage, *, backrest: bool = False) -> None:
     )
     await stage.blocking("stop the primary", primary.stop)
     target_time = target.replace("T", " ").replace("Z", "+00")
-    if repository is not None:
-        restored = stage.adopt(Cluster(stage.root, "restored"))
-        await stage.blocking(
-            "pgbackrest restore --type=time",
-            lambda: repository.restore(restored, target_time),
-        )
-    else:
-        restored = stage.adopt(
-            await stage.blocking(
-                "restore the base backup",
-                lambda: Cluster.restored_from(
-                    base,
-                    stage.root,
-                    "restored",
-                    restore_command=f"cp {archive}/%f %p",
-                    target_time=target_time,
-                ),
-            )
-        )
+    restored = stage.adopt(await stage.blocking(restore_step, lambda: restore(target_time)))
     await stage.blocking("replay WAL to the target", restored.start)
     await stage.blocking(
         "wait for promotion", lambda: restored.wait_for("SELECT pg_is_in_recovery()", "f", 300)
