@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,16 @@ class Cli:
     log: Path
     env: Mapping[str, str] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    _children: set[subprocess.Popen[str]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def kill_running(self) -> None:
+        """SIGKILL every command still running (the drill is being torn down)."""
+        with self._lock:
+            running = list(self._children)
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
 
     def run(
         self,
@@ -76,18 +87,29 @@ class Cli:
     ) -> Outcome:
         command = [sys.executable, "-m", "stateset_sequencer", *args]
         began = time.monotonic()
-        try:
-            done = subprocess.run(
-                command,
-                cwd=self.workdir,
-                env={**clean_environment(), **self.env, **(env or {})},
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise DrillError(f"sequencer-cli {args[0]} did not finish in {timeout:.0f} s") from None
+        with subprocess.Popen(
+            command,
+            cwd=self.workdir,
+            env={**clean_environment(), **self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as child:
+            with self._lock:
+                self._children.add(child)
+            try:
+                stdout, stderr = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+                raise DrillError(
+                    f"sequencer-cli {args[0]} did not finish in {timeout:.0f} s"
+                ) from None
+            finally:
+                with self._lock:
+                    self._children.discard(child)
+        done = subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
         outcome = Outcome(
             command, done.returncode, done.stdout, done.stderr, time.monotonic() - began
         )

@@ -19,7 +19,6 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,7 +111,6 @@ class Stage:
         self.chain_env: dict[str, str] = {}
         self._mining = threading.Event()
         self._load: asyncio.Task[None] | None = None
-        self._threads = ThreadPoolExecutor(max_workers=RESYNC_CONCURRENCY + 2)
 
     # --- components -------------------------------------------------------------------------
 
@@ -192,13 +190,15 @@ class Stage:
     async def blocking(self, what: str, work: Callable[[], T]) -> T:
         """Run a blocking step on a thread, timed into the report's steps."""
         began = self.clock()
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._threads, work)
+            return await on_thread(work, what)
         finally:
-            self.report.steps.append(
-                {"step": what, "at_s": round(began, 3), "seconds": round(self.clock() - began, 3)}
-            )
+            self._timed(what, began)
+
+    def _timed(self, what: str, began: float) -> None:
+        self.report.steps.append(
+            {"step": what, "at_s": round(began, 3), "seconds": round(self.clock() - began, 3)}
+        )
 
     async def prepare(self, dsn: str) -> None:
         """Schema, an admin API key and the receipt key: what `make run` would do, by hand."""
@@ -324,13 +324,19 @@ class Stage:
                 counts["bulk_ingested"] = count_lines(unsynced)
             return counts
 
-        def all_homes() -> None:
-            with ThreadPoolExecutor(max_workers=RESYNC_CONCURRENCY) as pool:
-                for counts in pool.map(one, self.fleet.homes if self.fleet else []):
-                    for name, value in counts.items():
-                        totals[name] += value
+        gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
 
-        await self.blocking("re-sync from the outboxes", all_homes)
+        async def limited(home: Path) -> dict[str, int]:
+            async with gate:
+                return await on_thread(lambda: one(home), f"re-sync {home.name}")
+
+        began = self.clock()
+        try:
+            for counts in await asyncio.gather(*(limited(h) for h in self.fleet.homes)):
+                for name, value in counts.items():
+                    totals[name] += value
+        finally:
+            self._timed("re-sync from the outboxes", began)
         self.report.check(
             "no receipt mismatch on re-sync",
             not mismatches,
@@ -487,6 +493,7 @@ class Stage:
             self._load.cancel()
             with contextlib.suppress(BaseException):
                 await self._load
+        self.cli.kill_running()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 server.kill()
@@ -510,13 +517,41 @@ class Stage:
         for made in self.clusters:
             with contextlib.suppress(OSError):
                 shutil.copy(made.log, logs / f"postgres-{made.name}.log")
-        self._threads.shutdown(wait=False, cancel_futures=True)
         if not self.options.keep:
             for made in self.clusters:
                 with contextlib.suppress(Exception):
                     made.remove()
             shutil.rmtree(self.root, ignore_errors=True)
         return written
+
+
+async def on_thread(work: Callable[[], T], name: str) -> T:
+    """``work()`` on a daemon thread of its own. Not an executor: at exit the interpreter
+    joins executor threads, so a drill interrupted during a long step (a wait on a server
+    it has just killed) would hang until the step timed out; a daemon thread is dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, failure: BaseException | None) -> None:
+        if future.done():  # the awaiting task was cancelled
+            return
+        if failure is not None:
+            future.set_exception(failure)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        failure: BaseException | None = None
+        try:
+            result = work()
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            failure = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, failure)
+
+    threading.Thread(target=run, name=f"drill: {name}", daemon=True).start()
+    return await future
 
 
 def lose(server: Server, cluster: Cluster) -> None:
