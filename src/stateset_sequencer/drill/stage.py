@@ -140,6 +140,8 @@ class Stage:
 
     @property
     def key_file(self) -> Path:
+        # `keygen` writes an Ed25519 seed, 0600, as agent.key: every server of the drill
+        # signs its receipts with it, so receipts stay the same whichever one answered.
         return self.root / "sequencer" / "agent.key"
 
     def chain(self) -> None:
