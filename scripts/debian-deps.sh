@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and the recovery commands need, if missing:
 # a PostgreSQL server and client tools (initdb, pg_ctl, pg_dump, pg_restore, psql) and
-# openssl (the encrypted key backups in docs/DISASTER_RECOVERY.md), and pgbackrest (the
-# pgBackRest run of the pitr drill). Nothing is installed when every tool is already there.
+# openssl (the encrypted key backups in docs/DISASTER_RECOVERY.md), pgbackrest (the
+# pgBackRest run of the pitr drill), and patroni with etcd-server (the automatic-promotion
+# run of the failover drill). Nothing is installed when every tool is already there.
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,8 @@ command -v pg_restore >/dev/null || missing+=(postgresql-client)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v pgbackrest >/dev/null || missing+=(pgbackrest)
+command -v patroni >/dev/null || missing+=(patroni)
+command -v etcd >/dev/null || missing+=(etcd-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

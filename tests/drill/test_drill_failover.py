@@ -1,6 +1,8 @@
-"""`sequencer-cli drill failover`, small: a primary and a streaming standby, SIGKILL of the
-primary under load, promotion, the sequencers reconnecting by themselves. Synchronous
-replication loses nothing even before the agents re-sync; asynchronous is whole after."""
+"""`sequencer-cli drill failover`, small: a primary and a standby, the primary lost under
+load, promotion, the sequencers reconnecting by themselves. Three runs: synchronous
+streaming replication loses nothing even before the agents re-sync; asynchronous is whole
+after it; with Patroni on etcd, the promotion happens by itself once the lost leader's key
+expires."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import shutil
 from tests.drill import drills
 
 
-def test_failover_sync_and_async_lose_no_acknowledged_event() -> None:
+def test_failover_sync_async_and_patroni_lose_no_acknowledged_event() -> None:
     with drills.scratch() as tmp:
         ran = drills.run("failover", tmp, tmp.parent / f"{tmp.name}-reports")
         try:
@@ -18,7 +20,11 @@ def test_failover_sync_and_async_lose_no_acknowledged_event() -> None:
             assert sync["checks"]["RPO 0 before re-sync"]
             asynchronous = drills.passed(ran, "failover-async")
             assert "RPO 0 before re-sync" not in asynchronous["checks"]
-            for report in (sync, asynchronous):
+            automatic = drills.passed(ran, "failover-patroni")
+            steps = [s.get("step") for s in automatic["steps"]]
+            assert "patroni promotes node b" in steps
+            assert "promote the standby" not in steps  # nobody ran pg_ctl promote
+            for report in (sync, asynchronous, automatic):
                 marks = report["marks_s"]
                 assert marks["failure"] <= marks["detected"] <= marks["recovered"]
                 assert marks["recovered"] < marks["verified"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..testing.cluster import Cluster, PgBackRest, archive_command
+from ..testing.patroni import Etcd, PatroniNode
 from .report import DETECTED, FAILURE, RECOVERED, Report
 from .services import DrillError, Server
 from .stage import (
@@ -163,6 +164,41 @@ async def failover(stage: Stage, synchronous: bool) -> None:
     before = await stage.loss(survivor)
     await stage.resync(second.url)
     await stage.prove(survivor, second.url, before, rpo_zero_before_resync=synchronous)
+
+
+async def failover_patroni(stage: Stage) -> None:
+    """The failover drill with automatic promotion: two Patroni nodes on one etcd member.
+    Node a (Patroni and its PostgreSQL) is lost whole under load; once its leader key
+    expires, Patroni promotes b, and the sequencers find it by themselves."""
+    etcd = Etcd(stage.root)
+    stage.supervisors.append(etcd.stop)
+    await stage.blocking("start etcd", etcd.start)
+    nodes = []
+    for name in ("node-a", "node-b"):
+        node = PatroniNode(stage.adopt(Cluster(stage.root, name)), etcd)
+        stage.supervisors.append(node.stop)
+        node.write_config(dict(REPLICATION))
+        nodes.append(node)
+    first, second = nodes
+    first.start()
+    await stage.blocking("patroni bootstraps node a", lambda: first.wait_role("primary", 120))
+    second.start()
+    await stage.blocking("patroni clones node b", lambda: second.wait_role("replica", 180))
+    await stage.blocking(
+        "create database", lambda: first.cluster.psql(f"CREATE DATABASE {DATABASE}")
+    )
+    dsn = multi_host([first.cluster, second.cluster])
+    _a, survivor_server = await _two_sequencers_to_the_failure(stage, dsn)
+    await stage.blocking("lose node a (Patroni and PostgreSQL)", first.kill)
+    await refused(first.cluster.host, first.cluster.port)
+    stage.report.mark(DETECTED)
+    await stage.blocking("patroni promotes node b", lambda: second.wait_role("primary", 120))
+    stage.report.mark(RECOVERED)
+    await stage.finish_load()
+    survivor = second.cluster.dsn(DATABASE)
+    before = await stage.loss(survivor)
+    await stage.resync(survivor_server.url)
+    await stage.prove(survivor, survivor_server.url, before)
 
 
 async def _archiving_primary(
@@ -468,7 +504,7 @@ async def regional(stage: Stage) -> None:
 
 SCENARIOS: dict[str, list[str | None]] = {
     "pitr": [None, "pgbackrest"],
-    "failover": ["sync", "async"],
+    "failover": ["sync", "async", "patroni"],
     "instance": [None],
     "corruption": [None],
     "regional": [None],
@@ -480,6 +516,8 @@ async def run_one(scenario: str, variant: str | None, options: Options) -> Repor
     try:
         if scenario == "pitr":
             await pitr(stage, backrest=variant == "pgbackrest")
+        elif scenario == "failover" and variant == "patroni":
+            await failover_patroni(stage)
         elif scenario == "failover":
             await failover(stage, synchronous=variant == "sync")
         elif scenario == "instance":

@@ -106,6 +106,9 @@ class Stage:
         self.fleet: Fleet | None = None
         self.admin_key = ""
         self.sequencer_key: bytes = b""
+        # Stopped first at tear-down, before the clusters: a supervisor (Patroni) left
+        # running would restart the PostgreSQL the drill is taking down.
+        self.supervisors: list[Callable[[], None]] = []
         self.anvil: Anvil | None = None
         self.registry = ""
         self.chain_env: dict[str, str] = {}
@@ -496,6 +499,9 @@ class Stage:
             with contextlib.suppress(BaseException):
                 await self._load
         self.cli.kill_running()
+        for stop in reversed(self.supervisors):
+            with contextlib.suppress(Exception):
+                stop()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 server.kill()
