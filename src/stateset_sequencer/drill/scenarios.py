@@ -25,6 +25,8 @@ from .stage import (
     TENANT,
     Options,
     Stage,
+    anchor_wait,
+    commit_wait,
     lane_urls,
     lose,
     multi_host,
@@ -45,7 +47,7 @@ async def instance(stage: Stage) -> None:
     stage.report.mark(DETECTED)
     stage.report.mark(RECOVERED)  # nothing to restore: the survivor was serving all along
     await stage.finish_load()
-    await _commitments_caught_up(stage, db, timeout=60.0)
+    await _commitments_caught_up(stage, db, timeout=commit_wait(stage.options))
     moved = db.psql(
         f"SELECT count(*) FROM ves_commitments WHERE committed_at > '{wall_failure.isoformat()}'",
         DATABASE,
@@ -65,7 +67,7 @@ async def instance(stage: Stage) -> None:
     stage.report.check(
         "no duplicate commitment", int(overlaps) == 0, f"{overlaps} overlapping commitment pair(s)"
     )
-    await _anchors_caught_up(stage, db, timeout=120.0)
+    await _anchors_caught_up(stage, db, timeout=anchor_wait(stage.options))
     await _anchored_once(stage, db)
     before = await stage.loss(dsn)
     await stage.resync(second.url)
@@ -375,8 +377,8 @@ async def corruption(stage: Stage) -> None:
     fleet.extend(EXTRA_WRITES_PER_LANE)
     stage.start_load()
     await stage.finish_load()
-    await _commitments_caught_up(stage, db, timeout=60.0)
-    await _anchors_caught_up(stage, db, timeout=120.0)
+    await _commitments_caught_up(stage, db, timeout=commit_wait(stage.options))
+    await _anchors_caught_up(stage, db, timeout=anchor_wait(stage.options))
     stores = [lane.store_id for lane in fleet.lanes]
     places = _corrupt(db, [stores[i % len(stores)] for i in range(4)])
     stage.report.mark(FAILURE)

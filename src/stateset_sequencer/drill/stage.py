@@ -52,13 +52,10 @@ RESYNC_MARGIN = timedelta(minutes=1)
 # The leader-elected workers' lock is retried this often: what bounds their move to a
 # surviving instance.
 LEADER_RETRY_S = 1.0
-COMMIT_SETTINGS = {
-    "COMMIT_INTERVAL_SECS": "1",
-    "COMMIT_POLL_INTERVAL_MS": "200",
-    "COMMIT_MAX_EVENTS": "256",
-    "LEADER_LOCK_RETRY_SECS": str(LEADER_RETRY_S),
-    "ANCHOR_WORKER_ENABLED": "false",
-}
+# Commitments per stream a drill aims at. Each one is a transaction on the chain, and
+# anvil anchors a few a second, so a full-size drill must not cut thousands.
+COMMITMENTS_PER_STREAM = 10
+ANCHOR_WAIT_S = 120.0
 REPLICATION = {"wal_level": "replica", "max_wal_senders": "10", "hot_standby": "on"}
 DRILL_CHAIN_ID = 31339
 # anvil mines a block per transaction only: finality needs blocks on top, so the drill
@@ -133,7 +130,7 @@ class Stage:
             {
                 "DATABASE_URL": dsn,
                 "VES_SEQUENCER_SIGNING_KEY_FILE": str(self.key_file),
-                **COMMIT_SETTINGS,
+                **commit_settings(self.options),
                 **self.chain_env,
                 **env,
             },
@@ -531,6 +528,30 @@ class Stage:
                     made.remove()
             shutil.rmtree(self.root, ignore_errors=True)
         return written
+
+
+def commit_settings(options: Options) -> dict[str, str]:
+    """The commit worker's settings for a drill of this size: about
+    ``COMMITMENTS_PER_STREAM`` commitments per stream by size, and by age only for a
+    small drill, whose streams would otherwise wait a minute for their last range."""
+    per_stream = max(1, options.events // options.streams)
+    return {
+        "COMMIT_MAX_EVENTS": str(min(1024, max(16, per_stream // COMMITMENTS_PER_STREAM))),
+        "COMMIT_INTERVAL_SECS": str(min(60, max(1, per_stream // 200))),
+        "COMMIT_POLL_INTERVAL_MS": "200",
+        "LEADER_LOCK_RETRY_SECS": str(LEADER_RETRY_S),
+        "ANCHOR_WORKER_ENABLED": "false",
+    }
+
+
+def commit_wait(options: Options) -> float:
+    """How long the commit worker may take to commit every stream's last range."""
+    return float(commit_settings(options)["COMMIT_INTERVAL_SECS"]) + 60.0
+
+
+def anchor_wait(options: Options) -> float:
+    """How long the anchor worker may take to catch up once the load is over."""
+    return ANCHOR_WAIT_S + options.events / 500
 
 
 async def on_thread(work: Callable[[], T], name: str) -> T:
