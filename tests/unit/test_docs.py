@@ -39,6 +39,7 @@ SMALL_BENCH = {
     "make bench-hostile": " QUICK=1",
     "make bench-agent": " BENCH_ARGS='--quick'",
     "make bench-peers": " BENCH_ARGS='--events 1600'",
+    "make drill": " DRILL_ARGS='instance --events 400 --streams 4 --agents 2 --rate 100'",
 }
 
 
