@@ -18,6 +18,9 @@ ALLOWED: dict[str, set[str]] = {
     "proto": set(),
     "client": {"ves", "proto"},
     "agent": {"ves", "client", "proto"},
+    # The drills drive the service from outside, as an operator does: processes, the
+    # commands, HTTP and psql; never the store, the runtime or the sequencer in process.
+    "drill": {"agent", "client", "recovery", "anchoring", "testing", "ves", "proto"},
 }
 ADAPTERS = ("store.sqlite", "store.postgres")
 
