@@ -245,7 +245,10 @@ async def test_a_client_that_stops_reading_is_cut_off_and_resumes_losing_nothing
 ) -> None:
     served = await served_for(STREAM_STALL_TIMEOUT_MS=300)
     big = {"pad": "x" * 4000}
-    total = 600  # about 2.5 MB of SSE: more than both sockets' buffers hold
+    # About 6.6 MB of SSE: more than both sockets' buffers can ever hold. The server's
+    # send buffer autotunes up to tcp_wmem's maximum (4 MB here): at 2.5 MB, a run that
+    # got the whole of it never stalled, and the client was never cut off.
+    total = 1600
     for first in range(0, total, 100):
         await served.ingest(first, 100, payload=big)
     host, port = served.url.removeprefix("http://").split(":")

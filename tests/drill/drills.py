@@ -9,6 +9,7 @@ empty afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -133,7 +134,7 @@ def assert_clean(tmp: Path) -> None:
 def interrupt(
     scenario: str, tmp: Path, report: Path, after_s: float
 ) -> subprocess.CompletedProcess[str]:
-    """Start a drill and SIGTERM it ``after_s`` seconds in, once its servers run."""
+    """Start a drill and SIGTERM it ``after_s`` seconds in, once its PostgreSQL runs."""
     child = subprocess.Popen(
         command(scenario, report, *SMALL),
         stdout=subprocess.PIPE,
@@ -147,7 +148,12 @@ def interrupt(
         assert time.monotonic() < deadline, "the drill never started PostgreSQL"
         time.sleep(0.1)
     time.sleep(after_s)
+    # Twice, as `timeout` or a process-group kill would deliver it: the second must not
+    # cut the tear-down short.
     child.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=120)
     return subprocess.CompletedProcess(child.args, child.returncode, out, err)
 

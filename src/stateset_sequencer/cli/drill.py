@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -70,7 +71,7 @@ def drill_command(
     if report.exists() and not report.is_dir():
         fail(f"--report {report}: not a folder", 2)
     # SIGTERM as Ctrl-C: the drill stops every server and cluster it started on the way out.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     reports: list[Report] = []
     try:
         for name in chosen:
@@ -88,6 +89,15 @@ def drill_command(
                 err.print(f"  {done.name}: {problem}")
     if not all(r.passed for r in reports):
         raise typer.Exit(1)
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    # Once only: a second signal (`timeout` forwards its own SIGTERM to the child it
+    # runs, and so does a process group kill) must not cut the tear-down short and
+    # leave a cluster running.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _line(summary: dict[str, Any]) -> str:

@@ -22,17 +22,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from web3 import HTTPProvider, Web3
-
-from ..anchoring import contract
-from ..testing.anvil import Anvil
 from ..testing.cluster import Cluster
 from . import ledger
 from .fleet import Fleet
 from .report import FAILURE, RECOVERED, RESYNCED, VERIFIED, Clock, Report
 from .services import Cli, DrillError, Outcome, Server
+
+if TYPE_CHECKING:
+    from ..testing.anvil import Anvil
 
 T = TypeVar("T")
 
@@ -148,6 +147,13 @@ class Stage:
         """A node of its own (anvil), the registry deployed on it and a sequencer account
         authorized, and a block mined every half second; the servers started after this
         anchor, and ``verify-events --deep`` checks against it."""
+        # Here, not at the top: web3 takes a second to import, and every sequencer-cli
+        # command imports this module to list the drills.
+        from web3 import HTTPProvider, Web3
+
+        from ..anchoring import contract
+        from ..testing.anvil import Anvil
+
         node = Anvil(chain_id=DRILL_CHAIN_ID)
         node.start()
         self.anvil = node
@@ -173,6 +179,10 @@ class Stage:
 
     def anchored_batches(self) -> list[bytes]:
         """The batch id of every ``BatchCommitted`` log on the chain, in chain order."""
+        from web3 import HTTPProvider, Web3
+
+        from ..anchoring import contract
+
         assert self.anvil is not None
         w3 = Web3(HTTPProvider(self.anvil.url))
         logs = w3.eth.get_logs(
@@ -584,8 +594,10 @@ async def on_thread(work: Callable[[], T], name: str) -> T:
 
 
 def lose(server: Server, cluster: Cluster) -> None:
-    server.kill()
+    """A region lost whole, the database first: writes in flight die with it, and no
+    segment switch in the meantime ships what the sequencer had just acknowledged."""
     cluster.kill()
+    server.kill()
 
 
 def start(*servers: Server) -> None:
