@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stateset_sequencer.drill import ledger
+from stateset_sequencer.drill import SCENARIOS, ledger
 from stateset_sequencer.drill.fleet import Fleet, Push
 from stateset_sequencer.drill.report import (
     FAILURE,
@@ -24,7 +24,6 @@ from stateset_sequencer.drill.report import (
     draw_timeline,
     rates,
 )
-from stateset_sequencer.drill.scenarios import SCENARIOS
 from tests.drill import drills
 
 RECEIPT = {"sequenceNumber": 1, "receiptHash": "ab"}

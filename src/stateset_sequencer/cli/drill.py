@@ -15,11 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..drill.report import Report
-from ..drill.scenarios import SCENARIOS, run
-from ..drill.services import DrillError
-from ..drill.stage import Options
-from ..testing.cluster import ClusterError
+from ..drill import SCENARIOS
 from .common import err, fail, print_json
 
 commands = typer.Typer()
@@ -59,6 +55,13 @@ def drill_command(
         fail(f"--streams {streams} is fewer than --agents {agents}: each agent needs a stream", 2)
     if events < streams:
         fail(f"--events {events} is fewer than --streams {streams}: each stream needs an event", 2)
+    # Imported here: the drills' machinery costs every other command's start-up otherwise.
+    from ..drill.report import Report
+    from ..drill.scenarios import run
+    from ..drill.services import DrillError
+    from ..drill.stage import Options
+    from ..testing.cluster import ClusterError
+
     options = Options(
         events=events, streams=streams, agents=agents, report=report, rate=rate, keep=keep
     )

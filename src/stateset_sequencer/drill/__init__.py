@@ -8,3 +8,15 @@ the database holds, ``services`` starts and kills the sequencers and runs the co
 ``stage`` owns one drill's components and the recovery steps the drills share, ``report``
 writes the JSON report and the PNG timeline, and ``scenarios`` holds the five drills.
 """
+
+from __future__ import annotations
+
+# Each drill and its runs (None: the drill's only run). Here, not in ``scenarios``, so that
+# sequencer-cli can list them at start-up without importing what the drills need.
+SCENARIOS: dict[str, tuple[str | None, ...]] = {
+    "pitr": (None, "pgbackrest"),
+    "failover": ("sync", "async", "patroni"),
+    "instance": (None,),
+    "corruption": (None,),
+    "regional": (None,),
+}

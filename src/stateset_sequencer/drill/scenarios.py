@@ -16,6 +16,7 @@ from typing import Any
 
 from ..testing.cluster import Cluster, PgBackRest, archive_command
 from ..testing.patroni import Etcd, PatroniNode
+from . import SCENARIOS
 from .report import DETECTED, FAILURE, RECOVERED, Report
 from .services import DrillError, Server
 from .stage import (
@@ -502,15 +503,6 @@ async def regional(stage: Stage) -> None:
     before = await stage.loss(standby.dsn(DATABASE))
     await stage.resync(far.url)
     await stage.prove(standby.dsn(DATABASE), far.url, before)
-
-
-SCENARIOS: dict[str, list[str | None]] = {
-    "pitr": [None, "pgbackrest"],
-    "failover": ["sync", "async", "patroni"],
-    "instance": [None],
-    "corruption": [None],
-    "regional": [None],
-}
 
 
 async def run_one(scenario: str, variant: str | None, options: Options) -> Report:
