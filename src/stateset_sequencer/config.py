@@ -321,6 +321,9 @@ class TestEnvironment(BaseSettings):
     # suites run on a distributed schema (docs/SCALING.md). Never set in CI.
     SEQUENCER_TEST_CITUS: str = ""
     CI: str = ""
+    # Set by pytest-xdist in each worker: which slice of loopback ports is the worker's.
+    PYTEST_XDIST_WORKER: str = ""
+    PYTEST_XDIST_WORKER_COUNT: str = ""
 
     @property
     def citus(self) -> bool:

@@ -10,11 +10,14 @@ without ``SO_REUSEADDR`` (so neither a listener nor a lingering connection holds
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
 import threading
 from pathlib import Path
+
+from ..config import TestEnvironment
 
 LOW = 20000
 HIGH = 32000  # exclusive; Linux's default ephemeral range starts at 32768
@@ -40,10 +43,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     return _kernel_port(host)
 
 
+@functools.cache
 def _slice() -> tuple[int, int]:
     top = min(HIGH, _ephemeral_low())
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    found = TestEnvironment()
+    worker = found.PYTEST_XDIST_WORKER
+    count = int(found.PYTEST_XDIST_WORKER_COUNT) if found.PYTEST_XDIST_WORKER_COUNT.isdigit() else 1
     if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
         return LOW, top
     width = (top - LOW) // count
