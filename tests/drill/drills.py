@@ -71,6 +71,18 @@ def documented() -> dict[str, list[str]]:
     return found
 
 
+@contextmanager
+def drilled(scenario: str) -> Iterator[tuple[Ran, Path]]:
+    """Run ``scenario`` small in a scratch TMPDIR; yield the outcome and that TMPDIR, and
+    remove the reports afterwards."""
+    with scratch() as tmp:
+        ran = run(scenario, tmp, tmp.parent / f"{tmp.name}-reports")
+        try:
+            yield ran, tmp
+        finally:
+            shutil.rmtree(ran.folder, ignore_errors=True)
+
+
 def command(scenario: str, report: Path, *extra: str) -> list[str]:
     """The guide's command for ``scenario``, made small by ``extra`` (a later option wins)."""
     return [

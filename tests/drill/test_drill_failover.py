@@ -6,28 +6,22 @@ expires."""
 
 from __future__ import annotations
 
-import shutil
-
 from tests.drill import drills
 
 
 def test_failover_sync_async_and_patroni_lose_no_acknowledged_event() -> None:
-    with drills.scratch() as tmp:
-        ran = drills.run("failover", tmp, tmp.parent / f"{tmp.name}-reports")
-        try:
-            sync = drills.passed(ran, "failover-sync")
-            assert sync["figures"]["rpo_events"]["before_resync"] == 0
-            assert sync["checks"]["RPO 0 before re-sync"]
-            asynchronous = drills.passed(ran, "failover-async")
-            assert "RPO 0 before re-sync" not in asynchronous["checks"]
-            automatic = drills.passed(ran, "failover-patroni")
-            steps = [s.get("step") for s in automatic["steps"]]
-            assert "patroni promotes node b" in steps
-            assert "promote the standby" not in steps  # nobody ran pg_ctl promote
-            for report in (sync, asynchronous, automatic):
-                marks = report["marks_s"]
-                assert marks["failure"] <= marks["detected"] <= marks["recovered"]
-                assert marks["recovered"] < marks["verified"]
-            drills.assert_clean(tmp)
-        finally:
-            shutil.rmtree(ran.folder, ignore_errors=True)
+    with drills.drilled("failover") as (ran, tmp):
+        sync = drills.passed(ran, "failover-sync")
+        assert sync["figures"]["rpo_events"]["before_resync"] == 0
+        assert sync["checks"]["RPO 0 before re-sync"]
+        asynchronous = drills.passed(ran, "failover-async")
+        assert "RPO 0 before re-sync" not in asynchronous["checks"]
+        automatic = drills.passed(ran, "failover-patroni")
+        steps = [s.get("step") for s in automatic["steps"]]
+        assert "patroni promotes node b" in steps
+        assert "promote the standby" not in steps  # nobody ran pg_ctl promote
+        for report in (sync, asynchronous, automatic):
+            marks = report["marks_s"]
+            assert marks["failure"] <= marks["detected"] <= marks["recovered"]
+            assert marks["recovered"] < marks["verified"]
+        drills.assert_clean(tmp)

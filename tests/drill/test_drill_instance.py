@@ -12,35 +12,27 @@ from tests.drill import drills
 
 
 def test_instance_loss_moves_agents_and_workers_to_the_survivor() -> None:
-    with drills.scratch() as tmp:
-        ran = drills.run("instance", tmp, tmp.parent / f"{tmp.name}-reports")
-        try:
-            report = drills.passed(ran, "instance")
-            checks = report["checks"]
-            for name in (
-                "commit worker moved to the survivor",
-                "no duplicate commitment",
-                "no double anchor",
-                "every commitment anchored",
-                "RPO 0 before re-sync",
-            ):
-                assert checks[name], name
-            anchors = report["figures"]["anchors"]
-            assert anchors["on_chain"] == anchors["commitments"] > 0
-            drills.assert_clean(tmp)
-        finally:
-            shutil.rmtree(ran.folder, ignore_errors=True)
+    with drills.drilled("instance") as (ran, tmp):
+        report = drills.passed(ran, "instance")
+        checks = report["checks"]
+        for name in (
+            "commit worker moved to the survivor",
+            "no duplicate commitment",
+            "no double anchor",
+            "every commitment anchored",
+            "RPO 0 before re-sync",
+        ):
+            assert checks[name], name
+        anchors = report["figures"]["anchors"]
+        assert anchors["on_chain"] == anchors["commitments"] > 0
+        drills.assert_clean(tmp)
 
 
 def test_regional_failover_through_the_second_base_url() -> None:
-    with drills.scratch() as tmp:
-        ran = drills.run("regional", tmp, tmp.parent / f"{tmp.name}-reports")
-        try:
-            report = drills.passed(ran, "regional")
-            assert report["marks_s"]["detected"] <= report["marks_s"]["recovered"]
-            drills.assert_clean(tmp)
-        finally:
-            shutil.rmtree(ran.folder, ignore_errors=True)
+    with drills.drilled("regional") as (ran, tmp):
+        report = drills.passed(ran, "regional")
+        assert report["marks_s"]["detected"] <= report["marks_s"]["recovered"]
+        drills.assert_clean(tmp)
 
 
 def test_an_interrupted_drill_stops_and_removes_everything_it_started() -> None:
